@@ -1,0 +1,134 @@
+//! The daemon's control API: HTTP/JSON over a unix socket (mode 0660), versioned under `/v1`.
+//!
+//! This module holds the wire types, shared by the server and the CLI's client; `server`
+//! turns requests into supervisor commands, `client` is what the CLI uses.
+//!
+//! | method | path | body | answer |
+//! |---|---|---|---|
+//! | GET | `/v1/status` | | [`StatusResponse`] |
+//! | GET | `/v1/services/{name}` | | [`ServiceStatus`] |
+//! | POST | `/v1/services/{name}/start`, `/stop`, `/restart` | [`ActionRequest`] | [`ServiceStatus`] |
+//! | GET | `/v1/services/{name}/logs?lines=N&follow=true` | | log records, one per line |
+//! | GET | `/v1/images` | | `[`[`ImageSummary`]`]` |
+//! | POST | `/v1/images/import` | [`ImportRequest`] | [`ImportEvent`] lines (NDJSON) |
+//! | POST | `/v1/shutdown` | [`ShutdownRequest`] | `{}` |
+//!
+//! Errors are `{"error": {"kind": ..., "message": ...}}` with a matching HTTP status.
+
+pub mod client;
+pub mod server;
+
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DaemonInfo {
+    pub pid: u32,
+    pub version: String,
+    /// RFC 3339.
+    pub since: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServiceStatus {
+    pub name: String,
+    /// stopped, waiting, starting, running, stopping, restarting or failed.
+    pub state: String,
+    /// The readiness probe passed for the current container.
+    pub ready: bool,
+    /// Whether the service is meant to run.
+    pub enabled: bool,
+    pub pid: Option<u32>,
+    /// Automatic restarts since the daemon started.
+    pub restarts: u32,
+    pub image: String,
+    pub image_digest: Option<String>,
+    pub container_id: Option<String>,
+    pub generation: u64,
+    /// RFC 3339 time of the last state change.
+    pub since: String,
+    pub last_exit_code: Option<u32>,
+    /// Why the service is where it is (waiting for what, failed how).
+    pub message: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StatusResponse {
+    pub daemon: DaemonInfo,
+    pub services: Vec<ServiceStatus>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ActionRequest {
+    /// Answer only once the service is ready (start, restart) or stopped (stop).
+    pub wait: bool,
+    /// How long to wait; the daemon answers with a timeout error after it.
+    pub timeout_secs: Option<u64>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ImportRequest {
+    /// Absolute paths of archives readable by the daemon.
+    pub paths: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ImageSummary {
+    pub name: String,
+    pub digest: String,
+    pub size: u64,
+    pub architecture: String,
+    pub os: String,
+    /// Services whose manifest names this image.
+    pub used_by: Vec<String>,
+}
+
+/// One line of an import's progress stream.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", deny_unknown_fields)]
+pub enum ImportEvent {
+    Progress(String),
+    Imported(ImageSummary),
+    Error(ApiError),
+    Done { imported: usize },
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ShutdownRequest {
+    /// Stop every service, in reverse dependency order, before exiting.
+    pub stop_services: bool,
+}
+
+/// What went wrong, in a form the CLI maps to an exit code.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorKind {
+    NotFound,
+    BadRequest,
+    Conflict,
+    Timeout,
+    /// The service failed (its failure budget is spent, or it could not be created).
+    Failed,
+    Unavailable,
+    Internal,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
+#[serde(deny_unknown_fields)]
+#[error("{message}")]
+pub struct ApiError {
+    pub kind: ErrorKind,
+    pub message: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ErrorBody {
+    pub error: ApiError,
+}

@@ -1,0 +1,180 @@
+//! The command line: a thin client of the daemon's API, plus the offline tools
+//! (`manifests check`) and the hidden helper the containerd shim runs (`log-shim`).
+//!
+//! Every read command takes `--json`; tables are for people. Exit codes are in `exit`.
+
+mod image;
+mod manifests;
+mod service;
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::api::client::{Client, ClientError};
+use crate::config::{DEFAULT_API_SOCKET, DEFAULT_CONFIG_PATH};
+use crate::exit::Exit;
+
+/// soniclet: runs a SONiC switch's services as independent containerd units.
+#[derive(Debug, Parser)]
+#[command(name = "soniclet", version, about, long_about = None, after_help = EXIT_CODES_HELP)]
+pub struct Cli {
+    /// The daemon's API socket.
+    #[arg(long, global = true, env = "SONICLET_SOCKET", default_value = DEFAULT_API_SOCKET)]
+    pub socket: PathBuf,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+const EXIT_CODES_HELP: &str = "Exit codes: 0 ok, 1 failed, 2 usage, 3 daemon unreachable, 4 not found, \
+5 invalid input, 6 timeout, 7 conflict, 8 service failed, 78 invalid configuration.";
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the supervisor daemon (normally started by soniclet.service).
+    Daemon {
+        #[arg(long, default_value = DEFAULT_CONFIG_PATH)]
+        config: PathBuf,
+    },
+    /// Show the daemon and every service (or one).
+    Status {
+        service: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Start a service, and what it requires, and wait until it is ready.
+    Start(ActionArgs),
+    /// Stop a service, and what requires it, in reverse dependency order.
+    Stop(ActionArgs),
+    /// Restart a service and what requires it.
+    Restart(ActionArgs),
+    /// Show a service's container output.
+    Logs {
+        service: String,
+        /// Keep printing new output.
+        #[arg(short, long)]
+        follow: bool,
+        /// How many of the last lines to print first.
+        #[arg(short = 'n', long, default_value_t = 100)]
+        lines: usize,
+        /// Prefix each line with its time and stream.
+        #[arg(short, long)]
+        timestamps: bool,
+    },
+    /// Manage images in soniclet's containerd namespace.
+    Image {
+        #[command(subcommand)]
+        command: ImageCommand,
+    },
+    /// Validate service manifests without a daemon.
+    Manifests {
+        #[command(subcommand)]
+        command: ManifestsCommand,
+    },
+    /// Stop the daemon; with --stop-services, stop every service first, in order.
+    Shutdown {
+        #[arg(long)]
+        stop_services: bool,
+    },
+    /// Run by the containerd shim as a task's logging process.
+    #[command(hide = true)]
+    LogShim { spec: String },
+}
+
+#[derive(Debug, Args)]
+pub struct ActionArgs {
+    pub service: String,
+    /// Return at once instead of waiting for the service.
+    #[arg(long)]
+    pub no_wait: bool,
+    /// Seconds to wait before giving up (the operation goes on).
+    #[arg(long, default_value_t = 300)]
+    pub timeout: u64,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ImageCommand {
+    /// Import OCI or docker-save archives (optionally gzipped); every digest is checked.
+    Import {
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+    },
+    /// List stored images.
+    Ls {
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ManifestsCommand {
+    /// Check every manifest in DIR (default: the configured services directory).
+    Check {
+        dir: Option<PathBuf>,
+        #[arg(long, default_value = DEFAULT_CONFIG_PATH)]
+        config: PathBuf,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+/// What a CLI command ends with.
+#[derive(Debug)]
+pub struct Failure {
+    pub exit: Exit,
+    pub message: String,
+}
+
+impl From<ClientError> for Failure {
+    fn from(e: ClientError) -> Self {
+        Failure { exit: Exit::from(e.kind()), message: e.to_string() }
+    }
+}
+
+pub type CliResult = Result<(), Failure>;
+
+/// Runs every client command (all but `daemon` and `log-shim`).
+pub async fn run(cli: Cli) -> CliResult {
+    let client = Client::new(&cli.socket);
+    match cli.command {
+        Command::Status { service, json } => service::status(&client, service.as_deref(), json).await,
+        Command::Start(args) => service::action(&client, "start", &args).await,
+        Command::Stop(args) => service::action(&client, "stop", &args).await,
+        Command::Restart(args) => service::action(&client, "restart", &args).await,
+        Command::Logs { service, follow, lines, timestamps } => {
+            service::logs(&client, &service, follow, lines, timestamps).await
+        }
+        Command::Image { command: ImageCommand::Import { files } } => image::import(&client, &files).await,
+        Command::Image { command: ImageCommand::Ls { json } } => image::list(&client, json).await,
+        Command::Manifests { command: ManifestsCommand::Check { dir, config, json } } => {
+            manifests::check(dir, &config, json)
+        }
+        Command::Shutdown { stop_services } => service::shutdown(&client, stop_services).await,
+        Command::Daemon { .. } | Command::LogShim { .. } => unreachable!("handled by main"),
+    }
+}
+
+/// Prints rows as aligned columns.
+pub(crate) fn print_table(header: &[&str], rows: &[Vec<String>]) {
+    let mut widths: Vec<usize> = header.iter().map(|h| h.len()).collect();
+    for row in rows {
+        for (i, cell) in row.iter().enumerate() {
+            widths[i] = widths[i].max(cell.chars().count());
+        }
+    }
+    let line = |cells: Vec<String>| {
+        let mut out = String::new();
+        for (i, cell) in cells.iter().enumerate() {
+            if i + 1 == cells.len() {
+                out.push_str(cell);
+            } else {
+                out.push_str(&format!("{cell:<w$}  ", w = widths[i]));
+            }
+        }
+        println!("{}", out.trim_end());
+    };
+    line(header.iter().map(|h| h.to_string()).collect());
+    for row in rows {
+        line(row.clone());
+    }
+}

@@ -1,0 +1,106 @@
+//! `status`, `start`, `stop`, `restart`, `logs`, `shutdown`.
+
+use hyper::Method;
+
+use super::{print_table, ActionArgs, CliResult, Failure};
+use crate::api::client::Client;
+use crate::api::{ActionRequest, ServiceStatus, ShutdownRequest, StatusResponse};
+use crate::exit::Exit;
+use crate::logs::parse_record;
+
+fn yes_no(b: bool) -> String {
+    if b { "yes" } else { "no" }.to_owned()
+}
+
+fn dash<T: ToString>(v: Option<T>) -> String {
+    v.map(|v| v.to_string()).unwrap_or_else(|| "-".to_owned())
+}
+
+fn rows(services: &[ServiceStatus]) -> Vec<Vec<String>> {
+    services
+        .iter()
+        .map(|s| {
+            vec![
+                s.name.clone(),
+                s.state.clone(),
+                yes_no(s.ready),
+                dash(s.pid),
+                s.restarts.to_string(),
+                s.since.clone(),
+                s.image.clone(),
+                s.message.clone().unwrap_or_default(),
+            ]
+        })
+        .collect()
+}
+
+const HEADER: &[&str] = &["SERVICE", "STATE", "READY", "PID", "RESTARTS", "SINCE", "IMAGE", "NOTE"];
+
+pub async fn status(client: &Client, service: Option<&str>, json: bool) -> CliResult {
+    match service {
+        Some(name) => {
+            let status: ServiceStatus = client.get(&format!("/v1/services/{name}")).await?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&status).unwrap_or_default());
+            } else {
+                print_table(HEADER, &rows(std::slice::from_ref(&status)));
+                if let Some(digest) = &status.image_digest {
+                    println!("\nimage digest: {digest}\ngeneration:   {}", status.generation);
+                }
+            }
+        }
+        None => {
+            let status: StatusResponse = client.get("/v1/status").await?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&status).unwrap_or_default());
+            } else {
+                let d = &status.daemon;
+                let ready = status.services.iter().filter(|s| s.ready).count();
+                let enabled = status.services.iter().filter(|s| s.enabled).count();
+                println!(
+                    "soniclet {} (pid {}) since {}: {ready}/{enabled} enabled services ready\n",
+                    d.version, d.pid, d.since
+                );
+                print_table(HEADER, &rows(&status.services));
+            }
+        }
+    }
+    Ok(())
+}
+
+pub async fn action(client: &Client, verb: &str, args: &ActionArgs) -> CliResult {
+    let request = ActionRequest { wait: !args.no_wait, timeout_secs: Some(args.timeout) };
+    let status: ServiceStatus = client.post(&format!("/v1/services/{}/{verb}", args.service), &request).await?;
+    let outcome = match (verb, args.no_wait) {
+        (_, true) => format!("{verb} requested"),
+        ("stop", false) => "stopped".to_owned(),
+        _ => "ready".to_owned(),
+    };
+    println!("{}: {outcome} (state {}, pid {})", status.name, status.state, dash(status.pid));
+    Ok(())
+}
+
+pub async fn logs(client: &Client, service: &str, follow: bool, lines: usize, timestamps: bool) -> CliResult {
+    let path = format!("/v1/services/{service}/logs?lines={lines}&follow={follow}");
+    client
+        .lines(Method::GET, &path, None, |record| {
+            if timestamps {
+                println!("{record}");
+            } else {
+                println!("{}", parse_record(record).2);
+            }
+            Ok(())
+        })
+        .await
+        .map_err(Failure::from)
+}
+
+pub async fn shutdown(client: &Client, stop_services: bool) -> CliResult {
+    let _: serde_json::Value = client.post("/v1/shutdown", &ShutdownRequest { stop_services }).await?;
+    println!(
+        "{}",
+        if stop_services { "every service stopped; daemon exiting" } else { "daemon exiting; services keep running" }
+    );
+    let _ = Exit::Ok;
+    Ok(())
+}

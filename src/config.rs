@@ -1,0 +1,219 @@
+//! The agent's configuration, `/etc/soniclet/config.toml`.
+//!
+//! Every field has a default that is right on a SONiC switch, so an empty file (or none) works.
+//! Unknown fields are rejected: a typo must not silently fall back to a default.
+
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::runtime::spec::HostSettings;
+
+pub const DEFAULT_CONFIG_PATH: &str = "/etc/soniclet/config.toml";
+pub const DEFAULT_API_SOCKET: &str = "/run/soniclet/soniclet.sock";
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case", default)]
+pub struct Config {
+    pub containerd: ContainerdConfig,
+    pub paths: PathsConfig,
+    pub api: ApiConfig,
+    pub platform: PlatformConfig,
+    pub daemon: DaemonConfig,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case", default)]
+pub struct ContainerdConfig {
+    pub socket: PathBuf,
+    /// soniclet's containerd namespace. `k8s.io` belongs to the kubelet and is refused.
+    pub namespace: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case", default)]
+pub struct PathsConfig {
+    /// Directory of the service manifests (`<name>.toml`).
+    pub services: PathBuf,
+    /// Desired state and journals; every write is atomic.
+    pub state: PathBuf,
+    /// Per-service container logs, rotated by size.
+    pub logs: PathBuf,
+    /// Root of SONiC's host paths (`/etc/sonic`, `/var/run/redis`, ...); `/` on a switch.
+    pub sonic_root: PathBuf,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case", default)]
+pub struct ApiConfig {
+    /// The API's unix socket, created with mode 0660.
+    pub socket: PathBuf,
+    /// Group that owns the socket, so its members may use the CLI; root only when unset.
+    pub group: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case", default)]
+pub struct PlatformConfig {
+    /// ONIE platform string (`onie_platform`), SONiC's `$PLATFORM`.
+    pub platform: String,
+    pub hwsku: String,
+    /// SONiC's `$DEV` for a per-ASIC instance; empty on single-ASIC switches.
+    pub asic: String,
+    pub num_asic: u8,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case", default)]
+pub struct DaemonConfig {
+    /// Stop every service when the daemon gets SIGTERM. Off by default: restarting or
+    /// upgrading soniclet never restarts a service.
+    pub stop_services_on_exit: bool,
+    /// Log size, in bytes, at which a service's log file is rotated.
+    pub log_max_bytes: u64,
+    /// Rotated log files kept per service.
+    pub log_max_files: u32,
+}
+
+impl Default for ContainerdConfig {
+    fn default() -> Self {
+        Self { socket: PathBuf::from("/run/containerd/containerd.sock"), namespace: "sonic".to_owned() }
+    }
+}
+
+impl Default for PathsConfig {
+    fn default() -> Self {
+        Self {
+            services: PathBuf::from("/usr/share/soniclet/services"),
+            state: PathBuf::from("/var/lib/soniclet"),
+            logs: PathBuf::from("/var/log/soniclet"),
+            sonic_root: PathBuf::from("/"),
+        }
+    }
+}
+
+impl Default for ApiConfig {
+    fn default() -> Self {
+        Self { socket: PathBuf::from(DEFAULT_API_SOCKET), group: None }
+    }
+}
+
+impl Default for PlatformConfig {
+    fn default() -> Self {
+        // SONiC-VS's platform and HWSKU: the embedded default is the virtual switch.
+        Self {
+            platform: "x86_64-kvm_x86_64-r0".to_owned(),
+            hwsku: "Force10-S6000".to_owned(),
+            asic: String::new(),
+            num_asic: 1,
+        }
+    }
+}
+
+impl Default for DaemonConfig {
+    fn default() -> Self {
+        // SONiC's docker log options: max-size=2M, max-file=5.
+        Self { stop_services_on_exit: false, log_max_bytes: 2 * 1024 * 1024, log_max_files: 5 }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read {}", path.display())]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{}: {message}", path.display())]
+    Parse { path: PathBuf, message: String },
+    #[error("{}: {field}: {message}", path.display())]
+    Invalid { path: PathBuf, field: &'static str, message: String },
+}
+
+impl Config {
+    /// Loads `path`; a missing file at the default location means all defaults.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text = match std::fs::read_to_string(path) {
+            Ok(text) => text,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound && path == Path::new(DEFAULT_CONFIG_PATH) => {
+                String::new()
+            }
+            Err(source) => return Err(ConfigError::Read { path: path.to_owned(), source }),
+        };
+        Self::parse(path, &text)
+    }
+
+    pub fn parse(path: &Path, text: &str) -> Result<Self, ConfigError> {
+        let config: Config =
+            toml::from_str(text).map_err(|e| ConfigError::Parse { path: path.to_owned(), message: e.to_string() })?;
+        config.validate(path)?;
+        Ok(config)
+    }
+
+    fn validate(&self, path: &Path) -> Result<(), ConfigError> {
+        let invalid = |field, message: String| ConfigError::Invalid { path: path.to_owned(), field, message };
+        let ns = &self.containerd.namespace;
+        if ns == "k8s.io" {
+            return Err(invalid(
+                "containerd.namespace",
+                "k8s.io belongs to the kubelet; soniclet never uses it".into(),
+            ));
+        }
+        if ns.is_empty() || !ns.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c)) {
+            return Err(invalid("containerd.namespace", format!("{ns:?} is not a valid namespace")));
+        }
+        for (field, p) in [
+            ("paths.services", &self.paths.services),
+            ("paths.state", &self.paths.state),
+            ("paths.logs", &self.paths.logs),
+            ("paths.sonic-root", &self.paths.sonic_root),
+            ("api.socket", &self.api.socket),
+            ("containerd.socket", &self.containerd.socket),
+        ] {
+            if !p.is_absolute() {
+                return Err(invalid(field, format!("{} is not an absolute path", p.display())));
+            }
+        }
+        if self.daemon.log_max_bytes < 4096 || self.daemon.log_max_files == 0 {
+            return Err(invalid("daemon", "log-max-bytes must be at least 4096 and log-max-files at least 1".into()));
+        }
+        Ok(())
+    }
+
+    pub fn host_settings(&self) -> HostSettings {
+        HostSettings {
+            sonic_root: self.paths.sonic_root.clone(),
+            platform: self.platform.platform.clone(),
+            hwsku: self.platform.hwsku.clone(),
+            asic: self.platform.asic.clone(),
+            num_asic: self.platform.num_asic,
+            namespace: self.containerd.namespace.clone(),
+            privileged_capabilities: crate::runtime::spec::own_capabilities(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn empty_file_is_all_defaults() {
+        let config = Config::parse(Path::new("c.toml"), "").unwrap();
+        assert_eq!(config, Config::default());
+        assert_eq!(config.containerd.namespace, "sonic");
+    }
+
+    #[test]
+    fn typo_is_rejected_with_its_name() {
+        let err = Config::parse(Path::new("c.toml"), "[paths]\nstate-dir = \"/x\"\n").unwrap_err().to_string();
+        assert!(err.contains("c.toml") && err.contains("state-dir"), "{err}");
+    }
+
+    #[test]
+    fn kubelet_namespace_is_refused() {
+        let err = Config::parse(Path::new("c.toml"), "[containerd]\nnamespace = \"k8s.io\"\n").unwrap_err();
+        assert!(err.to_string().contains("containerd.namespace"));
+    }
+}

@@ -1,0 +1,185 @@
+//! `soniclet daemon`: wires the real adapters to the supervisor and the API, and owns
+//! shutdown (one cancellation token and one task tracker for every task).
+//!
+//! Start-up order matters for systemd: manifests and state are validated first (an invalid
+//! set starts nothing and exits with `EX_CONFIG`), then containerd is reached, the API socket
+//! bound and running containers adopted; only then is `READY=1` sent.
+
+use std::future::Future;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::api::server::{self, ApiState, BindError};
+use crate::config::{Config, ConfigError};
+use crate::exit::Exit;
+use crate::manifest::{self, LoadError};
+use crate::probe::Prober;
+use crate::runtime::containerd::Containerd;
+use crate::runtime::{LogSink, RuntimeError};
+use crate::store::{StateStore, StoreError};
+use crate::supervisor::{Command, Supervisor, SupervisorConfig};
+use crate::systemd::notify;
+
+#[derive(Debug, thiserror::Error)]
+pub enum DaemonError {
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error(transparent)]
+    Manifests(#[from] LoadError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Bind(#[from] BindError),
+    #[error(transparent)]
+    Runtime(#[from] RuntimeError),
+    #[error("cannot create {}", path.display())]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+impl DaemonError {
+    /// Configuration problems get `EX_CONFIG`, which the unit's `RestartPreventExitStatus=`
+    /// names: restarting cannot fix them.
+    pub fn exit(&self) -> Exit {
+        match self {
+            DaemonError::Config(_) | DaemonError::Manifests(_) | DaemonError::Store(_) => Exit::Config,
+            DaemonError::Bind(BindError::InUse { .. }) => Exit::Conflict,
+            DaemonError::Bind(BindError::UnknownGroup { .. }) => Exit::Config,
+            DaemonError::Runtime(_) => Exit::Unavailable,
+            DaemonError::Bind(_) | DaemonError::Io { .. } => Exit::Failure,
+        }
+    }
+}
+
+/// Connects to containerd, retrying while it starts (at boot it may come up after us).
+async fn connect_containerd(config: &Config, shutdown: &CancellationToken) -> Result<Containerd, RuntimeError> {
+    let mut attempt = 0u32;
+    loop {
+        match Containerd::connect(&config.containerd.socket, &config.containerd.namespace).await {
+            Ok(c) => return Ok(c),
+            Err(e) => {
+                attempt += 1;
+                if attempt == 1 || attempt % 10 == 0 {
+                    tracing::warn!(error = %e, attempt, "containerd is not reachable yet; retrying");
+                    notify::notify(&format!("STATUS=waiting for containerd at {}", config.containerd.socket.display()));
+                }
+                tokio::select! {
+                    () = shutdown.cancelled() => return Err(e),
+                    () = tokio::time::sleep(Duration::from_secs(1)) => {}
+                }
+            }
+        }
+    }
+}
+
+/// Runs the daemon until `signal` completes (SIGTERM in production).
+pub async fn run(config: Config, signal: impl Future<Output = ()> + Send + 'static) -> Result<(), DaemonError> {
+    let manifests = Arc::new(manifest::load_dir(&config.paths.services)?);
+    for dir in [&config.paths.state, &config.paths.logs] {
+        std::fs::create_dir_all(dir).map_err(|source| DaemonError::Io { path: dir.clone(), source })?;
+    }
+    let store = StateStore::open(&config.paths.state)?;
+    tracing::info!(services = manifests.len(), dir = %config.paths.services.display(), "manifests loaded");
+
+    let shutdown = CancellationToken::new();
+    let tracker = TaskTracker::new();
+    let first_signal = CancellationToken::new();
+    let first_signal_trigger = first_signal.clone();
+    tokio::spawn(async move {
+        signal.await;
+        first_signal_trigger.cancel();
+    });
+
+    let runtime = tokio::select! {
+        r = connect_containerd(&config, &shutdown) => Arc::new(r?),
+        () = first_signal.cancelled() => return Ok(()),
+    };
+    let listener = server::bind(&config.api.socket, config.api.group.as_deref())?;
+
+    let program = std::env::current_exe().unwrap_or_else(|_| PathBuf::from("/usr/bin/soniclet"));
+    let sink = LogSink {
+        program,
+        dir: config.paths.logs.clone(),
+        max_bytes: config.daemon.log_max_bytes,
+        max_files: config.daemon.log_max_files,
+    };
+    let host = config.host_settings();
+    let prober = Arc::new(Prober::new(Arc::clone(&runtime), host.clone()));
+    let mut supervisor = Supervisor::new(
+        SupervisorConfig { host, logs: sink },
+        Arc::clone(&manifests),
+        Arc::clone(&runtime),
+        prober,
+        store,
+        tracker.clone(),
+        shutdown.clone(),
+    );
+    supervisor.adopt().await?;
+    let handle = supervisor.handle();
+
+    let api_state = ApiState {
+        handle: handle.clone(),
+        runtime: Arc::clone(&runtime),
+        manifests,
+        logs_dir: config.paths.logs.clone(),
+        staging_dir: config.paths.state.join("staging"),
+        import_lock: Arc::new(tokio::sync::Mutex::new(())),
+    };
+    let api_token = shutdown.clone();
+    tracker.spawn(async move {
+        if let Err(e) = server::serve(listener, api_state, async move { api_token.cancelled().await }).await {
+            tracing::error!(error = %e, "API server failed");
+        }
+    });
+
+    // The first SIGTERM ends the daemon (services keep running unless configured otherwise);
+    // a second one while draining forces the exit.
+    let stop_services = config.daemon.stop_services_on_exit;
+    let signal_handle = handle.clone();
+    let signal_shutdown = shutdown.clone();
+    tracker.spawn(async move {
+        tokio::select! {
+            () = first_signal.cancelled() => {}
+            () = signal_shutdown.cancelled() => return,
+        }
+        tracing::info!(stop_services, "shutting down");
+        notify::notify("STOPPING=1");
+        if stop_services {
+            let _ = signal_handle.request(|reply| Command::Shutdown { stop_services: true, reply }).await;
+        }
+        signal_shutdown.cancel();
+    });
+
+    if let Some(interval) = notify::watchdog_interval() {
+        let token = shutdown.clone();
+        tracker.spawn(async move {
+            let mut tick = tokio::time::interval(interval / 2);
+            loop {
+                tokio::select! {
+                    () = token.cancelled() => return,
+                    _ = tick.tick() => notify::notify("WATCHDOG=1"),
+                }
+            }
+        });
+    }
+
+    notify::notify("READY=1\nSTATUS=supervising");
+    tracing::info!(socket = %config.api.socket.display(), pid = std::process::id(), "daemon ready");
+    supervisor.run().await;
+
+    shutdown.cancel();
+    tracker.close();
+    if tokio::time::timeout(Duration::from_secs(10), tracker.wait()).await.is_err() {
+        tracing::warn!("some tasks did not finish within 10s of shutdown");
+    }
+    let _ = std::fs::remove_file(&config.api.socket);
+    tracing::info!("daemon stopped");
+    Ok(())
+}

@@ -1,0 +1,107 @@
+//! The `soniclet` binary: the daemon, the CLI and the log shim in one program.
+//! `anyhow`-style error chains are rendered here, at the edge, and mapped to exit codes.
+
+use std::error::Error;
+use std::process::ExitCode;
+
+use clap::Parser;
+
+use soniclet::cli::{self, Cli, Command};
+use soniclet::config::Config;
+use soniclet::exit::Exit;
+
+fn chain(err: &dyn Error) -> String {
+    let mut message = err.to_string();
+    let mut source = err.source();
+    while let Some(cause) = source {
+        let text = cause.to_string();
+        if !message.contains(&text) {
+            message.push_str(": ");
+            message.push_str(&text);
+        }
+        source = cause.source();
+    }
+    message
+}
+
+fn init_tracing() {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("SONICLET_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_target(false).init();
+}
+
+/// Resolves on the first SIGTERM or SIGINT; a second one exits at once.
+async fn termination() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) else {
+        return std::future::pending().await;
+    };
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = int.recv() => {}
+    }
+    tokio::spawn(async move {
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = int.recv() => {}
+        }
+        tracing::warn!("second signal: exiting now");
+        std::process::exit(1);
+    });
+}
+
+fn daemon(config_path: &std::path::Path) -> ExitCode {
+    init_tracing();
+    let config = match Config::load(config_path) {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::error!("{}", chain(&e));
+            return Exit::Config.into();
+        }
+    };
+    let runtime = match tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("soniclet: cannot start the async runtime: {e}");
+            return Exit::Failure.into();
+        }
+    };
+    match runtime.block_on(soniclet::daemon::run(config, termination())) {
+        Ok(()) => Exit::Ok.into(),
+        Err(e) => {
+            tracing::error!("{}", chain(&e));
+            e.exit().into()
+        }
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match &cli.command {
+        Command::LogShim { spec } => {
+            return match soniclet::logs::run_shim(spec) {
+                Ok(()) => Exit::Ok.into(),
+                Err(e) => {
+                    eprintln!("soniclet log-shim: {}", chain(&e));
+                    Exit::Failure.into()
+                }
+            }
+        }
+        Command::Daemon { config } => return daemon(config),
+        _ => {}
+    }
+    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("soniclet: cannot start the async runtime: {e}");
+            return Exit::Failure.into();
+        }
+    };
+    match runtime.block_on(cli::run(cli)) {
+        Ok(()) => Exit::Ok.into(),
+        Err(failure) => {
+            eprintln!("soniclet: {}", failure.message);
+            failure.exit.into()
+        }
+    }
+}

@@ -1,0 +1,818 @@
+//! The containerd adapter: the only module that imports `containerd_client` and `tonic`.
+//!
+//! Every call carries the `containerd-namespace` header (soniclet's namespace, `sonic` by
+//! default; `k8s.io` is never touched) and a deadline. Image import writes blobs into the
+//! content store under a lease, with containerd checking each digest on commit, then unpacks
+//! the layers into overlayfs snapshots itself (containerd 1.6 has no unpack API), checking
+//! every unpacked layer against the config's diff IDs, and only then names the image.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
+use std::time::{Duration, SystemTime};
+
+use containerd_client::services::v1::container::Runtime;
+use containerd_client::services::v1::snapshots::{
+    CommitSnapshotRequest, MountsRequest, PrepareSnapshotRequest, RemoveSnapshotRequest, StatSnapshotRequest,
+};
+use containerd_client::services::v1::{
+    ApplyRequest, Container, CreateContainerRequest, CreateImageRequest, CreateRequest as CreateLeaseRequest,
+    CreateTaskRequest, DeleteContainerRequest, DeleteProcessRequest, DeleteRequest as DeleteLeaseRequest,
+    DeleteTaskRequest, ExecProcessRequest, GetContainerRequest, GetImageRequest, GetRequest, Image, InfoRequest,
+    KillRequest, ListContainersRequest, ListImagesRequest, ListPidsRequest, ListTasksRequest, ReadContentRequest,
+    StartRequest, UpdateImageRequest, UpdateRequest, WaitRequest, WriteAction, WriteContentRequest,
+};
+use containerd_client::tonic::{self, transport::Channel, Code, Request, Status};
+use containerd_client::types::v1::Status as ProcessStatus;
+use containerd_client::types::{Descriptor, Mount};
+use containerd_client::Client;
+use prost_types::Any;
+use serde_json::Value;
+use tokio_stream::StreamExt;
+
+use super::archive::{StagedArchive, StagedImage, MEDIA_DOCKER_LIST, MEDIA_OCI_INDEX};
+use super::{
+    ContainerInfo, ContainerRuntime, CreateContainer, ExitStatus, ImageConfig, ImageInfo, LogSink, RuntimeError,
+    TaskState,
+};
+
+/// Deadline of an ordinary containerd call.
+const CALL_TIMEOUT: Duration = Duration::from_secs(30);
+const SNAPSHOTTER: &str = "overlayfs";
+const RUNC: &str = "io.containerd.runc.v2";
+const SPEC_TYPE: &str = "types.containerd.io/opencontainers/runtime-spec/1/Spec";
+const PROCESS_TYPE: &str = "types.containerd.io/opencontainers/runtime-spec/1/Process";
+const CHUNK: usize = 1024 * 1024;
+
+/// What an image manifest resolves to: its config, platform, top snapshot and size.
+#[derive(Debug, Clone)]
+struct ImageFacts {
+    config: ImageConfig,
+    architecture: String,
+    os: String,
+    chain_id: String,
+    size: u64,
+}
+
+/// A connection to one containerd, scoped to one namespace.
+pub struct Containerd {
+    client: Client,
+    socket: PathBuf,
+    namespace: String,
+    /// Image facts by manifest digest; content is immutable, so they never go stale.
+    image_cache: Mutex<HashMap<String, ImageFacts>>,
+    exec_counter: AtomicU64,
+}
+
+impl std::fmt::Debug for Containerd {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Containerd").field("socket", &self.socket).field("namespace", &self.namespace).finish()
+    }
+}
+
+fn call_err(op: &'static str, id: &str, status: Status) -> RuntimeError {
+    if status.code() == Code::NotFound {
+        RuntimeError::NotFound { what: format!("{id} ({op})") }
+    } else {
+        RuntimeError::Call { op, id: id.to_owned(), message: status.message().to_owned() }
+    }
+}
+
+/// Runs a containerd call with the client-side deadline as a backstop to the gRPC one.
+async fn bounded<T>(
+    op: &'static str,
+    id: &str,
+    timeout: Duration,
+    fut: impl std::future::Future<Output = Result<tonic::Response<T>, Status>>,
+) -> Result<T, RuntimeError> {
+    match tokio::time::timeout(timeout, fut).await {
+        Ok(Ok(resp)) => Ok(resp.into_inner()),
+        Ok(Err(status)) => Err(call_err(op, id, status)),
+        Err(_) => Err(RuntimeError::Timeout { op, id: id.to_owned(), timeout }),
+    }
+}
+
+fn timestamp_to_system(ts: Option<prost_types::Timestamp>) -> SystemTime {
+    ts.and_then(|t| {
+        let secs = u64::try_from(t.seconds).ok()?;
+        let nanos = u32::try_from(t.nanos).ok()?;
+        Some(SystemTime::UNIX_EPOCH + Duration::new(secs, nanos))
+    })
+    .unwrap_or_else(SystemTime::now)
+}
+
+impl Containerd {
+    /// Connects and checks that containerd answers.
+    pub async fn connect(socket: &Path, namespace: &str) -> Result<Self, RuntimeError> {
+        let connect_err = |source: Box<dyn std::error::Error + Send + Sync>| RuntimeError::Connect {
+            socket: socket.to_owned(),
+            source,
+        };
+        let channel: Channel = tokio::time::timeout(Duration::from_secs(5), containerd_client::connect(socket))
+            .await
+            .map_err(|e| connect_err(Box::new(e)))?
+            .map_err(|e| connect_err(Box::new(e)))?;
+        let client = Client::from(channel);
+        let version = tokio::time::timeout(Duration::from_secs(5), client.version().version(()))
+            .await
+            .map_err(|e| connect_err(Box::new(e)))?
+            .map_err(|e| connect_err(Box::new(e)))?;
+        tracing::debug!(version = %version.get_ref().version, socket = %socket.display(), "connected to containerd");
+        Ok(Self {
+            client,
+            socket: socket.to_owned(),
+            namespace: namespace.to_owned(),
+            image_cache: Mutex::new(HashMap::new()),
+            exec_counter: AtomicU64::new(0),
+        })
+    }
+
+    fn req<T>(&self, message: T) -> Request<T> {
+        let mut request = Request::new(message);
+        request
+            .metadata_mut()
+            .insert("containerd-namespace", self.namespace.parse().expect("namespace names are ASCII"));
+        request
+    }
+
+    fn leased<T>(&self, message: T, lease: &str) -> Request<T> {
+        let mut request = self.req(message);
+        request.metadata_mut().insert("containerd-lease", lease.parse().expect("lease ids are ASCII"));
+        request
+    }
+
+    async fn read_blob(&self, digest: &str) -> Result<Vec<u8>, RuntimeError> {
+        let mut stream = bounded(
+            "read content",
+            digest,
+            CALL_TIMEOUT,
+            self.client.content().read(self.req(ReadContentRequest { digest: digest.to_owned(), offset: 0, size: 0 })),
+        )
+        .await?;
+        let mut data = Vec::new();
+        while let Some(chunk) = stream.next().await {
+            let chunk = chunk.map_err(|s| call_err("read content", digest, s))?;
+            data.extend_from_slice(&chunk.data);
+        }
+        Ok(data)
+    }
+
+    async fn read_json(&self, digest: &str) -> Result<Value, RuntimeError> {
+        let bytes = self.read_blob(digest).await?;
+        serde_json::from_slice(&bytes).map_err(|e| RuntimeError::Call {
+            op: "parse content",
+            id: digest.to_owned(),
+            message: e.to_string(),
+        })
+    }
+
+    /// Resolves an image record to the facts a container needs.
+    async fn describe(&self, image: Image) -> Result<ImageInfo, RuntimeError> {
+        let target =
+            image.target.ok_or_else(|| RuntimeError::NotFound { what: format!("target of {}", image.name) })?;
+        let cached = self.image_cache.lock().expect("cache lock").get(&target.digest).cloned();
+        let ImageFacts { config, architecture, os, chain_id, size } = match cached {
+            Some(facts) => facts,
+            None => {
+                let facts = self.resolve_manifest(&image.name, &target).await?;
+                self.image_cache.lock().expect("cache lock").insert(target.digest.clone(), facts.clone());
+                facts
+            }
+        };
+        Ok(ImageInfo { name: image.name, digest: target.digest, size, architecture, os, config, chain_id })
+    }
+
+    async fn resolve_manifest(&self, name: &str, target: &Descriptor) -> Result<ImageFacts, RuntimeError> {
+        let mut manifest = self.read_json(&target.digest).await?;
+        let mut manifest_size = u64::try_from(target.size).unwrap_or(0);
+        if target.media_type == MEDIA_OCI_INDEX || target.media_type == MEDIA_DOCKER_LIST {
+            let host = super::archive::host_architecture();
+            let chosen = manifest["manifests"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .find(|m| m["platform"]["architecture"].as_str().is_none_or(|a| a == host))
+                .cloned()
+                .ok_or_else(|| RuntimeError::NotFound { what: format!("a linux/{host} manifest in {name}") })?;
+            let digest = chosen["digest"].as_str().unwrap_or_default().to_owned();
+            manifest_size = chosen["size"].as_u64().unwrap_or(0);
+            manifest = self.read_json(&digest).await?;
+        }
+        let config_digest = manifest["config"]["digest"].as_str().unwrap_or_default().to_owned();
+        let layer_size: u64 =
+            manifest["layers"].as_array().into_iter().flatten().filter_map(|l| l["size"].as_u64()).sum();
+        let config = self.read_json(&config_digest).await?;
+        let strings = |v: &Value| -> Vec<String> {
+            v.as_array().into_iter().flatten().filter_map(|s| s.as_str().map(str::to_owned)).collect()
+        };
+        let diff_ids = strings(&config["rootfs"]["diff_ids"]);
+        let chain_id = super::archive::chain_ids(&diff_ids).pop().unwrap_or_default();
+        let c = &config["config"];
+        let image_config = ImageConfig {
+            entrypoint: strings(&c["Entrypoint"]),
+            cmd: strings(&c["Cmd"]),
+            env: strings(&c["Env"]),
+            working_dir: c["WorkingDir"].as_str().unwrap_or_default().to_owned(),
+            user: c["User"].as_str().unwrap_or_default().to_owned(),
+        };
+        let architecture = config["architecture"].as_str().unwrap_or_default().to_owned();
+        let os = config["os"].as_str().unwrap_or_default().to_owned();
+        Ok(ImageFacts { config: image_config, architecture, os, chain_id, size: manifest_size + layer_size })
+    }
+
+    async fn content_exists(&self, digest: &str) -> Result<bool, RuntimeError> {
+        match bounded(
+            "content info",
+            digest,
+            CALL_TIMEOUT,
+            self.client.content().info(self.req(InfoRequest { digest: digest.to_owned() })),
+        )
+        .await
+        {
+            Ok(_) => Ok(true),
+            Err(e) if e.is_not_found() => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Writes one blob into the content store (containerd verifies `expected` on commit),
+    /// or only sets its labels when the blob is already there.
+    async fn write_blob(
+        &self,
+        lease: &str,
+        digest: &str,
+        size: u64,
+        path: &Path,
+        labels: HashMap<String, String>,
+    ) -> Result<(), RuntimeError> {
+        if self.content_exists(digest).await? {
+            if !labels.is_empty() {
+                let paths = labels.keys().map(|k| format!("labels.{k}")).collect();
+                let info =
+                    containerd_client::services::v1::Info { digest: digest.to_owned(), labels, ..Default::default() };
+                bounded(
+                    "update content labels",
+                    digest,
+                    CALL_TIMEOUT,
+                    self.client.content().update(self.leased(
+                        UpdateRequest { info: Some(info), update_mask: Some(prost_types::FieldMask { paths }) },
+                        lease,
+                    )),
+                )
+                .await?;
+            }
+            return Ok(());
+        }
+        let total = i64::try_from(size).unwrap_or(i64::MAX);
+        let reference = format!("soniclet-{}-{}", lease, digest.trim_start_matches("sha256:"));
+        let (tx, rx) = tokio::sync::mpsc::channel::<WriteContentRequest>(4);
+        let path_owned = path.to_owned();
+        let digest_owned = digest.to_owned();
+        // The file is read on a blocking thread and streamed to containerd.
+        let reader = tokio::task::spawn_blocking(move || -> Result<(), std::io::Error> {
+            use std::io::Read;
+            let mut file = std::fs::File::open(&path_owned)?;
+            let mut offset = 0i64;
+            let mut first = true;
+            loop {
+                let mut buf = vec![0u8; CHUNK];
+                let n = file.read(&mut buf)?;
+                buf.truncate(n);
+                let last = n == 0;
+                if last && !first {
+                    // Data all sent: a final empty commit.
+                }
+                let action = if last { WriteAction::Commit } else { WriteAction::Write };
+                let request = WriteContentRequest {
+                    action: action as i32,
+                    r#ref: reference.clone(),
+                    total,
+                    expected: digest_owned.clone(),
+                    offset,
+                    data: buf,
+                    labels: if last { labels.clone() } else { HashMap::new() },
+                };
+                offset += n as i64;
+                first = false;
+                if tx.blocking_send(request).is_err() || last {
+                    return Ok(());
+                }
+            }
+        });
+        let outbound = tokio_stream::wrappers::ReceiverStream::new(rx);
+        let call = async {
+            let mut responses = self.client.content().write(self.leased(outbound, lease)).await?.into_inner();
+            while let Some(resp) = responses.next().await {
+                resp?;
+            }
+            Ok::<_, Status>(())
+        };
+        let result = tokio::time::timeout(Duration::from_secs(600), call).await;
+        let read_result = reader.await.map_err(|e| RuntimeError::Call {
+            op: "write content",
+            id: digest.to_owned(),
+            message: e.to_string(),
+        })?;
+        read_result.map_err(|source| RuntimeError::Io { path: path.to_owned(), source })?;
+        match result {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(status)) if status.code() == Code::AlreadyExists => Ok(()),
+            Ok(Err(status)) => Err(call_err("write content", digest, status)),
+            Err(_) => Err(RuntimeError::Timeout {
+                op: "write content",
+                id: digest.to_owned(),
+                timeout: Duration::from_secs(600),
+            }),
+        }
+    }
+
+    async fn snapshot_exists(&self, key: &str) -> Result<bool, RuntimeError> {
+        let request = StatSnapshotRequest { snapshotter: SNAPSHOTTER.to_owned(), key: key.to_owned() };
+        match bounded("stat snapshot", key, CALL_TIMEOUT, self.client.snapshots().stat(self.req(request))).await {
+            Ok(_) => Ok(true),
+            Err(e) if e.is_not_found() => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Applies each layer onto its parent snapshot, verifying the result against the diff IDs.
+    async fn unpack(
+        &self,
+        lease: &str,
+        image: &StagedImage,
+        progress: &(dyn Fn(String) + Send + Sync),
+    ) -> Result<String, RuntimeError> {
+        let chain = image.chain_ids();
+        let mut parent = String::new();
+        for (i, (layer, chain_id)) in image.layers.iter().zip(&chain).enumerate() {
+            if self.snapshot_exists(chain_id).await? {
+                parent = chain_id.clone();
+                continue;
+            }
+            progress(format!("{}: unpacking layer {}/{}", image.name, i + 1, image.layers.len()));
+            let key = format!("extract-{lease}-{}", chain_id.trim_start_matches("sha256:"));
+            let prepare = PrepareSnapshotRequest {
+                snapshotter: SNAPSHOTTER.to_owned(),
+                key: key.clone(),
+                parent: parent.clone(),
+                labels: HashMap::new(),
+            };
+            let mounts = bounded(
+                "prepare snapshot",
+                &key,
+                CALL_TIMEOUT,
+                self.client.snapshots().prepare(self.leased(prepare, lease)),
+            )
+            .await?
+            .mounts;
+            let apply = ApplyRequest {
+                diff: Some(Descriptor {
+                    media_type: layer.media_type.clone(),
+                    digest: layer.digest.clone(),
+                    size: i64::try_from(layer.size).unwrap_or(i64::MAX),
+                    annotations: HashMap::new(),
+                }),
+                mounts,
+                payloads: HashMap::new(),
+                sync_fs: true,
+            };
+            let applied = bounded(
+                "apply layer",
+                &layer.digest,
+                Duration::from_secs(600),
+                self.client.diff().apply(self.leased(apply, lease)),
+            )
+            .await;
+            let applied_digest = match applied {
+                Ok(resp) => resp.applied.map(|d| d.digest).unwrap_or_default(),
+                Err(e) => {
+                    self.remove_snapshot(&key).await;
+                    return Err(e);
+                }
+            };
+            if applied_digest != image.diff_ids[i] {
+                self.remove_snapshot(&key).await;
+                return Err(RuntimeError::DiffIdMismatch {
+                    image: image.name.clone(),
+                    layer: layer.digest.clone(),
+                    expected: image.diff_ids[i].clone(),
+                    actual: applied_digest,
+                });
+            }
+            let commit = CommitSnapshotRequest {
+                snapshotter: SNAPSHOTTER.to_owned(),
+                name: chain_id.clone(),
+                key: key.clone(),
+                labels: HashMap::new(),
+            };
+            match bounded(
+                "commit snapshot",
+                chain_id,
+                CALL_TIMEOUT,
+                self.client.snapshots().commit(self.leased(commit, lease)),
+            )
+            .await
+            {
+                Ok(_) => {}
+                // Another import committed the same layer meanwhile: use theirs.
+                Err(RuntimeError::Call { message, .. }) if message.contains("already exists") => {
+                    self.remove_snapshot(&key).await;
+                }
+                Err(e) => {
+                    self.remove_snapshot(&key).await;
+                    return Err(e);
+                }
+            }
+            parent = chain_id.clone();
+        }
+        Ok(parent)
+    }
+
+    async fn remove_snapshot(&self, key: &str) {
+        let request = RemoveSnapshotRequest { snapshotter: SNAPSHOTTER.to_owned(), key: key.to_owned() };
+        if let Err(e) =
+            bounded("remove snapshot", key, CALL_TIMEOUT, self.client.snapshots().remove(self.req(request))).await
+        {
+            if !e.is_not_found() {
+                tracing::warn!(snapshot = key, error = %e, "cannot remove snapshot");
+            }
+        }
+    }
+
+    async fn import_image(
+        &self,
+        lease: &str,
+        image: &StagedImage,
+        source: &Path,
+        progress: &(dyn Fn(String) + Send + Sync),
+    ) -> Result<ImageInfo, RuntimeError> {
+        progress(format!("{}: writing {} blobs ({} bytes)", image.name, image.layers.len() + 2, image.total_size()));
+        for layer in &image.layers {
+            self.write_blob(lease, &layer.digest, layer.size, &layer.path, HashMap::new()).await?;
+        }
+        let top = image.chain_ids().pop().unwrap_or_default();
+        let config_labels = HashMap::from([(format!("containerd.io/gc.ref.snapshot.{SNAPSHOTTER}"), top.clone())]);
+        self.write_blob(lease, &image.config.digest, image.config.size, &image.config.path, config_labels).await?;
+        let mut manifest_labels =
+            HashMap::from([("containerd.io/gc.ref.content.config".to_owned(), image.config.digest.clone())]);
+        for (i, layer) in image.layers.iter().enumerate() {
+            manifest_labels.insert(format!("containerd.io/gc.ref.content.l.{i}"), layer.digest.clone());
+        }
+        self.write_blob(lease, &image.manifest.digest, image.manifest.size, &image.manifest.path, manifest_labels)
+            .await?;
+        self.unpack(lease, image, progress).await?;
+
+        let record = Image {
+            name: image.name.clone(),
+            labels: HashMap::from([("io.soniclet.imported-from".to_owned(), source.display().to_string())]),
+            target: Some(Descriptor {
+                media_type: image.manifest.media_type.clone(),
+                digest: image.manifest.digest.clone(),
+                size: i64::try_from(image.manifest.size).unwrap_or(i64::MAX),
+                annotations: HashMap::new(),
+            }),
+            created_at: None,
+            updated_at: None,
+        };
+        let create = CreateImageRequest { image: Some(record.clone()), source_date_epoch: None };
+        match bounded(
+            "create image",
+            &image.name,
+            CALL_TIMEOUT,
+            self.client.images().create(self.leased(create, lease)),
+        )
+        .await
+        {
+            Ok(_) => {}
+            Err(RuntimeError::Call { message, .. }) if message.contains("already exists") => {
+                let update = UpdateImageRequest {
+                    image: Some(record),
+                    update_mask: Some(prost_types::FieldMask { paths: vec!["target".into(), "labels".into()] }),
+                    source_date_epoch: None,
+                };
+                bounded(
+                    "update image",
+                    &image.name,
+                    CALL_TIMEOUT,
+                    self.client.images().update(self.leased(update, lease)),
+                )
+                .await?;
+            }
+            Err(e) => return Err(e),
+        }
+        progress(format!("{}: imported {}", image.name, image.manifest.digest));
+        Ok(ImageInfo {
+            name: image.name.clone(),
+            digest: image.manifest.digest.clone(),
+            size: image.total_size(),
+            architecture: image.architecture.clone(),
+            os: image.os.clone(),
+            config: image.image_config.clone(),
+            chain_id: top,
+        })
+    }
+
+    async fn task(&self, id: &str) -> Result<Option<containerd_client::types::v1::Process>, RuntimeError> {
+        let request = GetRequest { container_id: id.to_owned(), exec_id: String::new() };
+        match bounded("get task", id, CALL_TIMEOUT, self.client.tasks().get(self.req(request))).await {
+            Ok(resp) => Ok(resp.process),
+            Err(e) if e.is_not_found() => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    async fn wait_process(&self, id: &str, exec_id: &str) -> Result<ExitStatus, RuntimeError> {
+        let request = WaitRequest { container_id: id.to_owned(), exec_id: exec_id.to_owned() };
+        let resp =
+            self.client.tasks().wait(self.req(request)).await.map_err(|s| call_err("wait task", id, s))?.into_inner();
+        Ok(ExitStatus { code: resp.exit_status, at: timestamp_to_system(resp.exited_at) })
+    }
+}
+
+fn task_state(process: &containerd_client::types::v1::Process) -> TaskState {
+    match ProcessStatus::try_from(process.status).unwrap_or(ProcessStatus::Unknown) {
+        ProcessStatus::Created => TaskState::Created { pid: process.pid },
+        ProcessStatus::Running => TaskState::Running { pid: process.pid },
+        ProcessStatus::Paused | ProcessStatus::Pausing => TaskState::Paused { pid: process.pid },
+        ProcessStatus::Stopped | ProcessStatus::Unknown => TaskState::Stopped { exit_code: process.exit_status },
+    }
+}
+
+/// The shim runs the soniclet binary as the task's logging process:
+/// `soniclet log-shim <dir>` with the container ID in its environment.
+fn log_uri(logs: &LogSink) -> String {
+    let encode = |p: &Path| -> String {
+        p.display()
+            .to_string()
+            .bytes()
+            .map(|b| match b {
+                b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'/' | b'-' | b'_' | b'.' => (b as char).to_string(),
+                other => format!("%{other:02X}"),
+            })
+            .collect()
+    };
+    let arg = crate::logs::shim_arg(logs.max_bytes, logs.max_files, &logs.dir);
+    format!("binary://{}?log-shim={}", encode(&logs.program), encode(Path::new(&arg)))
+}
+
+impl ContainerRuntime for Containerd {
+    async fn containers(&self) -> Result<Vec<ContainerInfo>, RuntimeError> {
+        let containers = bounded(
+            "list containers",
+            &self.namespace,
+            CALL_TIMEOUT,
+            self.client.containers().list(self.req(ListContainersRequest { filters: vec![] })),
+        )
+        .await?
+        .containers;
+        let tasks = bounded(
+            "list tasks",
+            &self.namespace,
+            CALL_TIMEOUT,
+            self.client.tasks().list(self.req(ListTasksRequest { filter: String::new() })),
+        )
+        .await?
+        .tasks;
+        let by_id: HashMap<&str, &containerd_client::types::v1::Process> =
+            tasks.iter().map(|t| (t.id.as_str(), t)).collect();
+        Ok(containers
+            .into_iter()
+            .map(|c| ContainerInfo {
+                task: by_id.get(c.id.as_str()).map(|p| task_state(p)).unwrap_or(TaskState::Absent),
+                labels: c.labels.into_iter().collect::<BTreeMap<_, _>>(),
+                image: c.image,
+                id: c.id,
+            })
+            .collect())
+    }
+
+    async fn image(&self, reference: &str) -> Result<ImageInfo, RuntimeError> {
+        let request = GetImageRequest { name: reference.to_owned() };
+        let image = bounded("get image", reference, CALL_TIMEOUT, self.client.images().get(self.req(request)))
+            .await
+            .map_err(|e| match e {
+                RuntimeError::NotFound { .. } => RuntimeError::NotFound { what: format!("image {reference}") },
+                other => other,
+            })?
+            .image
+            .ok_or_else(|| RuntimeError::NotFound { what: format!("image {reference}") })?;
+        self.describe(image).await
+    }
+
+    async fn images(&self) -> Result<Vec<ImageInfo>, RuntimeError> {
+        let images = bounded(
+            "list images",
+            &self.namespace,
+            CALL_TIMEOUT,
+            self.client.images().list(self.req(ListImagesRequest { filters: vec![] })),
+        )
+        .await?
+        .images;
+        let mut out = Vec::with_capacity(images.len());
+        for image in images {
+            let name = image.name.clone();
+            match self.describe(image).await {
+                Ok(info) => out.push(info),
+                Err(e) => tracing::warn!(image = %name, error = %e, "cannot describe image"),
+            }
+        }
+        Ok(out)
+    }
+
+    async fn create(&self, request: CreateContainer) -> Result<(), RuntimeError> {
+        let id = request.id.clone();
+        let container = Container {
+            id: id.clone(),
+            labels: request.labels.into_iter().collect(),
+            image: request.image.name.clone(),
+            runtime: Some(Runtime { name: RUNC.to_owned(), options: None }),
+            spec: Some(Any { type_url: SPEC_TYPE.to_owned(), value: request.spec }),
+            snapshotter: SNAPSHOTTER.to_owned(),
+            snapshot_key: id.clone(),
+            ..Default::default()
+        };
+        // The container record first: it references the snapshot, which keeps the snapshot
+        // from the garbage collector from the moment it exists.
+        bounded(
+            "create container",
+            &id,
+            CALL_TIMEOUT,
+            self.client.containers().create(self.req(CreateContainerRequest { container: Some(container) })),
+        )
+        .await?;
+        if self.snapshot_exists(&id).await? {
+            self.remove_snapshot(&id).await;
+        }
+        let prepare = PrepareSnapshotRequest {
+            snapshotter: SNAPSHOTTER.to_owned(),
+            key: id.clone(),
+            parent: request.image.chain_id.clone(),
+            labels: HashMap::new(),
+        };
+        if let Err(e) =
+            bounded("prepare rootfs", &id, CALL_TIMEOUT, self.client.snapshots().prepare(self.req(prepare))).await
+        {
+            let _ = self.remove(&id).await;
+            return Err(e);
+        }
+        Ok(())
+    }
+
+    async fn start(&self, id: &str, logs: &LogSink) -> Result<u32, RuntimeError> {
+        let mounts: Vec<Mount> = bounded(
+            "rootfs mounts",
+            id,
+            CALL_TIMEOUT,
+            self.client
+                .snapshots()
+                .mounts(self.req(MountsRequest { snapshotter: SNAPSHOTTER.to_owned(), key: id.to_owned() })),
+        )
+        .await?
+        .mounts;
+        let uri = log_uri(logs);
+        let create = CreateTaskRequest {
+            container_id: id.to_owned(),
+            rootfs: mounts,
+            stdout: uri.clone(),
+            stderr: uri,
+            ..Default::default()
+        };
+        bounded("create task", id, CALL_TIMEOUT, self.client.tasks().create(self.req(create))).await?;
+        let start = StartRequest { container_id: id.to_owned(), exec_id: String::new() };
+        let started = bounded("start task", id, CALL_TIMEOUT, self.client.tasks().start(self.req(start))).await?;
+        Ok(started.pid)
+    }
+
+    async fn kill(&self, id: &str, signal: i32, all: bool) -> Result<(), RuntimeError> {
+        let request = KillRequest {
+            container_id: id.to_owned(),
+            exec_id: String::new(),
+            signal: u32::try_from(signal).unwrap_or(9),
+            all,
+        };
+        bounded("kill task", id, CALL_TIMEOUT, self.client.tasks().kill(self.req(request))).await?;
+        Ok(())
+    }
+
+    async fn wait(&self, id: &str) -> Result<ExitStatus, RuntimeError> {
+        self.wait_process(id, "").await
+    }
+
+    async fn remove(&self, id: &str) -> Result<(), RuntimeError> {
+        if let Some(process) = self.task(id).await? {
+            if matches!(
+                task_state(&process),
+                TaskState::Running { .. } | TaskState::Paused { .. } | TaskState::Created { .. }
+            ) {
+                match self.kill(id, libc::SIGKILL, true).await {
+                    Ok(()) | Err(RuntimeError::NotFound { .. }) => {}
+                    Err(e) => return Err(e),
+                }
+                let _ = tokio::time::timeout(Duration::from_secs(10), self.wait_process(id, "")).await;
+            }
+            let request = DeleteTaskRequest { container_id: id.to_owned() };
+            match bounded("delete task", id, CALL_TIMEOUT, self.client.tasks().delete(self.req(request))).await {
+                Ok(_) | Err(RuntimeError::NotFound { .. }) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        let request = DeleteContainerRequest { id: id.to_owned() };
+        match bounded("delete container", id, CALL_TIMEOUT, self.client.containers().delete(self.req(request))).await {
+            Ok(_) | Err(RuntimeError::NotFound { .. }) => {}
+            Err(e) => return Err(e),
+        }
+        self.remove_snapshot(id).await;
+        Ok(())
+    }
+
+    async fn exec(&self, id: &str, args: Vec<String>, timeout: Duration) -> Result<u32, RuntimeError> {
+        let container = bounded(
+            "get container",
+            id,
+            CALL_TIMEOUT,
+            self.client.containers().get(self.req(GetContainerRequest { id: id.to_owned() })),
+        )
+        .await?
+        .container
+        .ok_or_else(|| RuntimeError::NotFound { what: format!("container {id}") })?;
+        let spec: Value = container.spec.and_then(|any| serde_json::from_slice(&any.value).ok()).ok_or_else(|| {
+            RuntimeError::Call { op: "exec", id: id.to_owned(), message: "container has no spec".into() }
+        })?;
+        let mut process = spec["process"].clone();
+        process["args"] = Value::from(args);
+        process["terminal"] = Value::from(false);
+        let exec_id = format!("soniclet-exec-{}", self.exec_counter.fetch_add(1, Ordering::Relaxed));
+        let request = ExecProcessRequest {
+            container_id: id.to_owned(),
+            spec: Some(Any {
+                type_url: PROCESS_TYPE.to_owned(),
+                value: serde_json::to_vec(&process).unwrap_or_default(),
+            }),
+            exec_id: exec_id.clone(),
+            ..Default::default()
+        };
+        bounded("exec", id, CALL_TIMEOUT, self.client.tasks().exec(self.req(request))).await?;
+        let cleanup = || async {
+            let request = DeleteProcessRequest { container_id: id.to_owned(), exec_id: exec_id.clone() };
+            let _ =
+                bounded("delete exec", id, CALL_TIMEOUT, self.client.tasks().delete_process(self.req(request))).await;
+        };
+        let start = StartRequest { container_id: id.to_owned(), exec_id: exec_id.clone() };
+        if let Err(e) = bounded("start exec", id, CALL_TIMEOUT, self.client.tasks().start(self.req(start))).await {
+            cleanup().await;
+            return Err(e);
+        }
+        let result = tokio::time::timeout(timeout, self.wait_process(id, &exec_id)).await;
+        if result.is_err() {
+            let kill = KillRequest { container_id: id.to_owned(), exec_id: exec_id.clone(), signal: 9, all: false };
+            let _ = bounded("kill exec", id, CALL_TIMEOUT, self.client.tasks().kill(self.req(kill))).await;
+            let _ = tokio::time::timeout(Duration::from_secs(5), self.wait_process(id, &exec_id)).await;
+        }
+        cleanup().await;
+        match result {
+            Ok(status) => Ok(status?.code),
+            Err(_) => Err(RuntimeError::Timeout { op: "exec", id: id.to_owned(), timeout }),
+        }
+    }
+
+    async fn pids(&self, id: &str) -> Result<Vec<u32>, RuntimeError> {
+        let request = ListPidsRequest { container_id: id.to_owned() };
+        let resp = bounded("list pids", id, CALL_TIMEOUT, self.client.tasks().list_pids(self.req(request))).await?;
+        Ok(resp.processes.into_iter().map(|p| p.pid).collect())
+    }
+
+    async fn import(
+        &self,
+        archive: &StagedArchive,
+        progress: &(dyn Fn(String) + Send + Sync),
+    ) -> Result<Vec<ImageInfo>, RuntimeError> {
+        // Everything written under this lease survives garbage collection until the image
+        // record refers to it; the expiry label cleans up after a crash mid-import.
+        let lease_id = format!("import-{}-{}", std::process::id(), self.exec_counter.fetch_add(1, Ordering::Relaxed));
+        let expire = humantime::format_rfc3339_seconds(SystemTime::now() + Duration::from_secs(3600)).to_string();
+        let create = CreateLeaseRequest {
+            id: lease_id.clone(),
+            labels: HashMap::from([("containerd.io/gc.expire".to_owned(), expire)]),
+        };
+        bounded("create lease", &lease_id, CALL_TIMEOUT, self.client.leases().create(self.req(create))).await?;
+        let mut imported = Vec::new();
+        let mut result = Ok(());
+        for image in &archive.images {
+            match self.import_image(&lease_id, image, &archive.source, progress).await {
+                Ok(info) => imported.push(info),
+                Err(e) => {
+                    result = Err(e);
+                    break;
+                }
+            }
+        }
+        let delete = DeleteLeaseRequest { id: lease_id.clone(), sync: false };
+        if let Err(e) =
+            bounded("delete lease", &lease_id, CALL_TIMEOUT, self.client.leases().delete(self.req(delete))).await
+        {
+            tracing::warn!(lease = %lease_id, error = %e, "cannot delete import lease; it expires within an hour");
+        }
+        result.map(|()| imported)
+    }
+}

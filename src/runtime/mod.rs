@@ -1,0 +1,201 @@
+//! The container runtime port: what soniclet needs from containerd, in soniclet's types.
+//!
+//! `containerd` is the only module that imports `containerd_client`/`tonic`. `spec` renders
+//! OCI runtime specs; `archive` reads and verifies image archives before anything is stored.
+//! The supervisor is generic over [`ContainerRuntime`] and never sees gRPC types.
+
+pub mod archive;
+pub mod containerd;
+pub mod spec;
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::path::PathBuf;
+use std::time::{Duration, SystemTime};
+
+use serde::{Deserialize, Serialize};
+
+/// Labels soniclet puts on every container it creates.
+pub mod labels {
+    pub const SERVICE: &str = "io.soniclet.service";
+    /// Digest of the manifest (and host settings) the container was created from.
+    pub const MANIFEST_DIGEST: &str = "io.soniclet.manifest-digest";
+    /// Digest of the image manifest the container runs.
+    pub const IMAGE_DIGEST: &str = "io.soniclet.image-digest";
+    /// Counts the containers created for a service; the highest is the current one.
+    pub const GENERATION: &str = "io.soniclet.generation";
+}
+
+/// What an image tells the runtime about how to run it.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ImageConfig {
+    pub entrypoint: Vec<String>,
+    pub cmd: Vec<String>,
+    pub env: Vec<String>,
+    pub working_dir: String,
+    pub user: String,
+}
+
+/// An image stored in containerd.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ImageInfo {
+    /// Reference, e.g. `docker-database:latest`.
+    pub name: String,
+    /// Digest of the image manifest (`sha256:...`).
+    pub digest: String,
+    /// Bytes of compressed layers plus config and manifest.
+    pub size: u64,
+    pub architecture: String,
+    pub os: String,
+    pub config: ImageConfig,
+    /// Chain ID of the top layer: the snapshot a container's rootfs is prepared from.
+    pub chain_id: String,
+}
+
+/// A task's state as containerd reports it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", tag = "state")]
+pub enum TaskState {
+    /// The container exists but has no task.
+    Absent,
+    Created {
+        pid: u32,
+    },
+    Running {
+        pid: u32,
+    },
+    Paused {
+        pid: u32,
+    },
+    Stopped {
+        exit_code: u32,
+    },
+}
+
+/// A container of soniclet's namespace, with its labels and task.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ContainerInfo {
+    pub id: String,
+    pub image: String,
+    pub labels: BTreeMap<String, String>,
+    pub task: TaskState,
+}
+
+impl ContainerInfo {
+    pub fn label(&self, key: &str) -> Option<&str> {
+        self.labels.get(key).map(String::as_str)
+    }
+
+    pub fn generation(&self) -> u64 {
+        self.label(labels::GENERATION).and_then(|g| g.parse().ok()).unwrap_or(0)
+    }
+}
+
+/// Everything needed to create a container.
+#[derive(Debug, Clone)]
+pub struct CreateContainer {
+    pub id: String,
+    pub image: ImageInfo,
+    /// The OCI runtime spec, as JSON.
+    pub spec: Vec<u8>,
+    pub labels: BTreeMap<String, String>,
+}
+
+/// How a task ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ExitStatus {
+    /// The exit code; 128 + N when killed by signal N.
+    pub code: u32,
+    pub at: SystemTime,
+}
+
+/// Where a task's stdout and stderr go.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LogSink {
+    /// The soniclet binary, run by the containerd shim as the task's logging process.
+    pub program: PathBuf,
+    /// Directory of the per-service log files.
+    pub dir: PathBuf,
+    /// Size at which a log file is rotated, and how many rotated files are kept.
+    pub max_bytes: u64,
+    pub max_files: u32,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum RuntimeError {
+    #[error("cannot connect to containerd at {}", socket.display())]
+    Connect {
+        socket: PathBuf,
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+    #[error("{what} not found")]
+    NotFound { what: String },
+    #[error("containerd {op} failed for {id}: {message}")]
+    Call { op: &'static str, id: String, message: String },
+    #[error("containerd {op} timed out after {timeout:?} for {id}")]
+    Timeout { op: &'static str, id: String, timeout: Duration },
+    #[error(transparent)]
+    Archive(#[from] archive::ArchiveError),
+    #[error("layer {layer} of {image} unpacked to {actual}, but the image config says {expected}")]
+    DiffIdMismatch { image: String, layer: String, expected: String, actual: String },
+    #[error("reading {}", path.display())]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+impl RuntimeError {
+    pub fn is_not_found(&self) -> bool {
+        matches!(self, RuntimeError::NotFound { .. })
+    }
+}
+
+/// What soniclet needs from a container runtime. Every method is bounded in time by the
+/// adapter, except [`ContainerRuntime::wait`], which lasts as long as the task.
+pub trait ContainerRuntime: Send + Sync + 'static {
+    /// Every container in soniclet's namespace, with its task state.
+    fn containers(&self) -> impl Future<Output = Result<Vec<ContainerInfo>, RuntimeError>> + Send;
+
+    /// The stored image `reference`.
+    fn image(&self, reference: &str) -> impl Future<Output = Result<ImageInfo, RuntimeError>> + Send;
+
+    /// Every stored image.
+    fn images(&self) -> impl Future<Output = Result<Vec<ImageInfo>, RuntimeError>> + Send;
+
+    /// Creates the container and its rootfs snapshot; starts nothing.
+    fn create(&self, request: CreateContainer) -> impl Future<Output = Result<(), RuntimeError>> + Send;
+
+    /// Creates and starts the container's task; returns its PID.
+    fn start(&self, id: &str, logs: &LogSink) -> impl Future<Output = Result<u32, RuntimeError>> + Send;
+
+    /// Signals the task's init process, or every process in it with `all`.
+    fn kill(&self, id: &str, signal: i32, all: bool) -> impl Future<Output = Result<(), RuntimeError>> + Send;
+
+    /// Waits until the task exits.
+    fn wait(&self, id: &str) -> impl Future<Output = Result<ExitStatus, RuntimeError>> + Send;
+
+    /// Deletes the task (killing it if needed), the container and its snapshot.
+    /// Deleting what does not exist is not an error.
+    fn remove(&self, id: &str) -> impl Future<Output = Result<(), RuntimeError>> + Send;
+
+    /// Runs `args` inside the container and returns its exit code.
+    fn exec(
+        &self,
+        id: &str,
+        args: Vec<String>,
+        timeout: Duration,
+    ) -> impl Future<Output = Result<u32, RuntimeError>> + Send;
+
+    /// PIDs (in soniclet's PID namespace) of every process in the task.
+    fn pids(&self, id: &str) -> impl Future<Output = Result<Vec<u32>, RuntimeError>> + Send;
+
+    /// Stores a verified archive's images (content, snapshots, image records).
+    fn import(
+        &self,
+        archive: &archive::StagedArchive,
+        progress: &(dyn Fn(String) + Send + Sync),
+    ) -> impl Future<Output = Result<Vec<ImageInfo>, RuntimeError>> + Send;
+}

@@ -1,0 +1,339 @@
+//! `cargo xtask images`: builds the virtual switch's OCI image archives from `images/*.toml`,
+//! with no registry and no Docker: Debian's busybox-static plus host binaries and their
+//! shared libraries, packed deterministically (same inputs, same digests).
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use anyhow::{bail, Context, Result};
+use serde::Deserialize;
+use serde_json::json;
+use sha2::{Digest, Sha256};
+
+use crate::util::{output, project_root};
+
+/// One `images/<name>.toml`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Recipe {
+    pub name: String,
+    #[serde(default = "default_tag")]
+    pub tag: String,
+    /// VS stand-in daemons, run under their SONiC names by vs-supervisor.sh.
+    #[serde(default)]
+    pub programs: Vec<String>,
+    /// Host executables, copied with their shared libraries. `@soniclet` is the built agent.
+    #[serde(default)]
+    pub binaries: Vec<String>,
+    #[serde(default)]
+    pub files: Vec<FileSpec>,
+    #[serde(default)]
+    pub entrypoint: Vec<String>,
+    #[serde(default)]
+    pub env: Vec<String>,
+    /// SONiC's `IMAGE_VERSION` in the container environment.
+    #[serde(default = "default_version")]
+    pub version: String,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileSpec {
+    pub src: String,
+    pub dst: String,
+    pub mode: u32,
+}
+
+fn default_tag() -> String {
+    "latest".to_owned()
+}
+fn default_version() -> String {
+    "vs-1".to_owned()
+}
+
+enum Node {
+    Dir,
+    File { data: Vec<u8>, mode: u32 },
+    Symlink(String),
+}
+
+/// A filesystem layer assembled in memory.
+#[derive(Default)]
+struct Layer {
+    nodes: BTreeMap<String, Node>,
+}
+
+impl Layer {
+    fn dirs_for(&mut self, path: &str) {
+        let mut prefix = String::new();
+        let parts: Vec<&str> = path.trim_matches('/').split('/').collect();
+        for part in &parts[..parts.len().saturating_sub(1)] {
+            prefix.push_str(part);
+            prefix.push('/');
+            self.nodes.entry(prefix.trim_end_matches('/').to_owned()).or_insert(Node::Dir);
+        }
+    }
+
+    fn dir(&mut self, path: &str) {
+        self.dirs_for(path);
+        self.nodes.insert(path.trim_matches('/').to_owned(), Node::Dir);
+    }
+
+    fn file(&mut self, path: &str, data: Vec<u8>, mode: u32) {
+        self.dirs_for(path);
+        self.nodes.insert(path.trim_matches('/').to_owned(), Node::File { data, mode });
+    }
+
+    fn symlink(&mut self, path: &str, target: &str) {
+        self.dirs_for(path);
+        self.nodes.insert(path.trim_matches('/').to_owned(), Node::Symlink(target.to_owned()));
+    }
+
+    /// Adds a host executable and every shared library `ldd` names for it.
+    fn binary(&mut self, host_path: &Path, image_path: &str) -> Result<()> {
+        let data = std::fs::read(host_path).with_context(|| format!("cannot read {}", host_path.display()))?;
+        self.file(image_path, data, 0o755);
+        let ldd = output(Command::new("ldd").arg(host_path)).unwrap_or_default();
+        for line in ldd.lines() {
+            let lib = match line.split("=>").nth(1) {
+                Some(rest) => rest.split_whitespace().next().unwrap_or_default(),
+                None => line.split_whitespace().next().unwrap_or_default(),
+            };
+            if lib.starts_with('/') {
+                let data = std::fs::read(lib).with_context(|| format!("cannot read {lib}"))?;
+                self.file(lib, data, 0o755);
+            }
+        }
+        Ok(())
+    }
+
+    /// The uncompressed tar, deterministic: sorted entries, zero times and owners.
+    fn tar(&self) -> Result<Vec<u8>> {
+        let mut builder = tar::Builder::new(Vec::new());
+        for (path, node) in &self.nodes {
+            let mut header = tar::Header::new_gnu();
+            header.set_mtime(0);
+            header.set_uid(0);
+            header.set_gid(0);
+            match node {
+                Node::Dir => {
+                    header.set_entry_type(tar::EntryType::Directory);
+                    header.set_mode(if path == "tmp" { 0o1777 } else { 0o755 });
+                    header.set_size(0);
+                    builder.append_data(&mut header, format!("{path}/"), std::io::empty())?;
+                }
+                Node::File { data, mode } => {
+                    header.set_entry_type(tar::EntryType::Regular);
+                    header.set_mode(*mode);
+                    header.set_size(data.len() as u64);
+                    builder.append_data(&mut header, path, &data[..])?;
+                }
+                Node::Symlink(target) => {
+                    header.set_entry_type(tar::EntryType::Symlink);
+                    header.set_mode(0o777);
+                    header.set_size(0);
+                    builder.append_link(&mut header, path, target)?;
+                }
+            }
+        }
+        Ok(builder.into_inner()?)
+    }
+}
+
+fn sha256(bytes: &[u8]) -> String {
+    format!("sha256:{}", hex(&Sha256::digest(bytes)))
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn gzip(bytes: &[u8]) -> Result<Vec<u8>> {
+    let mut enc = flate2::GzBuilder::new().mtime(0).write(Vec::new(), flate2::Compression::fast());
+    enc.write_all(bytes)?;
+    Ok(enc.finish()?)
+}
+
+/// The layer every VS image shares: busybox and its applets, and the VS supervisor script.
+fn base_layer(root: &Path) -> Result<Layer> {
+    let busybox = ["/bin/busybox", "/usr/bin/busybox"]
+        .into_iter()
+        .find(|p| Path::new(p).exists())
+        .context("busybox is missing: apt-get install busybox-static")?;
+    let mut layer = Layer::default();
+    layer.file("/bin/busybox", std::fs::read(busybox)?, 0o755);
+    let applets = output(Command::new(busybox).arg("--list"))?;
+    for applet in applets.lines().map(str::trim).filter(|a| !a.is_empty() && *a != "busybox") {
+        layer.symlink(&format!("/bin/{applet}"), "/bin/busybox");
+    }
+    for dir in ["/tmp", "/var/run", "/var/log", "/var/lib", "/etc", "/root", "/proc", "/sys", "/dev", "/usr/bin"] {
+        layer.dir(dir);
+    }
+    layer.file("/etc/passwd", b"root:x:0:0:root:/root:/bin/sh\n".to_vec(), 0o644);
+    layer.file("/etc/group", b"root:x:0:\n".to_vec(), 0o644);
+    let supervisor = std::fs::read(root.join("images/files/vs-supervisor.sh"))?;
+    layer.file("/usr/bin/vs-supervisor.sh", supervisor, 0o755);
+    Ok(layer)
+}
+
+fn image_layer(root: &Path, recipe: &Recipe, soniclet: Option<&Path>) -> Result<Layer> {
+    let mut layer = Layer::default();
+    for program in &recipe.programs {
+        layer.symlink(&format!("/usr/bin/{program}"), "/bin/busybox");
+    }
+    for binary in &recipe.binaries {
+        if binary == "@soniclet" {
+            let path = soniclet.context("this image needs the soniclet binary; build it first")?;
+            layer.binary(path, "/usr/bin/soniclet")?;
+        } else {
+            layer.binary(Path::new(binary), binary)?;
+        }
+    }
+    for file in &recipe.files {
+        let data = std::fs::read(root.join("images").join(&file.src))
+            .with_context(|| format!("{}: cannot read images/{}", recipe.name, file.src))?;
+        layer.file(&file.dst, data, file.mode);
+    }
+    Ok(layer)
+}
+
+/// A built layer: its compressed blob and digests.
+struct Blob {
+    compressed: Vec<u8>,
+    digest: String,
+    diff_id: String,
+}
+
+fn finish_layer(layer: &Layer) -> Result<Blob> {
+    let tar = layer.tar()?;
+    let diff_id = sha256(&tar);
+    let compressed = gzip(&tar)?;
+    Ok(Blob { digest: sha256(&compressed), diff_id, compressed })
+}
+
+/// Writes one OCI image-layout archive; returns its manifest digest.
+fn write_archive(out: &Path, recipe: &Recipe, layers: &[&Blob]) -> Result<String> {
+    let reference = format!("{}:{}", recipe.name, recipe.tag);
+    let entrypoint = if recipe.entrypoint.is_empty() {
+        vec!["/bin/sh".to_owned(), "/usr/bin/vs-supervisor.sh".to_owned()]
+    } else {
+        recipe.entrypoint.clone()
+    };
+    let mut env = vec![
+        "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".to_owned(),
+        format!("IMAGE_VERSION={}", recipe.version),
+    ];
+    if !recipe.programs.is_empty() {
+        env.push(format!("PROGRAMS={}", recipe.programs.join(" ")));
+    }
+    env.extend(recipe.env.iter().cloned());
+    let config = serde_json::to_vec(&json!({
+        "architecture": "amd64",
+        "os": "linux",
+        "created": "1970-01-01T00:00:00Z",
+        "config": {
+            "Entrypoint": entrypoint,
+            "Env": env,
+            "Labels": {"org.opencontainers.image.title": recipe.name, "org.opencontainers.image.version": recipe.version},
+        },
+        "rootfs": {"type": "layers", "diff_ids": layers.iter().map(|l| l.diff_id.clone()).collect::<Vec<_>>()},
+    }))?;
+    let manifest = serde_json::to_vec(&json!({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": sha256(&config), "size": config.len()},
+        "layers": layers.iter().map(|l| json!({
+            "mediaType": "application/vnd.oci.image.layer.v1.tar+gzip",
+            "digest": l.digest,
+            "size": l.compressed.len(),
+        })).collect::<Vec<_>>(),
+    }))?;
+    let manifest_digest = sha256(&manifest);
+    let index = serde_json::to_vec(&json!({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.index.v1+json",
+        "manifests": [{
+            "mediaType": "application/vnd.oci.image.manifest.v1+json",
+            "digest": manifest_digest,
+            "size": manifest.len(),
+            "annotations": {"io.containerd.image.name": reference, "org.opencontainers.image.ref.name": recipe.tag},
+        }],
+    }))?;
+
+    let mut files: Vec<(String, &[u8])> = vec![
+        ("oci-layout".to_owned(), br#"{"imageLayoutVersion":"1.0.0"}"#),
+        (format!("blobs/sha256/{}", &sha256(&config)[7..]), &config),
+        (format!("blobs/sha256/{}", &manifest_digest[7..]), &manifest),
+    ];
+    for layer in layers {
+        files.push((format!("blobs/sha256/{}", &layer.digest[7..]), &layer.compressed));
+    }
+    files.push(("index.json".to_owned(), &index));
+    let mut builder = tar::Builder::new(Vec::new());
+    for (name, data) in files {
+        let mut header = tar::Header::new_gnu();
+        header.set_mtime(0);
+        header.set_mode(0o644);
+        header.set_size(data.len() as u64);
+        builder.append_data(&mut header, name, data)?;
+    }
+    let bytes = builder.into_inner()?;
+    // Rewrite only on change, so the archive's mtime tells when its content last changed.
+    if std::fs::read(out).ok().as_deref() != Some(&bytes[..]) {
+        let tmp = out.with_extension("tar.tmp");
+        std::fs::write(&tmp, &bytes)?;
+        std::fs::rename(&tmp, out)?;
+    }
+    Ok(manifest_digest)
+}
+
+pub fn load_recipes(root: &Path) -> Result<Vec<Recipe>> {
+    let mut recipes = Vec::new();
+    let mut paths: Vec<PathBuf> = std::fs::read_dir(root.join("images"))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|x| x == "toml") && p.file_name().is_some_and(|n| n != "release.toml"))
+        .collect();
+    paths.sort();
+    for path in paths {
+        let text = std::fs::read_to_string(&path)?;
+        let recipe: Recipe = toml::from_str(&text).with_context(|| format!("{}", path.display()))?;
+        recipes.push(recipe);
+    }
+    if recipes.is_empty() {
+        bail!("no image recipes in images/");
+    }
+    Ok(recipes)
+}
+
+/// Builds `recipes` into `out_dir`; returns (reference, archive, manifest digest) per image.
+pub fn build(recipes: &[Recipe], out_dir: &Path, soniclet: Option<&Path>) -> Result<Vec<(String, PathBuf, String)>> {
+    let root = project_root();
+    std::fs::create_dir_all(out_dir)?;
+    let base = finish_layer(&base_layer(&root)?)?;
+    let mut built = Vec::new();
+    for recipe in recipes {
+        let layer = finish_layer(&image_layer(&root, recipe, soniclet)?)?;
+        let out = out_dir.join(format!("{}.tar", recipe.name));
+        let digest = write_archive(&out, recipe, &[&base, &layer])?;
+        built.push((format!("{}:{}", recipe.name, recipe.tag), out, digest));
+    }
+    Ok(built)
+}
+
+pub fn images_dir() -> PathBuf {
+    project_root().join("target/images")
+}
+
+/// `cargo xtask images`.
+pub fn run(soniclet: Option<&Path>) -> Result<Vec<(String, PathBuf, String)>> {
+    let root = project_root();
+    let recipes = load_recipes(&root)?;
+    let built = build(&recipes, &images_dir(), soniclet)?;
+    for (reference, path, digest) in &built {
+        let size = std::fs::metadata(path).map(|m| m.len()).unwrap_or(0);
+        eprintln!("{reference:<40} {:>8.1} MB  {}  {}", size as f64 / 1e6, &digest[..19], path.display());
+    }
+    Ok(built)
+}

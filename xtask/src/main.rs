@@ -1,0 +1,52 @@
+//! soniclet's build automation: `cargo xtask <task>`.
+//!
+//! | task | what it does |
+//! |---|---|
+//! | `images` | builds the VS image archives into `target/images/` |
+//! | `vs [--exec CMD] [--down]` | brings up (or drives, or stops) the virtual switch |
+//! | `ci` | installs test prerequisites and runs every test tier (`.ci/run` calls it) |
+//! | `bench boot [--json FILE]` | runs a benchmark and prints its table |
+//! | `deps` | installs the Debian packages soniclet needs |
+
+mod bench;
+mod ci;
+mod images;
+mod util;
+mod vs;
+
+use anyhow::{bail, Result};
+
+const USAGE: &str = "usage: cargo xtask <images | vs [--exec CMD] [--down] | ci | bench boot [--json FILE] | deps>";
+
+fn main() -> std::process::ExitCode {
+    match run() {
+        Ok(code) => std::process::ExitCode::from(code),
+        Err(e) => {
+            eprintln!("xtask: error: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+fn run() -> Result<u8> {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let Some(task) = args.first() else { bail!("{USAGE}") };
+    let rest = &args[1..];
+    match task.as_str() {
+        "images" => {
+            util::ensure_packages(util::PREREQUISITES)?;
+            let soniclet = util::build_soniclet()?;
+            images::run(Some(&soniclet))?;
+            Ok(0)
+        }
+        "vs" => vs::run(rest),
+        "ci" => ci::run(rest).map(|()| 0),
+        "bench" => bench::run(rest).map(|()| 0),
+        "deps" => util::ensure_packages(util::PREREQUISITES).map(|()| 0),
+        "-h" | "--help" | "help" => {
+            println!("{USAGE}");
+            Ok(0)
+        }
+        other => bail!("unknown task {other:?}\n{USAGE}"),
+    }
+}

@@ -1,0 +1,88 @@
+//! Helpers shared by the tasks: paths, running commands, installing Debian packages.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+use anyhow::{bail, Context, Result};
+
+pub fn project_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("xtask lives in the project root").to_owned()
+}
+
+/// Runs a command with inherited output; fails with its command line when it fails.
+pub fn run(cmd: &mut Command) -> Result<()> {
+    let status = cmd.status().with_context(|| format!("cannot run {cmd:?}"))?;
+    if !status.success() {
+        bail!("{cmd:?} failed with {status}");
+    }
+    Ok(())
+}
+
+/// Runs a command and returns its stdout.
+pub fn output(cmd: &mut Command) -> Result<String> {
+    let out = cmd.stderr(Stdio::inherit()).output().with_context(|| format!("cannot run {cmd:?}"))?;
+    if !out.status.success() {
+        bail!("{cmd:?} failed with {}", out.status);
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+pub fn have(program: &str) -> bool {
+    Command::new("sh")
+        .args(["-c", &format!("command -v {program}")])
+        .stdout(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+pub fn is_root() -> bool {
+    nix_getuid() == 0
+}
+
+fn nix_getuid() -> u32 {
+    // `id -u` keeps xtask free of a libc dependency.
+    output(Command::new("id").arg("-u")).ok().and_then(|s| s.trim().parse().ok()).unwrap_or(u32::MAX)
+}
+
+/// Debian packages soniclet's build, VS and tests need, by the program that proves each is there.
+pub const PREREQUISITES: &[(&str, &str)] = &[
+    ("protoc", "protobuf-compiler"),
+    ("containerd", "containerd"),
+    ("runc", "runc"),
+    ("redis-server", "redis-server"),
+    ("busybox", "busybox-static"),
+    ("ip", "iproute2"),
+];
+
+/// Installs whatever of `wanted` is missing with apt-get; fails clearly when it cannot.
+pub fn ensure_packages(wanted: &[(&str, &str)]) -> Result<()> {
+    let missing: Vec<&str> = wanted.iter().filter(|(bin, _)| !have(bin)).map(|(_, pkg)| *pkg).collect();
+    if missing.is_empty() {
+        return Ok(());
+    }
+    if !is_root() {
+        bail!("missing Debian packages {}: run as root, or `apt-get install {}`", missing.join(" "), missing.join(" "));
+    }
+    eprintln!("xtask: installing {}", missing.join(" "));
+    run(Command::new("apt-get").args(["update", "-q"]))
+        .context("apt-get update failed: is Debian's mirror reachable?")?;
+    run(Command::new("apt-get")
+        .args(["install", "-y", "-q", "--no-install-recommends"])
+        .args(&missing)
+        .env("DEBIAN_FRONTEND", "noninteractive"))
+    .with_context(|| format!("cannot install {}", missing.join(" ")))?;
+    Ok(())
+}
+
+/// The cargo that runs xtask, so nested builds use the same toolchain.
+pub fn cargo() -> Command {
+    let mut cmd = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned()));
+    cmd.current_dir(project_root());
+    cmd
+}
+
+/// Builds the soniclet binary (release) and returns its path.
+pub fn build_soniclet() -> Result<PathBuf> {
+    run(cargo().args(["build", "--release", "--locked", "--bin", "soniclet"]))?;
+    Ok(project_root().join("target/release/soniclet"))
+}
