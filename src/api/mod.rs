@@ -11,6 +11,7 @@
 //! | GET | `/v1/services/{name}/logs?lines=N&follow=true` | | log records, one per line |
 //! | GET | `/v1/images` | | `[`[`ImageSummary`]`]` |
 //! | POST | `/v1/images/import` | [`ImportRequest`] | [`ImportEvent`] lines (NDJSON) |
+//! | POST | `/v1/wait` | [`WaitRequest`] | [`StatusResponse`] once the services are ready |
 //! | POST | `/v1/shutdown` | [`ShutdownRequest`] | `{}` |
 //!
 //! Errors are `{"error": {"kind": ..., "message": ...}}` with a matching HTTP status.
@@ -66,6 +67,14 @@ pub struct ActionRequest {
     /// Answer only once the service is ready (start, restart) or stopped (stop).
     pub wait: bool,
     /// How long to wait; the daemon answers with a timeout error after it.
+    pub timeout_secs: Option<u64>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct WaitRequest {
+    /// Services to wait for; every enabled one when empty.
+    pub services: Vec<String>,
     pub timeout_secs: Option<u64>,
 }
 

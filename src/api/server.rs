@@ -21,7 +21,10 @@ use serde::de::DeserializeOwned;
 use serde::Deserialize;
 use tokio::net::UnixListener;
 
-use super::{ActionRequest, ApiError, ErrorBody, ErrorKind, ImageSummary, ImportEvent, ImportRequest, ShutdownRequest};
+use super::{
+    ActionRequest, ApiError, ErrorBody, ErrorKind, ImageSummary, ImportEvent, ImportRequest, ShutdownRequest,
+    WaitRequest,
+};
 use crate::logs;
 use crate::manifest::ManifestSet;
 use crate::runtime::{archive, ContainerRuntime};
@@ -135,6 +138,7 @@ pub fn router<R: ContainerRuntime>(state: ApiState<R>) -> Router {
         .route("/v1/services/{name}/logs", get(service_logs::<R>))
         .route("/v1/images", get(list_images::<R>))
         .route("/v1/images/import", post(import_images::<R>))
+        .route("/v1/wait", post(wait::<R>))
         .route("/v1/shutdown", post(shutdown::<R>))
         .fallback(|| async { error_response(ErrorKind::NotFound, "no such API endpoint; see `soniclet --help`") })
         .method_not_allowed_fallback(|| async {
@@ -364,6 +368,22 @@ async fn import_images<R: ContainerRuntime>(State(state): State<ApiState<R>>, bo
         .header(header::CONTENT_TYPE, "application/x-ndjson")
         .body(Body::from_stream(stream))
         .unwrap_or_else(|_| error_response(ErrorKind::Internal, "response"))
+}
+
+async fn wait<R: ContainerRuntime>(State(state): State<ApiState<R>>, body: Bytes) -> Response {
+    let request: WaitRequest = match parse_body(&body) {
+        Ok(r) => r,
+        Err(response) => return *response,
+    };
+    let limit = request.timeout_secs.map(Duration::from_secs).unwrap_or(DEFAULT_WAIT);
+    let services = request.services;
+    match tokio::time::timeout(limit, state.handle.request(move |reply| Command::Wait { services, reply })).await {
+        Ok(Ok(status)) => Json(status).into_response(),
+        Ok(Err(e)) => e.into_response(),
+        Err(_) => {
+            error_response(ErrorKind::Timeout, format!("not ready within {}s; see `soniclet status`", limit.as_secs()))
+        }
+    }
 }
 
 async fn shutdown<R: ContainerRuntime>(State(state): State<ApiState<R>>, body: Bytes) -> Response {

@@ -3,6 +3,7 @@
 //!
 //! Every read command takes `--json`; tables are for people. Exit codes are in `exit`.
 
+mod bench;
 mod image;
 mod manifests;
 mod service;
@@ -48,6 +49,14 @@ pub enum Command {
     Stop(ActionArgs),
     /// Restart a service and what requires it.
     Restart(ActionArgs),
+    /// Wait until services (every enabled one by default) are ready.
+    Wait {
+        services: Vec<String>,
+        #[arg(long, default_value_t = 300)]
+        timeout: u64,
+        #[arg(long)]
+        json: bool,
+    },
     /// Show a service's container output.
     Logs {
         service: String,
@@ -79,6 +88,16 @@ pub enum Command {
     /// Run by the containerd shim as a task's logging process.
     #[command(hide = true)]
     LogShim { spec: String },
+    /// The raw-containerd baseline of `cargo xtask bench boot` (no daemon may run).
+    #[command(hide = true)]
+    BenchRaw {
+        #[arg(long, default_value = DEFAULT_CONFIG_PATH)]
+        config: PathBuf,
+        #[arg(long)]
+        restart: Option<String>,
+        #[arg(long, default_value_t = 1)]
+        repeat: usize,
+    },
 }
 
 #[derive(Debug, Args)]
@@ -141,6 +160,7 @@ pub async fn run(cli: Cli) -> CliResult {
         Command::Start(args) => service::action(&client, "start", &args).await,
         Command::Stop(args) => service::action(&client, "stop", &args).await,
         Command::Restart(args) => service::action(&client, "restart", &args).await,
+        Command::Wait { services, timeout, json } => service::wait(&client, services, timeout, json).await,
         Command::Logs { service, follow, lines, timestamps } => {
             service::logs(&client, &service, follow, lines, timestamps).await
         }
@@ -150,6 +170,7 @@ pub async fn run(cli: Cli) -> CliResult {
             manifests::check(dir, &config, json)
         }
         Command::Shutdown { stop_services } => service::shutdown(&client, stop_services).await,
+        Command::BenchRaw { config, restart, repeat } => bench::run(&config, restart, repeat).await,
         Command::Daemon { .. } | Command::LogShim { .. } => unreachable!("handled by main"),
     }
 }

@@ -4,7 +4,7 @@ use hyper::Method;
 
 use super::{print_table, ActionArgs, CliResult, Failure};
 use crate::api::client::Client;
-use crate::api::{ActionRequest, ServiceStatus, ShutdownRequest, StatusResponse};
+use crate::api::{ActionRequest, ServiceStatus, ShutdownRequest, StatusResponse, WaitRequest};
 use crate::exit::Exit;
 use crate::logs::parse_record;
 
@@ -77,6 +77,18 @@ pub async fn action(client: &Client, verb: &str, args: &ActionArgs) -> CliResult
         _ => "ready".to_owned(),
     };
     println!("{}: {outcome} (state {}, pid {})", status.name, status.state, dash(status.pid));
+    Ok(())
+}
+
+pub async fn wait(client: &Client, services: Vec<String>, timeout: u64, json: bool) -> CliResult {
+    let request = WaitRequest { services, timeout_secs: Some(timeout) };
+    let status: StatusResponse = client.post("/v1/wait", &request).await?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&status).unwrap_or_default());
+    } else {
+        let ready = status.services.iter().filter(|s| s.ready).count();
+        println!("{ready} services ready");
+    }
     Ok(())
 }
 

@@ -70,6 +70,11 @@ pub enum Command {
         wait: bool,
         reply: Reply<ServiceStatus>,
     },
+    /// Answer once these services (every enabled one when empty) are ready.
+    Wait {
+        services: Vec<String>,
+        reply: Reply<StatusResponse>,
+    },
     /// Stop every service in order, then end the loop.
     Shutdown {
         stop_services: bool,
@@ -183,12 +188,25 @@ enum WaitFor {
     Stopped,
 }
 
+/// Where a waiter's answer goes: one service's status, or the whole status.
+enum WaiterReply {
+    Service(ServiceName, Reply<ServiceStatus>),
+    All(Reply<StatusResponse>),
+}
+
+impl WaiterReply {
+    fn is_closed(&self) -> bool {
+        match self {
+            WaiterReply::Service(_, r) => r.is_closed(),
+            WaiterReply::All(r) => r.is_closed(),
+        }
+    }
+}
+
 struct Waiter {
     services: Vec<ServiceName>,
     target: WaitFor,
-    /// The service whose status is the reply.
-    subject: ServiceName,
-    reply: Reply<ServiceStatus>,
+    reply: WaiterReply,
 }
 
 /// A handle to send events into the loop.
@@ -427,6 +445,8 @@ impl<R: ContainerRuntime, P: Readiness> Supervisor<R, P> {
         let unit = self.unit(name);
         unit.generation = generation;
         unit.message = None;
+        // A container left by a crash or a failed start is replaced; without one, skip the cleanup.
+        let leftover = unit.has_container;
         unit.set_phase(Phase::Starting);
         tracing::info!(service = %name, generation, "starting");
 
@@ -436,7 +456,7 @@ impl<R: ContainerRuntime, P: Readiness> Supervisor<R, P> {
         let tx = self.tx.clone();
         let name = name.clone();
         self.tracker.spawn(async move {
-            let result = start_container(&*runtime, &config, &service, generation).await;
+            let result = start_container(&*runtime, &config, &service, generation, leftover).await;
             let _ = tx.send(Event::Started { service: name, generation, result });
         });
     }
@@ -698,6 +718,23 @@ impl<R: ContainerRuntime, P: Readiness> Supervisor<R, P> {
                 self.save();
                 self.respond(name, affected, WaitFor::Ready, wait, reply);
             }
+            Command::Wait { services, reply } => {
+                let mut names = Vec::new();
+                for service in &services {
+                    match self.manifests.lookup(service) {
+                        Some(name) => names.push(name.clone()),
+                        None => {
+                            let message = format!("unknown service {service:?}");
+                            let _ = reply.send(Err(CommandError::new(ErrorKind::NotFound, message)));
+                            return;
+                        }
+                    }
+                }
+                if names.is_empty() {
+                    names = self.units.keys().filter(|n| self.want(n)).cloned().collect();
+                }
+                self.waiters.push(Waiter { services: names, target: WaitFor::Ready, reply: WaiterReply::All(reply) });
+            }
             Command::Shutdown { stop_services, reply } => {
                 if stop_services {
                     tracing::info!("stopping every service, then exiting");
@@ -743,7 +780,7 @@ impl<R: ContainerRuntime, P: Readiness> Supervisor<R, P> {
         reply: Reply<ServiceStatus>,
     ) {
         if wait {
-            self.waiters.push(Waiter { services, target, subject, reply });
+            self.waiters.push(Waiter { services, target, reply: WaiterReply::Service(subject, reply) });
         } else {
             let _ = reply.send(Ok(self.service_status(&subject)));
         }
@@ -755,14 +792,19 @@ impl<R: ContainerRuntime, P: Readiness> Supervisor<R, P> {
             if waiter.reply.is_closed() {
                 continue;
             }
-            match self.check_waiter(&waiter) {
-                None => self.waiters.push(waiter),
-                Some(Ok(())) => {
-                    let status = self.service_status(&waiter.subject);
-                    let _ = waiter.reply.send(Ok(status));
+            match (self.check_waiter(&waiter), waiter.reply) {
+                (None, reply) => self.waiters.push(Waiter { reply, ..waiter }),
+                (Some(Ok(())), WaiterReply::Service(subject, reply)) => {
+                    let _ = reply.send(Ok(self.service_status(&subject)));
                 }
-                Some(Err(e)) => {
-                    let _ = waiter.reply.send(Err(e));
+                (Some(Ok(())), WaiterReply::All(reply)) => {
+                    let _ = reply.send(Ok(self.status()));
+                }
+                (Some(Err(e)), WaiterReply::Service(_, reply)) => {
+                    let _ = reply.send(Err(e));
+                }
+                (Some(Err(e)), WaiterReply::All(reply)) => {
+                    let _ = reply.send(Err(e));
                 }
             }
         }
@@ -846,6 +888,7 @@ async fn start_container<R: ContainerRuntime>(
     config: &SupervisorConfig,
     service: &Service,
     generation: u64,
+    leftover: bool,
 ) -> Result<Started, StartFailure> {
     let reference = &service.manifest.container.image;
     let image = match runtime.image(reference).await {
@@ -867,8 +910,9 @@ async fn start_container<R: ContainerRuntime>(
     }
     let spec_json = spec::to_json(&spec);
     let id = service.name.to_string();
-    // A leftover container (crash, failed start) is replaced.
-    runtime.remove(&id).await.map_err(|e| StartFailure::Failed(e.to_string()))?;
+    if leftover {
+        runtime.remove(&id).await.map_err(|e| StartFailure::Failed(e.to_string()))?;
+    }
     let labels = BTreeMap::from([
         (labels::SERVICE.to_owned(), id.clone()),
         (labels::MANIFEST_DIGEST.to_owned(), container_digest(service, &config.host)),
@@ -917,7 +961,7 @@ pub async fn stop_container<R: ContainerRuntime>(
 
 /// Probes until ready, the readiness timeout passes, or the token is cancelled. Starts fast
 /// and slows to the manifest's interval, so a quick service is seen ready quickly.
-async fn probe_until_ready<P: Readiness>(
+pub async fn probe_until_ready<P: Readiness>(
     readiness: &P,
     service: &Service,
     token: &CancellationToken,

@@ -1,4 +1,229 @@
-use anyhow::Result;
-pub fn run(_args: &[String]) -> Result<()> {
-    anyhow::bail!("todo")
+//! `cargo xtask bench <name> [--json FILE]`: benchmarks that print a table and, with
+//! `--json`, write the same figures as JSON (name, value, unit, baseline, ratio).
+//!
+//! Each measures its baseline in the same run, on the same machine, so ratios are
+//! comparable even when absolute figures move with the machine's load.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use serde::Serialize;
+
+use crate::images;
+use crate::lab::Lab;
+use crate::util::{build_soniclet, ensure_packages, is_root, output, project_root, run, PREREQUISITES};
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Metric {
+    pub name: String,
+    pub value: f64,
+    pub unit: String,
+    pub baseline: Option<f64>,
+    pub ratio: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub target: Option<String>,
+}
+
+impl Metric {
+    fn new(name: &str, value: f64, unit: &str, baseline: Option<f64>, target: &str) -> Self {
+        Self {
+            name: name.to_owned(),
+            value,
+            unit: unit.to_owned(),
+            ratio: baseline.map(|b| if b > 0.0 { value / b } else { f64::NAN }),
+            baseline,
+            target: (!target.is_empty()).then(|| target.to_owned()),
+        }
+    }
+}
+
+pub fn print_table(title: &str, metrics: &[Metric]) {
+    println!("\n{title}\n");
+    println!("{:<44} {:>10} {:<5} {:>10} {:>7}  target", "metric", "value", "unit", "baseline", "ratio");
+    println!("{}", "-".repeat(92));
+    for m in metrics {
+        let baseline = m.baseline.map(|b| format!("{b:.1}")).unwrap_or_else(|| "-".into());
+        let ratio = m.ratio.map(|r| format!("{r:.2}")).unwrap_or_else(|| "-".into());
+        println!(
+            "{:<44} {:>10.2} {:<5} {:>10} {:>7}  {}",
+            m.name,
+            m.value,
+            m.unit,
+            baseline,
+            ratio,
+            m.target.clone().unwrap_or_default()
+        );
+    }
+}
+
+fn write_json(path: Option<&Path>, metrics: &[Metric]) -> Result<()> {
+    if let Some(path) = path {
+        std::fs::write(path, serde_json::to_vec_pretty(metrics)?).with_context(|| format!("{}", path.display()))?;
+        eprintln!("bench: wrote {}", path.display());
+    }
+    Ok(())
+}
+
+fn median(values: &mut [f64]) -> f64 {
+    values.sort_by(|a, b| a.total_cmp(b));
+    let n = values.len();
+    if n == 0 {
+        return f64::NAN;
+    }
+    if n % 2 == 1 {
+        values[n / 2]
+    } else {
+        (values[n / 2 - 1] + values[n / 2]) / 2.0
+    }
+}
+
+pub fn run_task(args: &[String]) -> Result<()> {
+    let Some(name) = args.first() else { bail!("usage: cargo xtask bench boot [--json FILE] [--idle-secs N]") };
+    let mut json = None;
+    let mut idle_secs = 60u64;
+    let mut repeat = 7usize;
+    let mut iter = args[1..].iter();
+    while let Some(arg) = iter.next() {
+        match arg.as_str() {
+            "--json" => json = Some(PathBuf::from(iter.next().context("--json needs a file")?)),
+            "--idle-secs" => idle_secs = iter.next().context("--idle-secs needs a number")?.parse()?,
+            "--repeat" => repeat = iter.next().context("--repeat needs a number")?.parse()?,
+            other => bail!("unknown bench option {other:?}"),
+        }
+    }
+    if !is_root() {
+        bail!("benchmarks run containers: run as root");
+    }
+    ensure_packages(PREREQUISITES)?;
+    let metrics = match name.as_str() {
+        "boot" => boot(idle_secs, repeat)?,
+        other => bail!("unknown benchmark {other:?}; available: boot"),
+    };
+    print_table(&format!("cargo xtask bench {name}"), &metrics);
+    write_json(json.as_deref(), &metrics)
+}
+
+/// A throwaway lab under /tmp for one benchmark run.
+fn bench_lab(soniclet: &Path) -> Lab {
+    let base = std::env::temp_dir().join(format!("soniclet-bench-{}", std::process::id()));
+    Lab {
+        data: base.join("data"),
+        run_dir: base.join("run"),
+        logs: base.join("logs"),
+        netns: format!("soniclet-bench-{}", std::process::id()),
+        namespace: "sonic".to_owned(),
+        services: project_root().join("services"),
+        soniclet: soniclet.to_owned(),
+    }
+}
+
+fn proc_field(pid: u32, key: &str) -> Option<f64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    status.lines().find_map(|l| l.strip_prefix(key)).and_then(|v| v.split_whitespace().next()?.parse().ok())
+}
+
+/// utime + stime of a process, in seconds.
+fn cpu_seconds(pid: u32) -> Result<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
+    let after_name = stat.rsplit_once(')').map(|(_, rest)| rest).unwrap_or_default();
+    let fields: Vec<&str> = after_name.split_whitespace().collect();
+    let ticks: f64 = fields.get(11).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0)
+        + fields.get(12).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+    let hz: f64 = output(Command::new("getconf").arg("CLK_TCK"))?.trim().parse().unwrap_or(100.0);
+    Ok(ticks / hz)
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1000.0
+}
+
+fn boot(idle_secs: u64, repeat: usize) -> Result<Vec<Metric>> {
+    let soniclet = build_soniclet()?;
+    let built = images::run(Some(&soniclet))?;
+    let lab = bench_lab(&soniclet);
+    let result = boot_in(&lab, &built, idle_secs, repeat);
+    let _ = lab.down();
+    let _ = std::fs::remove_dir_all(lab.data.parent().unwrap_or(&lab.data));
+    result
+}
+
+fn boot_in(lab: &Lab, built: &[(String, PathBuf, String)], idle_secs: u64, repeat: usize) -> Result<Vec<Metric>> {
+    lab.ensure_containerd()?;
+    // Warm-up, not measured: import the images and boot once, so every run finds the same
+    // content, snapshots and page cache.
+    lab.start_daemon()?;
+    let archives: Vec<String> = built.iter().map(|(_, p, _)| p.display().to_string()).collect();
+    run(lab.cli().args(["image", "import"]).args(&archives).stderr(std::process::Stdio::null()))?;
+    run(lab.cli().args(["wait", "--timeout", "180"]))?;
+    run(lab.cli().args(["shutdown", "--stop-services"]))?;
+
+    // Interleaved: each iteration boots with soniclet, then raw, so the machine's noise
+    // falls on both alike.
+    let (mut boots, mut restarts, mut raw_boots, mut raw_walls, mut raw_restarts) =
+        (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    let mut chain = String::new();
+    let quiet = || std::process::Stdio::null();
+    for i in 0..repeat {
+        std::thread::sleep(Duration::from_millis(500));
+        let _ = std::fs::remove_dir_all(lab.data.join("state"));
+        let started = Instant::now();
+        lab.start_daemon()?;
+        run(lab.cli().args(["wait", "--timeout", "180"]).stdout(quiet()))?;
+        boots.push(ms(started.elapsed()));
+        std::thread::sleep(Duration::from_millis(300));
+        let started = Instant::now();
+        run(lab.cli().args(["restart", "swss"]).stdout(quiet()))?;
+        restarts.push(ms(started.elapsed()));
+        run(lab.cli().args(["shutdown", "--stop-services"]).stdout(quiet()))?;
+
+        // The baseline: the same containers, straight through containerd, no supervisor.
+        std::thread::sleep(Duration::from_millis(500));
+        let raw = output(lab.cli().args(["bench-raw", "--config"]).arg(lab.config()).args(["--restart", "swss"]))?;
+        let raw: serde_json::Value = serde_json::from_str(&raw).context("bench-raw output")?;
+        raw_boots.push(raw["runs"][0]["critical_path_ms"].as_f64().context("critical path")?);
+        raw_walls.push(raw["runs"][0]["wall_ms"].as_f64().context("wall time")?);
+        raw_restarts.push(raw["restart_ms"][0].as_f64().context("restart")?);
+        chain =
+            raw["chain"].as_array().into_iter().flatten().filter_map(|v| v.as_str()).collect::<Vec<_>>().join(" -> ");
+        eprintln!(
+            "bench: run {} of {repeat}: boot {:.1} ms (raw critical path {:.1}), restart {:.1} ms (raw {:.1})",
+            i + 1,
+            boots[i],
+            raw_boots[i],
+            restarts[i],
+            raw_restarts[i]
+        );
+    }
+    eprintln!("bench: critical path: {chain}");
+
+    let daemon_pid = lab.start_daemon()?;
+    run(lab.cli().args(["wait", "--timeout", "180"]).stdout(quiet()))?;
+    let rss_kib = proc_field(daemon_pid, "VmRSS:").context("daemon RSS")?;
+    eprintln!("bench: measuring the idle daemon's CPU for {idle_secs} s");
+    let cpu_before = cpu_seconds(daemon_pid)?;
+    std::thread::sleep(Duration::from_secs(idle_secs));
+    let cpu_idle = (cpu_seconds(daemon_pid)? - cpu_before) / idle_secs as f64 * 100.0;
+    run(lab.cli().args(["shutdown", "--stop-services"]).stdout(quiet()))?;
+
+    Ok(vec![
+        Metric::new(
+            "boot to ready, full VS set (12 services), median",
+            median(&mut boots),
+            "ms",
+            Some(median(&mut raw_boots)),
+            "overhead <= 15% (ratio <= 1.15)",
+        ),
+        Metric::new("raw containerd boot, wall time (for reference)", median(&mut raw_walls), "ms", None, ""),
+        Metric::new(
+            "restart to ready (swss), median",
+            median(&mut restarts),
+            "ms",
+            Some(median(&mut raw_restarts)),
+            "ratio <= 1.2",
+        ),
+        Metric::new("daemon RSS after boot", rss_kib / 1024.0, "MiB", None, "<= 25 MiB"),
+        Metric::new(&format!("daemon CPU over {idle_secs} s idle"), cpu_idle, "%", None, "<= 1% of one core"),
+    ])
 }

@@ -1,4 +1,50 @@
-use anyhow::Result;
-pub fn run(_args: &[String]) -> Result<()> {
-    anyhow::bail!("todo")
+//! `cargo xtask ci`: the README's test command and what `.ci/run` runs. It installs every
+//! missing prerequisite (Debian packages), then runs each tier; nothing is skipped.
+
+use std::process::Command;
+use std::time::Instant;
+
+use anyhow::{bail, Result};
+
+use crate::images;
+use crate::util::{build_soniclet, cargo, ensure_packages, is_root, run, PREREQUISITES};
+
+fn stage(name: &str, f: impl FnOnce() -> Result<()>) -> Result<()> {
+    eprintln!("\n=== ci: {name}");
+    let started = Instant::now();
+    let result = f();
+    eprintln!(
+        "=== ci: {name}: {} in {:.1}s",
+        if result.is_ok() { "ok" } else { "FAILED" },
+        started.elapsed().as_secs_f64()
+    );
+    result
+}
+
+pub fn run_task(args: &[String]) -> Result<()> {
+    if let Some(arg) = args.first() {
+        bail!("unknown ci option {arg:?}");
+    }
+    if !is_root() {
+        bail!(
+            "the integration and e2e tiers need root (containerd, runc, network namespaces): run `sudo cargo xtask ci`"
+        );
+    }
+    let started = Instant::now();
+    stage("prerequisites", || ensure_packages(PREREQUISITES))?;
+    stage("format", || run(cargo().args(["fmt", "--all", "--", "--check"])))?;
+    stage("lint", || {
+        run(cargo().args(["clippy", "--workspace", "--all-targets", "--locked", "--release", "--", "-D", "warnings"]))
+    })?;
+    let soniclet = build_soniclet()?;
+    stage("VS images", || images::run(Some(&soniclet)).map(|_| ()))?;
+    stage("unit tier", || run(cargo().args(["test", "--release", "--locked", "--workspace", "--lib", "--bins"])))?;
+    stage("integration tier", || {
+        run(cargo()
+            .args(["test", "--release", "--locked", "--test", "it", "--", "--test-threads=3"])
+            .env("RUST_BACKTRACE", "1"))
+    })?;
+    let _ = Command::new("true").status();
+    eprintln!("\nci: every tier passed in {:.0}s", started.elapsed().as_secs_f64());
+    Ok(())
 }

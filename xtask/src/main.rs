@@ -11,6 +11,7 @@
 mod bench;
 mod ci;
 mod images;
+mod lab;
 mod util;
 mod vs;
 
@@ -39,9 +40,9 @@ fn run() -> Result<u8> {
             images::run(Some(&soniclet))?;
             Ok(0)
         }
-        "vs" => vs::run(rest),
-        "ci" => ci::run(rest).map(|()| 0),
-        "bench" => bench::run(rest).map(|()| 0),
+        "vs" => vs::run_task(rest),
+        "ci" => ci::run_task(rest).map(|()| 0),
+        "bench" => bench::run_task(rest).map(|()| 0),
         "deps" => util::ensure_packages(util::PREREQUISITES).map(|()| 0),
         "-h" | "--help" | "help" => {
             println!("{USAGE}");

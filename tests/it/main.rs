@@ -1,0 +1,7 @@
+//! Integration tier: real containerd, runc, redis-server and network namespaces, driven
+//! through the real daemon and CLI. One binary, one module per area (matklad's layout).
+
+mod adoption;
+mod inputs;
+mod lifecycle;
+mod support;
