@@ -4,7 +4,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::db::redis::RedisConn;
+use crate::db::redis::Db;
 use crate::db::schema::resolve_db;
 use crate::manifest::{Probe, Service};
 use crate::runtime::spec::HostSettings;
@@ -46,13 +46,13 @@ impl<R: ContainerRuntime> Readiness for Prober<R> {
                 }
             }
             Probe::RedisPing { socket } => {
-                let conn = RedisConn::connect(&self.host.host_path(socket), 0).await.map_err(|e| e.to_string())?;
+                let conn = Db::open_socket(&self.host.host_path(socket), 0).await.map_err(|e| e.to_string())?;
                 conn.ping().await.map_err(|e| e.to_string())?;
                 Ok(true)
             }
             Probe::RedisKey { socket, db, key, field, value } => {
                 let id = resolve_db(db).ok_or_else(|| format!("unknown database {db}"))?;
-                let conn = RedisConn::connect(&self.host.host_path(socket), id).await.map_err(|e| e.to_string())?;
+                let conn = Db::open_socket(&self.host.host_path(socket), id).await.map_err(|e| e.to_string())?;
                 let found = match field {
                     Some(field) => conn.hget(key, field).await,
                     None => conn.get(key).await,

@@ -2,6 +2,7 @@
 //! through the real daemon and CLI. One binary, one module per area (matklad's layout).
 
 mod adoption;
+mod db;
 mod inputs;
 mod lifecycle;
 mod support;

@@ -348,3 +348,71 @@ impl Drop for TestSwitch {
         let _ = Command::new("ip").args(["netns", "del", &self.netns]).output();
     }
 }
+
+/// A private redis-server configured as SONiC's database container configures it: unix
+/// socket, `databases 100`, `notify-keyspace-events AKE`, `save ""`, no TCP port.
+pub struct RedisServer {
+    pub dir: tempfile::TempDir,
+    pub socket: PathBuf,
+    child: Option<Child>,
+}
+
+impl RedisServer {
+    pub fn start() -> Self {
+        let dir = tempfile::Builder::new().prefix("soniclet-redis-").tempdir().unwrap();
+        let socket = dir.path().join("redis.sock");
+        let mut server = Self { dir, socket, child: None };
+        server.restart();
+        server
+    }
+
+    fn config(&self) -> String {
+        format!(
+            "port 0\nunixsocket {}\nunixsocketperm 700\ndatabases 100\nnotify-keyspace-events AKE\nsave \"\"\nappendonly no\n\
+             dir {}\nclient-output-buffer-limit pubsub 0 0 0\ndaemonize no\nlogfile \"\"\n",
+            self.socket.display(),
+            self.dir.path().display()
+        )
+    }
+
+    /// Starts (or starts again, empty, as after a crash) the server on the same socket.
+    pub fn restart(&mut self) {
+        let conf = self.dir.path().join("redis.conf");
+        std::fs::write(&conf, self.config()).unwrap();
+        let _ = std::fs::remove_file(&self.socket);
+        let child =
+            Command::new("redis-server").arg(&conf).stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap();
+        self.child = Some(child);
+        let socket = self.socket.clone();
+        assert!(
+            wait_until(Duration::from_secs(10), || std::os::unix::net::UnixStream::connect(&socket).is_ok()),
+            "redis-server did not start"
+        );
+    }
+
+    /// `kill -9` of the server.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            child.kill().unwrap();
+            child.wait().unwrap();
+        }
+    }
+
+    /// redis-cli against database `db`.
+    pub fn cli(&self, db: u8, args: &[&str]) -> String {
+        let out = Command::new("redis-cli")
+            .arg("-s")
+            .arg(&self.socket)
+            .args(["-n", &db.to_string()])
+            .args(args)
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).trim_end().to_owned()
+    }
+}
+
+impl Drop for RedisServer {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
