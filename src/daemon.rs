@@ -15,13 +15,14 @@ use tokio_util::task::TaskTracker;
 
 use crate::api::server::{self, ApiState, BindError};
 use crate::config::{Config, ConfigError};
+use crate::dblink::{self, DbLink};
 use crate::exit::Exit;
 use crate::manifest::{self, LoadError};
 use crate::probe::Prober;
 use crate::runtime::containerd::Containerd;
 use crate::runtime::{LogSink, RuntimeError};
 use crate::store::{StateStore, StoreError};
-use crate::supervisor::{Command, Supervisor, SupervisorConfig};
+use crate::supervisor::{Command, DbSide, Supervisor, SupervisorConfig};
 use crate::systemd::notify;
 
 #[derive(Debug, thiserror::Error)]
@@ -112,6 +113,7 @@ pub async fn run(config: Config, signal: impl Future<Output = ()> + Send + 'stat
     };
     let host = config.host_settings();
     let prober = Arc::new(Prober::new(Arc::clone(&runtime), host.clone()));
+    let link = DbLink::new(config.paths.sonic_root.clone());
     let mut supervisor = Supervisor::new(
         SupervisorConfig { host, logs: sink },
         Arc::clone(&manifests),
@@ -121,8 +123,24 @@ pub async fn run(config: Config, signal: impl Future<Output = ()> + Send + 'stat
         tracker.clone(),
         shutdown.clone(),
     );
+    // With a database service, CONFIG_DB's FEATURE table decides what runs.
+    let db_side = manifests.database().is_some().then(|| {
+        let (reports_tx, reports_rx) = tokio::sync::mpsc::unbounded_channel();
+        let (ready_tx, ready_rx) = tokio::sync::watch::channel(false);
+        (DbSide { reports: reports_tx, database_ready: ready_tx }, reports_rx, ready_rx)
+    });
+    let db_task = match db_side {
+        Some((side, reports_rx, ready_rx)) => {
+            supervisor = supervisor.with_db(side);
+            Some((reports_rx, ready_rx))
+        }
+        None => None,
+    };
     supervisor.adopt().await?;
     let handle = supervisor.handle();
+    if let Some((reports_rx, ready_rx)) = db_task {
+        tracker.spawn(dblink::run(Arc::clone(&link), handle.clone(), reports_rx, ready_rx, shutdown.clone()));
+    }
 
     let api_state = ApiState {
         handle: handle.clone(),
@@ -131,6 +149,7 @@ pub async fn run(config: Config, signal: impl Future<Output = ()> + Send + 'stat
         logs_dir: config.paths.logs.clone(),
         staging_dir: config.paths.state.join("staging"),
         import_lock: Arc::new(tokio::sync::Mutex::new(())),
+        db: Arc::clone(&link),
     };
     let api_token = shutdown.clone();
     tracker.spawn(async move {

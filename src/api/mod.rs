@@ -11,6 +11,8 @@
 //! | GET | `/v1/services/{name}/logs?lines=N&follow=true` | | log records, one per line |
 //! | GET | `/v1/images` | | `[`[`ImageSummary`]`]` |
 //! | POST | `/v1/images/import` | [`ImportRequest`] | [`ImportEvent`] lines (NDJSON) |
+//! | GET | `/v1/features` | | `[`[`FeatureStatus`]`]` |
+//! | POST | `/v1/features/{name}` | [`FeatureChange`] | [`FeatureStatus`], after CONFIG_DB is written |
 //! | POST | `/v1/wait` | [`WaitRequest`] | [`StatusResponse`] once the services are ready |
 //! | POST | `/v1/shutdown` | [`ShutdownRequest`] | `{}` |
 //!
@@ -70,11 +72,41 @@ pub struct ActionRequest {
     pub timeout_secs: Option<u64>,
 }
 
+/// One row of `soniclet feature ls` (what `show feature status` shows).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FeatureStatus {
+    pub name: String,
+    /// enabled, disabled, always_enabled or always_disabled.
+    pub state: String,
+    /// Where the state comes from: CONFIG_DB or the manifest's default.
+    pub source: String,
+    pub auto_restart: String,
+    pub set_owner: String,
+    pub current_owner: String,
+    pub delayed: bool,
+    /// The service's state in soniclet (running, stopped, failed, ...).
+    pub service_state: String,
+}
+
+/// `config feature state|autorestart`: what to write to CONFIG_DB `FEATURE|<name>`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct FeatureChange {
+    pub state: Option<String>,
+    pub auto_restart: Option<String>,
+    /// Answer once the service reached the new state (running and ready, or stopped).
+    pub wait: bool,
+    pub timeout_secs: Option<u64>,
+}
+
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct WaitRequest {
     /// Services to wait for; every enabled one when empty.
     pub services: Vec<String>,
+    /// Wait until they are stopped instead of ready.
+    pub stopped: bool,
     pub timeout_secs: Option<u64>,
 }
 

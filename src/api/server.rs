@@ -22,9 +22,10 @@ use serde::Deserialize;
 use tokio::net::UnixListener;
 
 use super::{
-    ActionRequest, ApiError, ErrorBody, ErrorKind, ImageSummary, ImportEvent, ImportRequest, ShutdownRequest,
-    WaitRequest,
+    ActionRequest, ApiError, ErrorBody, ErrorKind, FeatureChange, FeatureStatus, ImageSummary, ImportEvent,
+    ImportRequest, ShutdownRequest, WaitRequest,
 };
+use crate::dblink::DbLink;
 use crate::logs;
 use crate::manifest::ManifestSet;
 use crate::runtime::{archive, ContainerRuntime};
@@ -42,6 +43,8 @@ pub struct ApiState<R> {
     pub staging_dir: PathBuf,
     /// One import at a time: they share the staging area and containerd's write locks.
     pub import_lock: Arc<tokio::sync::Mutex<()>>,
+    /// The switch's databases (CONFIG_DB writes for `soniclet feature`).
+    pub db: Arc<DbLink>,
 }
 
 impl<R> std::fmt::Debug for ApiState<R> {
@@ -59,6 +62,7 @@ impl<R> Clone for ApiState<R> {
             logs_dir: self.logs_dir.clone(),
             staging_dir: self.staging_dir.clone(),
             import_lock: Arc::clone(&self.import_lock),
+            db: Arc::clone(&self.db),
         }
     }
 }
@@ -138,6 +142,8 @@ pub fn router<R: ContainerRuntime>(state: ApiState<R>) -> Router {
         .route("/v1/services/{name}/logs", get(service_logs::<R>))
         .route("/v1/images", get(list_images::<R>))
         .route("/v1/images/import", post(import_images::<R>))
+        .route("/v1/features", get(list_features::<R>))
+        .route("/v1/features/{name}", post(change_feature::<R>))
         .route("/v1/wait", post(wait::<R>))
         .route("/v1/shutdown", post(shutdown::<R>))
         .fallback(|| async { error_response(ErrorKind::NotFound, "no such API endpoint; see `soniclet --help`") })
@@ -376,13 +382,116 @@ async fn wait<R: ContainerRuntime>(State(state): State<ApiState<R>>, body: Bytes
         Err(response) => return *response,
     };
     let limit = request.timeout_secs.map(Duration::from_secs).unwrap_or(DEFAULT_WAIT);
-    let services = request.services;
-    match tokio::time::timeout(limit, state.handle.request(move |reply| Command::Wait { services, reply })).await {
+    let (services, stopped) = (request.services, request.stopped);
+    match tokio::time::timeout(limit, state.handle.request(move |reply| Command::Wait { services, stopped, reply }))
+        .await
+    {
         Ok(Ok(status)) => Json(status).into_response(),
         Ok(Err(e)) => e.into_response(),
         Err(_) => {
             error_response(ErrorKind::Timeout, format!("not ready within {}s; see `soniclet status`", limit.as_secs()))
         }
+    }
+}
+
+async fn list_features<R: ContainerRuntime>(State(state): State<ApiState<R>>) -> Response {
+    match state.handle.request(|reply| Command::Features { reply }).await {
+        Ok(features) => Json(features).into_response(),
+        Err(e) => e.into_response(),
+    }
+}
+
+/// `config feature state|autorestart`: validated by the supervisor, written to CONFIG_DB
+/// `FEATURE|<name>`; the supervisor then acts on the change through its subscription, like on
+/// any other writer's.
+async fn change_feature<R: ContainerRuntime>(
+    State(state): State<ApiState<R>>,
+    UrlPath(name): UrlPath<String>,
+    body: Bytes,
+) -> Response {
+    let change: FeatureChange = match parse_body(&body) {
+        Ok(c) => c,
+        Err(response) => return *response,
+    };
+    if change.state.is_none() && change.auto_restart.is_none() {
+        return error_response(ErrorKind::BadRequest, "nothing to change: give state or auto_restart");
+    }
+    let (target_state, auto_restart) = (change.state.clone(), change.auto_restart.clone());
+    let service = match state
+        .handle
+        .request(move |reply| Command::CheckFeatureChange { service: name, state: target_state, auto_restart, reply })
+        .await
+    {
+        Ok(service) => service,
+        Err(e) => return e.into_response(),
+    };
+    let connections = match state.db.connections().await {
+        Ok(c) => c,
+        Err(_) => {
+            return error_response(
+                ErrorKind::Unavailable,
+                "the database is not running; see `soniclet status database`",
+            )
+        }
+    };
+    let mut fields = Vec::new();
+    if let Some(s) = &change.state {
+        fields.push(("state".to_owned(), s.clone()));
+    }
+    if let Some(a) = &change.auto_restart {
+        fields.push(("auto_restart".to_owned(), a.clone()));
+    }
+    let key = connections.config_db.key("FEATURE", service.as_str());
+    if let Err(e) = connections.config_db.hset(&key, &fields).await {
+        return error_response(ErrorKind::Unavailable, format!("cannot write CONFIG_DB {key}: {e}"));
+    }
+    let feature_of = |features: Vec<FeatureStatus>| features.into_iter().find(|f| f.name == service.as_str());
+    // The change reaches the supervisor through its CONFIG_DB subscription; wait until it has.
+    let limit = change.timeout_secs.map(Duration::from_secs).unwrap_or(DEFAULT_WAIT);
+    let deadline = tokio::time::Instant::now() + limit;
+    let current = loop {
+        let features = match state.handle.request(|reply| Command::Features { reply }).await {
+            Ok(f) => f,
+            Err(e) => return e.into_response(),
+        };
+        let current = feature_of(features);
+        let applied = current.as_ref().is_some_and(|f| {
+            change.state.as_ref().is_none_or(|s| &f.state == s)
+                && change.auto_restart.as_ref().is_none_or(|a| &f.auto_restart == a)
+        });
+        if applied || tokio::time::Instant::now() >= deadline {
+            break current;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    if change.wait {
+        if let Some(s) = &change.state {
+            let (services, stopped) = (vec![service.to_string()], s == "disabled");
+            let remaining = deadline.saturating_duration_since(tokio::time::Instant::now());
+            let waited = tokio::time::timeout(
+                remaining,
+                state.handle.request(move |reply| Command::Wait { services, stopped, reply }),
+            )
+            .await;
+            match waited {
+                Ok(Ok(_)) => {}
+                Ok(Err(e)) => return e.into_response(),
+                Err(_) => {
+                    return error_response(
+                        ErrorKind::Timeout,
+                        format!("{service} did not reach {s} within {}s", limit.as_secs()),
+                    )
+                }
+            }
+        }
+    }
+    let current = match state.handle.request(|reply| Command::Features { reply }).await {
+        Ok(features) => feature_of(features).or(current),
+        Err(e) => return e.into_response(),
+    };
+    match current {
+        Some(f) => Json(f).into_response(),
+        None => error_response(ErrorKind::NotFound, "no such feature"),
     }
 }
 

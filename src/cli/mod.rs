@@ -4,6 +4,8 @@
 //! Every read command takes `--json`; tables are for people. Exit codes are in `exit`.
 
 mod bench;
+mod db;
+mod feature;
 mod image;
 mod manifests;
 mod service;
@@ -70,6 +72,11 @@ pub enum Command {
         #[arg(short, long)]
         timestamps: bool,
     },
+    /// SONiC's FEATURE table: what runs and how it restarts (as `show/config feature`).
+    Feature {
+        #[command(subcommand)]
+        command: FeatureCommand,
+    },
     /// Manage images in soniclet's containerd namespace.
     Image {
         #[command(subcommand)]
@@ -79,6 +86,19 @@ pub enum Command {
     Manifests {
         #[command(subcommand)]
         command: ManifestsCommand,
+    },
+    /// Read and write SONiC's databases (as sonic-db-cli), or apply a swssconfig file
+    /// (`soniclet db apply FILE.json`). Works without the daemon.
+    Db {
+        /// database_config.json to use (default: the switch's, under --sonic-root).
+        #[arg(long)]
+        db_config: Option<PathBuf>,
+        /// Where SONiC's host paths live.
+        #[arg(long, env = "SONICLET_SONIC_ROOT", default_value = "/")]
+        sonic_root: PathBuf,
+        /// DB COMMAND ARGS..., or apply FILE.json
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true, required = true)]
+        args: Vec<String>,
     },
     /// Stop the daemon; with --stop-services, stop every service first, in order.
     Shutdown {
@@ -126,6 +146,31 @@ pub enum ImageCommand {
 }
 
 #[derive(Debug, Subcommand)]
+pub enum FeatureCommand {
+    /// Show every feature: state, auto-restart, owner, and the service's state.
+    Ls {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Enable or disable a feature (writes CONFIG_DB FEATURE|SVC state).
+    State {
+        service: String,
+        #[arg(value_parser = ["enabled", "disabled"])]
+        state: String,
+        #[arg(long)]
+        no_wait: bool,
+        #[arg(long, default_value_t = 300)]
+        timeout: u64,
+    },
+    /// Enable or disable restarting a feature after a crash (FEATURE|SVC auto_restart).
+    Autorestart {
+        service: String,
+        #[arg(value_parser = ["enabled", "disabled"])]
+        value: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
 pub enum ManifestsCommand {
     /// Check every manifest in DIR (default: the configured services directory).
     Check {
@@ -164,11 +209,19 @@ pub async fn run(cli: Cli) -> CliResult {
         Command::Logs { service, follow, lines, timestamps } => {
             service::logs(&client, &service, follow, lines, timestamps).await
         }
+        Command::Feature { command: FeatureCommand::Ls { json } } => feature::list(&client, json).await,
+        Command::Feature { command: FeatureCommand::State { service, state, no_wait, timeout } } => {
+            feature::change(&client, &service, Some(state), None, !no_wait, timeout).await
+        }
+        Command::Feature { command: FeatureCommand::Autorestart { service, value } } => {
+            feature::change(&client, &service, None, Some(value), false, 30).await
+        }
         Command::Image { command: ImageCommand::Import { files } } => image::import(&client, &files).await,
         Command::Image { command: ImageCommand::Ls { json } } => image::list(&client, json).await,
         Command::Manifests { command: ManifestsCommand::Check { dir, config, json } } => {
             manifests::check(dir, &config, json)
         }
+        Command::Db { db_config, sonic_root, args } => db::run(db_config, &sonic_root, &args).await,
         Command::Shutdown { stop_services } => service::shutdown(&client, stop_services).await,
         Command::BenchRaw { config, restart, repeat } => bench::run(&config, restart, repeat).await,
         Command::Daemon { .. } | Command::LogShim { .. } => unreachable!("handled by main"),

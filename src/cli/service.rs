@@ -81,7 +81,7 @@ pub async fn action(client: &Client, verb: &str, args: &ActionArgs) -> CliResult
 }
 
 pub async fn wait(client: &Client, services: Vec<String>, timeout: u64, json: bool) -> CliResult {
-    let request = WaitRequest { services, timeout_secs: Some(timeout) };
+    let request = WaitRequest { services, stopped: false, timeout_secs: Some(timeout) };
     let status: StatusResponse = client.post("/v1/wait", &request).await?;
     if json {
         println!("{}", serde_json::to_string_pretty(&status).unwrap_or_default());

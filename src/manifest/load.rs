@@ -144,6 +144,20 @@ pub fn load_sources(sources: Vec<(PathBuf, String)>) -> Result<ManifestSet, Load
         }
     }
 
+    let databases: Vec<&ServiceName> = parsed.iter().filter(|(_, (_, m))| m.service.database).map(|(n, _)| n).collect();
+    if databases.len() > 1 {
+        for name in &databases {
+            errors.push(ManifestError {
+                file: parsed[*name].0.clone(),
+                field: "service.database".into(),
+                message: format!(
+                    "only one service can be the database; these are: {}",
+                    databases.iter().map(|n| n.as_str()).collect::<Vec<_>>().join(", ")
+                ),
+            });
+        }
+    }
+
     let manifests: BTreeMap<ServiceName, ServiceManifest> =
         parsed.iter().map(|(n, (_, m))| (n.clone(), m.clone())).collect();
     let graph = match ServiceGraph::build(&manifests) {

@@ -110,6 +110,10 @@ pub struct ServiceSection {
     /// SONiC's delayed start: held until the ports are initialised.
     #[serde(default)]
     pub delayed: bool,
+    /// This service is the switch's database (Redis). soniclet reads CONFIG_DB through it
+    /// once it is ready; every other service waits for that.
+    #[serde(default)]
+    pub database: bool,
     /// Seconds between SIGTERM and SIGKILL on stop.
     #[serde(default = "default_stop_time")]
     pub stop_time: u32,
@@ -320,6 +324,11 @@ impl ManifestSet {
 
     pub fn names(&self) -> impl Iterator<Item = &ServiceName> {
         self.services.keys()
+    }
+
+    /// The service marked `database = true`, if any.
+    pub fn database(&self) -> Option<&ServiceName> {
+        self.services.values().find(|s| s.manifest.service.database).map(|s| &s.name)
     }
 
     pub fn graph(&self) -> &ServiceGraph {

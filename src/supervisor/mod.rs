@@ -9,7 +9,12 @@
 //! **Invariant:** this module imports no client crate (containerd, tonic, redis); it speaks to
 //! the outside through [`ContainerRuntime`] and [`Readiness`] only.
 
+mod commands;
+mod features;
+mod lifecycle;
 pub mod plan;
+
+pub use lifecycle::{probe_until_ready, stop_container};
 
 use std::collections::{BTreeMap, VecDeque};
 use std::future::Future;
@@ -17,14 +22,16 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use sha2::{Digest, Sha256};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, watch};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::api::{ErrorKind, ServiceStatus, StatusResponse};
+use crate::api::{ErrorKind, FeatureStatus, ServiceStatus, StatusResponse};
+use crate::db::Fields;
+use crate::feature::{Feature, FeatureReport, FeatureState};
 use crate::manifest::{ManifestSet, Service, ServiceName};
-use crate::runtime::spec::{self, HostSettings};
-use crate::runtime::{labels, ContainerRuntime, CreateContainer, ExitStatus, LogSink, RuntimeError, TaskState};
+use crate::runtime::spec::HostSettings;
+use crate::runtime::{labels, ContainerRuntime, ExitStatus, LogSink, RuntimeError, TaskState};
 use crate::store::{Desired, StateStore};
 use plan::{Action, Phase, UnitView};
 
@@ -73,7 +80,21 @@ pub enum Command {
     /// Answer once these services (every enabled one when empty) are ready.
     Wait {
         services: Vec<String>,
+        /// Wait until stopped instead of ready.
+        stopped: bool,
         reply: Reply<StatusResponse>,
+    },
+    /// The FEATURE view of every service (`show feature status`).
+    Features {
+        reply: Reply<Vec<FeatureStatus>>,
+    },
+    /// Checks an operator's FEATURE change before it is written to CONFIG_DB; answers with
+    /// the service's name.
+    CheckFeatureChange {
+        service: String,
+        state: Option<String>,
+        auto_restart: Option<String>,
+        reply: Reply<ServiceName>,
     },
     /// Stop every service in order, then end the loop.
     Shutdown {
@@ -108,6 +129,22 @@ pub enum Event {
     },
     /// Images were imported: services held for a missing image may start now.
     ImagesChanged,
+    /// The FEATURE table as loaded from CONFIG_DB: a full replacement.
+    FeaturesLoaded(BTreeMap<String, Fields>),
+    /// One FEATURE entry changed; `None` when it was deleted.
+    FeatureChanged {
+        name: String,
+        fields: Option<Fields>,
+    },
+}
+
+/// The daemon's link to the switch's databases, as the supervisor sees it.
+#[derive(Debug)]
+pub struct DbSide {
+    /// STATE_DB `FEATURE|<name>` reports, written by the database link.
+    pub reports: mpsc::UnboundedSender<FeatureReport>,
+    /// Whether the database service is ready, for the link to connect.
+    pub database_ready: watch::Sender<bool>,
 }
 
 #[derive(Debug)]
@@ -237,7 +274,7 @@ pub struct Supervisor<R: ContainerRuntime, P: Readiness> {
     readiness: Arc<P>,
     store: StateStore,
     units: BTreeMap<ServiceName, Unit>,
-    waiting: BTreeMap<ServiceName, Vec<ServiceName>>,
+    waiting: BTreeMap<ServiceName, Vec<String>>,
     waiters: Vec<Waiter>,
     tx: mpsc::UnboundedSender<Event>,
     rx: mpsc::UnboundedReceiver<Event>,
@@ -245,6 +282,12 @@ pub struct Supervisor<R: ContainerRuntime, P: Readiness> {
     shutdown: CancellationToken,
     draining: Option<Reply<()>>,
     started_at: SystemTime,
+    /// Accepted FEATURE entries (CONFIG_DB), by service.
+    features: BTreeMap<ServiceName, Feature>,
+    /// CONFIG_DB has been read since the database last became ready.
+    config_loaded: bool,
+    db: Option<DbSide>,
+    reported: BTreeMap<ServiceName, FeatureReport>,
 }
 
 impl<R: ContainerRuntime, P: Readiness> std::fmt::Debug for Supervisor<R, P> {
@@ -301,7 +344,18 @@ impl<R: ContainerRuntime, P: Readiness> Supervisor<R, P> {
             shutdown,
             draining: None,
             started_at: SystemTime::now(),
+            features: BTreeMap::new(),
+            config_loaded: false,
+            db: None,
+            reported: BTreeMap::new(),
         }
+    }
+
+    /// Connects the supervisor to the database link (FEATURE, STATE_DB). Without it, manifests
+    /// alone decide what runs.
+    pub fn with_db(mut self, db: DbSide) -> Self {
+        self.db = Some(db);
+        self
     }
 
     pub fn handle(&self) -> Handle {
@@ -316,14 +370,21 @@ impl<R: ContainerRuntime, P: Readiness> Supervisor<R, P> {
         self.units.get_mut(name).expect("every service has a unit")
     }
 
+    /// Whether a service should run: a disabled FEATURE never runs; otherwise an operator's
+    /// start or stop wins, then the FEATURE entry, then the manifest's default.
     fn want(&self, name: &ServiceName) -> bool {
         if self.draining.is_some() {
             return false;
         }
+        // A disabled FEATURE holds the service and everything that requires it.
+        if self.disabled_by_feature(name).is_some() {
+            return false;
+        }
+        let feature = self.features.get(name).map(|f| f.state);
         match self.store.state().services.get(name.as_str()).and_then(|r| r.desired) {
             Some(Desired::Running) => true,
             Some(Desired::Stopped) => false,
-            None => self.service(name).manifest.service.enabled,
+            None => feature.map_or(self.service(name).manifest.service.enabled, FeatureState::runs),
         }
     }
 
@@ -386,6 +447,7 @@ impl<R: ContainerRuntime, P: Readiness> Supervisor<R, P> {
         loop {
             self.reconcile();
             self.resolve_waiters();
+            self.report();
             if let Some(reply) = self.draining.take() {
                 if self.units.values().all(|u| !u.phase.is_active()) {
                     let _ = reply.send(Ok(()));
@@ -423,7 +485,13 @@ impl<R: ContainerRuntime, P: Readiness> Supervisor<R, P> {
             .units
             .iter()
             .map(|(name, unit)| {
-                (name.clone(), UnitView { want: self.want(name), phase: unit.phase.clone(), cycle: unit.cycle })
+                let view = UnitView {
+                    want: self.want(name),
+                    phase: unit.phase.clone(),
+                    cycle: unit.cycle,
+                    gate: self.gate(name),
+                };
+                (name.clone(), view)
             })
             .collect();
         let plan = plan::plan(self.manifests.graph(), &views, Instant::now());
@@ -436,98 +504,6 @@ impl<R: ContainerRuntime, P: Readiness> Supervisor<R, P> {
         }
     }
 
-    fn start(&mut self, name: &ServiceName) {
-        let record = self.store.state_mut().services.entry(name.to_string()).or_default();
-        record.generation += 1;
-        let generation = record.generation;
-        // The generation is on disk before the container exists, so it is never reused.
-        self.save();
-        let unit = self.unit(name);
-        unit.generation = generation;
-        unit.message = None;
-        // A container left by a crash or a failed start is replaced; without one, skip the cleanup.
-        let leftover = unit.has_container;
-        unit.set_phase(Phase::Starting);
-        tracing::info!(service = %name, generation, "starting");
-
-        let service = self.service(name).clone();
-        let runtime = Arc::clone(&self.runtime);
-        let config = self.config.clone();
-        let tx = self.tx.clone();
-        let name = name.clone();
-        self.tracker.spawn(async move {
-            let result = start_container(&*runtime, &config, &service, generation, leftover).await;
-            let _ = tx.send(Event::Started { service: name, generation, result });
-        });
-    }
-
-    fn stop(&mut self, name: &ServiceName) {
-        let stop_time = Duration::from_secs(u64::from(self.service(name).manifest.service.stop_time));
-        let unit = self.unit(name);
-        unit.set_phase(Phase::Stopping);
-        let generation = unit.generation;
-        tracing::info!(service = %name, generation, "stopping");
-        let runtime = Arc::clone(&self.runtime);
-        let tx = self.tx.clone();
-        let name = name.clone();
-        self.tracker.spawn(async move {
-            let result = stop_container(&*runtime, name.as_str(), stop_time).await.map_err(|e| e.to_string());
-            let _ = tx.send(Event::Stopped { service: name, generation, result });
-        });
-    }
-
-    /// Spawns the current generation's exit watcher and readiness probe.
-    fn watch(&mut self, name: &ServiceName) {
-        let service = self.service(name).clone();
-        let unit = self.units.get_mut(name).expect("unit exists");
-        unit.tasks.cancel();
-        unit.tasks = self.shutdown.child_token();
-        let generation = unit.generation;
-        let token = unit.tasks.clone();
-
-        let runtime = Arc::clone(&self.runtime);
-        let tx = self.tx.clone();
-        let watched = name.clone();
-        let wait_token = token.clone();
-        self.tracker.spawn(async move {
-            loop {
-                let outcome = tokio::select! {
-                    () = wait_token.cancelled() => return,
-                    r = runtime.wait(watched.as_str()) => r,
-                };
-                match outcome {
-                    Ok(status) => {
-                        let _ = tx.send(Event::Exited { service: watched, generation, status });
-                        return;
-                    }
-                    Err(RuntimeError::NotFound { .. }) => {
-                        let status = ExitStatus { code: 255, at: SystemTime::now() };
-                        let _ = tx.send(Event::Exited { service: watched, generation, status });
-                        return;
-                    }
-                    Err(e) => {
-                        // containerd restarting: tasks survive in their shims; wait again.
-                        tracing::warn!(service = %watched, error = %e, "lost the task wait; retrying");
-                        tokio::select! {
-                            () = wait_token.cancelled() => return,
-                            () = tokio::time::sleep(Duration::from_secs(1)) => {}
-                        }
-                    }
-                }
-            }
-        });
-
-        let readiness = Arc::clone(&self.readiness);
-        let tx = self.tx.clone();
-        let name = name.clone();
-        self.tracker.spawn(async move {
-            let result = probe_until_ready(&*readiness, &service, &token).await;
-            if !token.is_cancelled() {
-                let _ = tx.send(Event::Probed { service: name, generation, result });
-            }
-        });
-    }
-
     fn handle_event(&mut self, event: Event) {
         match event {
             Event::Command(command) => self.handle_command(command),
@@ -535,6 +511,8 @@ impl<R: ContainerRuntime, P: Readiness> Supervisor<R, P> {
             Event::Stopped { service, generation, result } => self.on_stopped(&service, generation, result),
             Event::Exited { service, generation, status } => self.on_exited(&service, generation, status),
             Event::Probed { service, generation, result } => self.on_probed(&service, generation, result),
+            Event::FeaturesLoaded(entries) => self.on_features_loaded(entries),
+            Event::FeatureChanged { name, fields } => self.on_feature_changed(&name, fields),
             Event::ImagesChanged => {
                 for unit in self.units.values_mut() {
                     if unit.blocked {
@@ -545,445 +523,5 @@ impl<R: ContainerRuntime, P: Readiness> Supervisor<R, P> {
                 }
             }
         }
-    }
-
-    fn on_started(&mut self, name: &ServiceName, generation: u64, result: Result<Started, StartFailure>) {
-        let unit = self.unit(name);
-        if unit.generation != generation || unit.phase != Phase::Starting {
-            return;
-        }
-        match result {
-            Ok(started) => {
-                tracing::info!(service = %name, pid = started.pid, generation, "task started");
-                unit.pid = Some(started.pid);
-                unit.image_digest = Some(started.image_digest);
-                unit.has_container = true;
-                unit.set_phase(Phase::Probing);
-                self.watch(name);
-            }
-            Err(StartFailure::Blocked(reason)) => {
-                tracing::error!(service = %name, reason = %reason, "cannot start");
-                unit.blocked = true;
-                unit.message = Some(reason.clone());
-                unit.set_phase(Phase::Failed { reason });
-            }
-            Err(StartFailure::Failed(reason)) => {
-                tracing::error!(service = %name, reason = %reason, "start failed");
-                self.on_failure(name, format!("start failed: {reason}"));
-            }
-        }
-    }
-
-    fn on_stopped(&mut self, name: &ServiceName, generation: u64, result: Result<(), String>) {
-        let unit = self.unit(name);
-        if unit.generation != generation || unit.phase != Phase::Stopping {
-            return;
-        }
-        unit.tasks.cancel();
-        unit.pid = None;
-        unit.cycle = false;
-        if let Err(e) = &result {
-            tracing::warn!(service = %name, error = %e, "stop did not complete cleanly");
-            unit.message = Some(format!("stop: {e}"));
-        } else {
-            unit.has_container = false;
-            tracing::info!(service = %name, "stopped");
-        }
-        match unit.failure_pending.take() {
-            Some(reason) => self.on_failure(name, reason),
-            None => unit.set_phase(Phase::Stopped),
-        }
-    }
-
-    fn on_exited(&mut self, name: &ServiceName, generation: u64, status: ExitStatus) {
-        let unit = self.unit(name);
-        if unit.generation != generation || !matches!(unit.phase, Phase::Probing | Phase::Ready) {
-            return;
-        }
-        unit.tasks.cancel();
-        unit.pid = None;
-        unit.last_exit = Some(status.code);
-        let reason = if status.code > 128 {
-            format!("killed by signal {}", status.code - 128)
-        } else {
-            format!("exited with code {}", status.code)
-        };
-        tracing::warn!(service = %name, generation, code = status.code, "task ended unexpectedly");
-        self.on_failure(name, reason);
-    }
-
-    fn on_probed(&mut self, name: &ServiceName, generation: u64, result: Result<(), String>) {
-        let timeout = self.service(name).manifest.readiness.timeout;
-        let unit = self.unit(name);
-        if unit.generation != generation || unit.phase != Phase::Probing {
-            return;
-        }
-        match result {
-            Ok(()) => {
-                tracing::info!(service = %name, generation, "ready");
-                unit.message = None;
-                unit.set_phase(Phase::Ready);
-            }
-            Err(detail) => {
-                tracing::warn!(service = %name, detail = %detail, "not ready in time");
-                unit.failure_pending = Some(format!("not ready within {timeout}s: {detail}"));
-                self.stop(name);
-            }
-        }
-    }
-
-    /// A crash, a failed start or a missed readiness deadline: back off, or give up.
-    fn on_failure(&mut self, name: &ServiceName, reason: String) {
-        let service = self.service(name).clone();
-        let policy = service.manifest.service.restart.clone();
-        let auto_restart = service.manifest.service.auto_restart;
-        let unit = self.unit(name);
-        let now = Instant::now();
-        unit.failures.push_back(now);
-        while unit.failures.front().is_some_and(|t| now.duration_since(*t) > Duration::from_secs(policy.window_secs)) {
-            unit.failures.pop_front();
-        }
-        unit.cycle = false;
-        if !auto_restart {
-            let reason = format!("{reason}; auto-restart is disabled");
-            unit.message = Some(reason.clone());
-            unit.set_phase(Phase::Failed { reason });
-        } else if unit.failures.len() >= policy.budget as usize {
-            let reason = format!("{} failures within {}s, last: {reason}", unit.failures.len(), policy.window_secs);
-            tracing::error!(service = %name, reason = %reason, "giving up until an operator acts");
-            unit.message = Some(reason.clone());
-            unit.set_phase(Phase::Failed { reason });
-        } else {
-            let delay = backoff_delay(&service, unit.failures.len());
-            unit.restarts += 1;
-            unit.message = Some(format!("{reason}; restart {} in {}ms", unit.failures.len(), delay.as_millis()));
-            unit.set_phase(Phase::Backoff { until: now + delay });
-        }
-    }
-
-    fn handle_command(&mut self, command: Command) {
-        match command {
-            Command::Status { reply } => {
-                let _ = reply.send(Ok(self.status()));
-            }
-            Command::Start { service, wait, reply } => {
-                let Some((name, reply)) = self.resolve(&service, reply) else { return };
-                for dep in self.manifests.graph().requirement_closure(&name) {
-                    self.store.state_mut().services.entry(dep.to_string()).or_default().desired =
-                        Some(Desired::Running);
-                    self.reset(&dep);
-                }
-                self.save();
-                self.respond(name.clone(), vec![name], WaitFor::Ready, wait, reply);
-            }
-            Command::Stop { service, wait, reply } => {
-                let Some((name, reply)) = self.resolve(&service, reply) else { return };
-                let closure: Vec<ServiceName> = self.manifests.graph().dependent_closure(&name).into_iter().collect();
-                for dep in &closure {
-                    self.store.state_mut().services.entry(dep.to_string()).or_default().desired =
-                        Some(Desired::Stopped);
-                    let unit = self.unit(dep);
-                    // A crashed or held service still has a dead container to clean up.
-                    if matches!(unit.phase, Phase::Backoff { .. } | Phase::Failed { .. }) {
-                        unit.blocked = false;
-                        unit.failures.clear();
-                        if unit.has_container {
-                            self.stop(dep);
-                        } else {
-                            unit.set_phase(Phase::Stopped);
-                        }
-                    }
-                }
-                self.save();
-                self.respond(name, closure, WaitFor::Stopped, wait, reply);
-            }
-            Command::Restart { service, wait, reply } => {
-                let Some((name, reply)) = self.resolve(&service, reply) else { return };
-                for dep in self.manifests.graph().requirement_closure(&name) {
-                    self.store.state_mut().services.entry(dep.to_string()).or_default().desired =
-                        Some(Desired::Running);
-                }
-                let mut affected = Vec::new();
-                for dep in self.manifests.graph().dependent_closure(&name) {
-                    if dep != name && !self.want(&dep) {
-                        continue;
-                    }
-                    self.reset(&dep);
-                    let unit = self.unit(&dep);
-                    if unit.phase.is_active() {
-                        unit.cycle = true;
-                    }
-                    affected.push(dep);
-                }
-                self.save();
-                self.respond(name, affected, WaitFor::Ready, wait, reply);
-            }
-            Command::Wait { services, reply } => {
-                let mut names = Vec::new();
-                for service in &services {
-                    match self.manifests.lookup(service) {
-                        Some(name) => names.push(name.clone()),
-                        None => {
-                            let message = format!("unknown service {service:?}");
-                            let _ = reply.send(Err(CommandError::new(ErrorKind::NotFound, message)));
-                            return;
-                        }
-                    }
-                }
-                if names.is_empty() {
-                    names = self.units.keys().filter(|n| self.want(n)).cloned().collect();
-                }
-                self.waiters.push(Waiter { services: names, target: WaitFor::Ready, reply: WaiterReply::All(reply) });
-            }
-            Command::Shutdown { stop_services, reply } => {
-                if stop_services {
-                    tracing::info!("stopping every service, then exiting");
-                    self.draining = Some(reply);
-                } else {
-                    let _ = reply.send(Ok(()));
-                    self.shutdown.cancel();
-                }
-            }
-        }
-    }
-
-    /// An operator action resets the failure budget and releases a held service.
-    fn reset(&mut self, name: &ServiceName) {
-        let unit = self.unit(name);
-        unit.failures.clear();
-        unit.blocked = false;
-        if matches!(unit.phase, Phase::Failed { .. } | Phase::Backoff { .. }) {
-            unit.message = None;
-            unit.set_phase(Phase::Stopped);
-        }
-    }
-
-    /// The service an operator named, or an error reply listing the known ones.
-    fn resolve<T>(&self, service: &str, reply: Reply<T>) -> Option<(ServiceName, Reply<T>)> {
-        match self.manifests.lookup(service) {
-            Some(name) => Some((name.clone(), reply)),
-            None => {
-                let known: Vec<&str> = self.manifests.names().map(|n| n.as_str()).collect();
-                let message = format!("unknown service {service:?}; known services: {}", known.join(", "));
-                let _ = reply.send(Err(CommandError::new(ErrorKind::NotFound, message)));
-                None
-            }
-        }
-    }
-
-    fn respond(
-        &mut self,
-        subject: ServiceName,
-        services: Vec<ServiceName>,
-        target: WaitFor,
-        wait: bool,
-        reply: Reply<ServiceStatus>,
-    ) {
-        if wait {
-            self.waiters.push(Waiter { services, target, reply: WaiterReply::Service(subject, reply) });
-        } else {
-            let _ = reply.send(Ok(self.service_status(&subject)));
-        }
-    }
-
-    fn resolve_waiters(&mut self) {
-        let waiters = std::mem::take(&mut self.waiters);
-        for waiter in waiters {
-            if waiter.reply.is_closed() {
-                continue;
-            }
-            match (self.check_waiter(&waiter), waiter.reply) {
-                (None, reply) => self.waiters.push(Waiter { reply, ..waiter }),
-                (Some(Ok(())), WaiterReply::Service(subject, reply)) => {
-                    let _ = reply.send(Ok(self.service_status(&subject)));
-                }
-                (Some(Ok(())), WaiterReply::All(reply)) => {
-                    let _ = reply.send(Ok(self.status()));
-                }
-                (Some(Err(e)), WaiterReply::Service(_, reply)) => {
-                    let _ = reply.send(Err(e));
-                }
-                (Some(Err(e)), WaiterReply::All(reply)) => {
-                    let _ = reply.send(Err(e));
-                }
-            }
-        }
-    }
-
-    fn check_waiter(&self, waiter: &Waiter) -> Option<Result<(), CommandError>> {
-        let mut done = true;
-        for name in &waiter.services {
-            let unit = &self.units[name];
-            match waiter.target {
-                WaitFor::Ready => {
-                    if let Phase::Failed { reason } = &unit.phase {
-                        return Some(Err(CommandError::new(ErrorKind::Failed, format!("{name} failed: {reason}"))));
-                    }
-                    if !self.want(name) {
-                        return Some(Err(CommandError::new(
-                            ErrorKind::Conflict,
-                            format!("{name} was stopped while starting"),
-                        )));
-                    }
-                    done &= unit.phase == Phase::Ready && !unit.cycle;
-                }
-                WaitFor::Stopped => done &= !unit.phase.is_active(),
-            }
-        }
-        done.then_some(Ok(()))
-    }
-
-    fn state_name(&self, name: &ServiceName, unit: &Unit) -> &'static str {
-        match &unit.phase {
-            Phase::Stopped if self.want(name) => "waiting",
-            Phase::Stopped => "stopped",
-            Phase::Starting => "starting",
-            Phase::Probing | Phase::Ready => "running",
-            Phase::Stopping => "stopping",
-            Phase::Backoff { .. } => "restarting",
-            Phase::Failed { .. } => "failed",
-        }
-    }
-
-    fn service_status(&self, name: &ServiceName) -> ServiceStatus {
-        let unit = &self.units[name];
-        let service = self.service(name);
-        let mut message = unit.message.clone();
-        if let Some(deps) = self.waiting.get(name) {
-            let deps: Vec<&str> = deps.iter().map(|d| d.as_str()).collect();
-            message = Some(format!("waiting for {}", deps.join(", ")));
-        }
-        ServiceStatus {
-            name: name.to_string(),
-            state: self.state_name(name, unit).to_owned(),
-            ready: unit.phase == Phase::Ready,
-            enabled: self.want(name),
-            pid: unit.pid,
-            restarts: unit.restarts,
-            image: service.manifest.container.image.clone(),
-            image_digest: unit.image_digest.clone(),
-            container_id: unit.has_container.then(|| name.to_string()),
-            generation: unit.generation,
-            since: rfc3339(unit.since),
-            last_exit_code: unit.last_exit,
-            message,
-        }
-    }
-
-    fn status(&self) -> StatusResponse {
-        StatusResponse {
-            daemon: crate::api::DaemonInfo {
-                pid: std::process::id(),
-                version: env!("CARGO_PKG_VERSION").to_owned(),
-                since: rfc3339(self.started_at),
-            },
-            services: self.manifests.graph().start_order().iter().map(|n| self.service_status(n)).collect(),
-        }
-    }
-}
-
-/// Creates and starts a service's container.
-async fn start_container<R: ContainerRuntime>(
-    runtime: &R,
-    config: &SupervisorConfig,
-    service: &Service,
-    generation: u64,
-    leftover: bool,
-) -> Result<Started, StartFailure> {
-    let reference = &service.manifest.container.image;
-    let image = match runtime.image(reference).await {
-        Ok(image) => image,
-        Err(RuntimeError::NotFound { .. }) => {
-            return Err(StartFailure::Blocked(format!(
-                "image {reference} is not in containerd; import it with `soniclet image import FILE`"
-            )))
-        }
-        Err(e) => return Err(StartFailure::Failed(e.to_string())),
-    };
-    let spec = spec::render(service, &image.config, &config.host).map_err(|e| StartFailure::Blocked(e.to_string()))?;
-    for source in spec::bind_sources(&spec) {
-        if !source.exists() {
-            if let Err(e) = std::fs::create_dir_all(&source) {
-                return Err(StartFailure::Failed(format!("cannot create {}: {e}", source.display())));
-            }
-        }
-    }
-    let spec_json = spec::to_json(&spec);
-    let id = service.name.to_string();
-    if leftover {
-        runtime.remove(&id).await.map_err(|e| StartFailure::Failed(e.to_string()))?;
-    }
-    let labels = BTreeMap::from([
-        (labels::SERVICE.to_owned(), id.clone()),
-        (labels::MANIFEST_DIGEST.to_owned(), container_digest(service, &config.host)),
-        (labels::IMAGE_DIGEST.to_owned(), image.digest.clone()),
-        (labels::GENERATION.to_owned(), generation.to_string()),
-    ]);
-    let image_digest = image.digest.clone();
-    runtime
-        .create(CreateContainer { id: id.clone(), image, spec: spec_json, labels })
-        .await
-        .map_err(|e| StartFailure::Failed(e.to_string()))?;
-    match runtime.start(&id, &config.logs).await {
-        Ok(pid) => Ok(Started { pid, image_digest }),
-        Err(e) => {
-            let _ = runtime.remove(&id).await;
-            Err(StartFailure::Failed(e.to_string()))
-        }
-    }
-}
-
-/// SIGTERM, then SIGKILL after `stop_time`, then removal of the task, container and rootfs.
-pub async fn stop_container<R: ContainerRuntime>(
-    runtime: &R,
-    id: &str,
-    stop_time: Duration,
-) -> Result<(), RuntimeError> {
-    match runtime.kill(id, libc::SIGTERM, false).await {
-        Ok(()) => {
-            if tokio::time::timeout(stop_time, runtime.wait(id)).await.is_err() {
-                tracing::warn!(container = id, stop_time = ?stop_time, "still running after stop-time; sending SIGKILL");
-                match runtime.kill(id, libc::SIGKILL, true).await {
-                    Ok(()) | Err(RuntimeError::NotFound { .. }) => {}
-                    Err(e) => return Err(e),
-                }
-                let _ = tokio::time::timeout(Duration::from_secs(10), runtime.wait(id)).await;
-            }
-        }
-        // No task, or it already exited: nothing to signal.
-        Err(RuntimeError::NotFound { .. }) => {}
-        Err(RuntimeError::Call { message, .. })
-            if message.contains("not found") || message.contains("process already finished") => {}
-        Err(e) => return Err(e),
-    }
-    runtime.remove(id).await
-}
-
-/// Probes until ready, the readiness timeout passes, or the token is cancelled. Starts fast
-/// and slows to the manifest's interval, so a quick service is seen ready quickly.
-pub async fn probe_until_ready<P: Readiness>(
-    readiness: &P,
-    service: &Service,
-    token: &CancellationToken,
-) -> Result<(), String> {
-    let readiness_cfg = &service.manifest.readiness;
-    let deadline = Instant::now() + Duration::from_secs(u64::from(readiness_cfg.timeout));
-    let max_interval = Duration::from_millis(u64::from(readiness_cfg.interval_ms));
-    let mut interval = Duration::from_millis(10).min(max_interval);
-    let mut last;
-    loop {
-        match readiness.check(service, service.name.as_str()).await {
-            Ok(true) => return Ok(()),
-            Ok(false) => last = "probe did not pass".to_owned(),
-            Err(detail) => last = detail,
-        }
-        if Instant::now() >= deadline {
-            return Err(last);
-        }
-        tokio::select! {
-            () = token.cancelled() => return Err("cancelled".to_owned()),
-            () = tokio::time::sleep(interval) => {}
-        }
-        interval = (interval * 3 / 2).min(max_interval);
     }
 }

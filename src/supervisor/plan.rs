@@ -46,6 +46,8 @@ pub struct UnitView {
     /// An operator restart, a changed manifest or image, or a failure: take the task down,
     /// then bring it back if it is still wanted.
     pub cycle: bool,
+    /// A switch-wide condition this service waits for before it may start (CONFIG_DB).
+    pub gate: Option<&'static str>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -59,8 +61,8 @@ pub struct Plan {
     pub actions: Vec<Action>,
     /// When to run `plan` again even if nothing happens (a backoff ends).
     pub wake_at: Option<Instant>,
-    /// Services that want to run but wait for others, and for which.
-    pub waiting: BTreeMap<ServiceName, Vec<ServiceName>>,
+    /// Services that want to run but wait, and for what (services or conditions).
+    pub waiting: BTreeMap<ServiceName, Vec<String>>,
 }
 
 /// Whether a service should have a task once current cycles complete.
@@ -91,16 +93,18 @@ pub fn plan(graph: &ServiceGraph, units: &BTreeMap<ServiceName, UnitView>, now: 
                         continue;
                     }
                 }
-                let waiting_for: Vec<ServiceName> = graph
-                    .ordered_after(name)
-                    .filter(|dep| {
-                        let Some(dep_unit) = units.get(*dep) else { return false };
-                        let required = graph.requires(name).any(|r| r == *dep);
-                        let relevant = required || target_up(dep_unit) || dep_unit.phase.is_active();
-                        relevant && !(dep_unit.phase == Phase::Ready && target_up(dep_unit))
-                    })
-                    .cloned()
-                    .collect();
+                let mut waiting_for: Vec<String> = unit.gate.iter().map(|g| (*g).to_owned()).collect();
+                waiting_for.extend(
+                    graph
+                        .ordered_after(name)
+                        .filter(|dep| {
+                            let Some(dep_unit) = units.get(*dep) else { return false };
+                            let required = graph.requires(name).any(|r| r == *dep);
+                            let relevant = required || target_up(dep_unit) || dep_unit.phase.is_active();
+                            relevant && !(dep_unit.phase == Phase::Ready && target_up(dep_unit))
+                        })
+                        .map(|dep| dep.to_string()),
+                );
                 if waiting_for.is_empty() {
                     out.actions.push(Action::Start(name.clone()));
                 } else {
@@ -147,7 +151,9 @@ mod tests {
     fn check(rows: &[(&str, bool, Phase, bool)], expect: &[&str]) -> Plan {
         let units = rows
             .iter()
-            .map(|(name, want, phase, cycle)| (n(name), UnitView { want: *want, phase: phase.clone(), cycle: *cycle }))
+            .map(|(name, want, phase, cycle)| {
+                (n(name), UnitView { want: *want, phase: phase.clone(), cycle: *cycle, gate: None })
+            })
             .collect();
         let plan = plan(&graph(), &units, Instant::now());
         let got: Vec<String> = plan
@@ -176,8 +182,8 @@ mod tests {
             ],
             &["start database", "start pmon"],
         );
-        assert_eq!(plan.waiting[&n("swss")], vec![n("database")]);
-        assert_eq!(plan.waiting[&n("lldp")], vec![n("swss")]);
+        assert_eq!(plan.waiting[&n("swss")], vec!["database"]);
+        assert_eq!(plan.waiting[&n("lldp")], vec!["swss"]);
     }
 
     #[test]
@@ -206,7 +212,7 @@ mod tests {
             &[("database", true, Ready, false), ("swss", false, Stopped, false), ("bgp", true, Stopped, false)],
             &[],
         );
-        assert_eq!(plan.waiting[&n("bgp")], vec![n("swss")]);
+        assert_eq!(plan.waiting[&n("bgp")], vec!["swss"]);
     }
 
     #[test]
@@ -270,7 +276,17 @@ mod tests {
     fn failed_service_stays_down_and_holds_its_dependents() {
         let failed = Failed { reason: "5 failures".into() };
         let plan = check(&[("database", true, failed, false), ("swss", true, Stopped, false)], &[]);
-        assert_eq!(plan.waiting[&n("swss")], vec![n("database")]);
+        assert_eq!(plan.waiting[&n("swss")], vec!["database"]);
+    }
+
+    #[test]
+    fn a_gate_holds_a_service_and_says_why() {
+        let mut units: BTreeMap<ServiceName, UnitView> = BTreeMap::new();
+        units.insert(n("database"), UnitView { want: true, phase: Ready, cycle: false, gate: None });
+        units.insert(n("swss"), UnitView { want: true, phase: Stopped, cycle: false, gate: Some("CONFIG_DB") });
+        let plan = plan(&graph(), &units, Instant::now());
+        assert!(plan.actions.is_empty());
+        assert_eq!(plan.waiting[&n("swss")], vec!["CONFIG_DB"]);
     }
 
     #[test]

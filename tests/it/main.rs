@@ -3,6 +3,7 @@
 
 mod adoption;
 mod db;
+mod feature;
 mod inputs;
 mod lifecycle;
 mod support;

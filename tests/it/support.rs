@@ -145,6 +145,11 @@ impl TestSwitch {
         Self { dir, netns, namespace, socket, config, services, containerd_socket, containerd, daemon: None }
     }
 
+    /// The project's manifest for `name` (from `services/`).
+    pub fn real_manifest(name: &str) -> String {
+        std::fs::read_to_string(project_root().join(format!("services/{name}.toml"))).unwrap()
+    }
+
     /// A switch with the project's real `services/` (the full VS set).
     pub fn vs() -> Self {
         let dir = project_root().join("services");
@@ -212,7 +217,24 @@ impl TestSwitch {
     }
 
     pub fn cli(&self, args: &[&str]) -> Output {
-        Command::new(SONICLET).args(args).env("SONICLET_SOCKET", &self.socket).output().unwrap()
+        Command::new(SONICLET)
+            .args(args)
+            .env("SONICLET_SOCKET", &self.socket)
+            .env("SONICLET_SONIC_ROOT", self.root().join("root"))
+            .output()
+            .unwrap()
+    }
+
+    /// `soniclet db DB ARGS...` against this switch's databases.
+    pub fn db(&self, db: &str, args: &[&str]) -> String {
+        let mut all = vec!["db", db];
+        all.extend_from_slice(args);
+        self.cli_ok(&all).trim_end().to_owned()
+    }
+
+    /// A hash as a JSON object, through `soniclet db`.
+    pub fn hgetall(&self, db: &str, key: &str) -> Value {
+        serde_json::from_str(&self.db(db, &["hgetall", key])).unwrap()
     }
 
     /// Runs the CLI and fails the test unless it succeeds.

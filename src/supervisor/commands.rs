@@ -1,0 +1,262 @@
+//! Operator commands, waiters and status.
+
+use super::plan::Phase;
+use super::{rfc3339, Command, CommandError, Readiness, Reply, Supervisor, Unit, WaitFor, Waiter, WaiterReply};
+use crate::api::{ErrorKind, ServiceStatus, StatusResponse};
+use crate::manifest::ServiceName;
+use crate::runtime::ContainerRuntime;
+use crate::store::Desired;
+
+impl<R: ContainerRuntime, P: Readiness> Supervisor<R, P> {
+    pub(super) fn handle_command(&mut self, command: Command) {
+        match command {
+            Command::Status { reply } => {
+                let _ = reply.send(Ok(self.status()));
+            }
+            Command::Start { service, wait, reply } => {
+                let Some((name, reply)) = self.resolve(&service, reply) else { return };
+                if let Some(disabled) = self.disabled_by_feature(&name) {
+                    let message = format!(
+                        "FEATURE {disabled} is disabled in CONFIG_DB; enable it with `soniclet feature state {disabled} enabled`"
+                    );
+                    let _ = reply.send(Err(CommandError::new(ErrorKind::Conflict, message)));
+                    return;
+                }
+                for dep in self.manifests.graph().requirement_closure(&name) {
+                    self.store.state_mut().services.entry(dep.to_string()).or_default().desired =
+                        Some(Desired::Running);
+                    self.reset(&dep);
+                }
+                self.save();
+                self.respond(name.clone(), vec![name], WaitFor::Ready, wait, reply);
+            }
+            Command::Stop { service, wait, reply } => {
+                let Some((name, reply)) = self.resolve(&service, reply) else { return };
+                let closure: Vec<ServiceName> = self.manifests.graph().dependent_closure(&name).into_iter().collect();
+                for dep in &closure {
+                    self.store.state_mut().services.entry(dep.to_string()).or_default().desired =
+                        Some(Desired::Stopped);
+                    let unit = self.unit(dep);
+                    // A crashed or held service still has a dead container to clean up.
+                    if matches!(unit.phase, Phase::Backoff { .. } | Phase::Failed { .. }) {
+                        unit.blocked = false;
+                        unit.failures.clear();
+                        if unit.has_container {
+                            self.stop(dep);
+                        } else {
+                            unit.set_phase(Phase::Stopped);
+                        }
+                    }
+                }
+                self.save();
+                self.respond(name, closure, WaitFor::Stopped, wait, reply);
+            }
+            Command::Restart { service, wait, reply } => {
+                let Some((name, reply)) = self.resolve(&service, reply) else { return };
+                if let Some(disabled) = self.disabled_by_feature(&name) {
+                    let message = format!(
+                        "FEATURE {disabled} is disabled in CONFIG_DB; enable it with `soniclet feature state {disabled} enabled`"
+                    );
+                    let _ = reply.send(Err(CommandError::new(ErrorKind::Conflict, message)));
+                    return;
+                }
+                for dep in self.manifests.graph().requirement_closure(&name) {
+                    self.store.state_mut().services.entry(dep.to_string()).or_default().desired =
+                        Some(Desired::Running);
+                }
+                let mut affected = Vec::new();
+                for dep in self.manifests.graph().dependent_closure(&name) {
+                    if dep != name && !self.want(&dep) {
+                        continue;
+                    }
+                    self.reset(&dep);
+                    let unit = self.unit(&dep);
+                    if unit.phase.is_active() {
+                        unit.cycle = true;
+                    }
+                    affected.push(dep);
+                }
+                self.save();
+                self.respond(name, affected, WaitFor::Ready, wait, reply);
+            }
+            Command::Features { reply } => {
+                let _ = reply.send(Ok(self.features_status()));
+            }
+            Command::CheckFeatureChange { service, state, auto_restart, reply } => {
+                let Some((name, reply)) = self.resolve(&service, reply) else { return };
+                let result = self.check_feature_change(&name, state.as_deref(), auto_restart.as_deref());
+                let _ = reply.send(result.map(|()| name));
+            }
+            Command::Wait { services, stopped, reply } => {
+                let mut names = Vec::new();
+                for service in &services {
+                    match self.manifests.lookup(service) {
+                        Some(name) => names.push(name.clone()),
+                        None => {
+                            let message = format!("unknown service {service:?}");
+                            let _ = reply.send(Err(CommandError::new(ErrorKind::NotFound, message)));
+                            return;
+                        }
+                    }
+                }
+                if names.is_empty() {
+                    names = self.units.keys().filter(|n| self.want(n)).cloned().collect();
+                }
+                let target = if stopped { WaitFor::Stopped } else { WaitFor::Ready };
+                self.waiters.push(Waiter { services: names, target, reply: WaiterReply::All(reply) });
+            }
+            Command::Shutdown { stop_services, reply } => {
+                if stop_services {
+                    tracing::info!("stopping every service, then exiting");
+                    self.draining = Some(reply);
+                } else {
+                    let _ = reply.send(Ok(()));
+                    self.shutdown.cancel();
+                }
+            }
+        }
+    }
+
+    /// The first service `name` needs (itself included) whose FEATURE is disabled.
+    pub(super) fn disabled_by_feature(&self, name: &ServiceName) -> Option<ServiceName> {
+        self.manifests
+            .graph()
+            .requirement_closure(name)
+            .into_iter()
+            .find(|dep| self.features.get(dep).is_some_and(|f| !f.state.runs()))
+    }
+
+    /// An operator action resets the failure budget and releases a held service.
+    pub(super) fn reset(&mut self, name: &ServiceName) {
+        let unit = self.unit(name);
+        unit.failures.clear();
+        unit.blocked = false;
+        if matches!(unit.phase, Phase::Failed { .. } | Phase::Backoff { .. }) {
+            unit.message = None;
+            unit.set_phase(Phase::Stopped);
+        }
+    }
+
+    /// The service an operator named, or an error reply listing the known ones.
+    pub(super) fn resolve<T>(&self, service: &str, reply: Reply<T>) -> Option<(ServiceName, Reply<T>)> {
+        match self.manifests.lookup(service) {
+            Some(name) => Some((name.clone(), reply)),
+            None => {
+                let known: Vec<&str> = self.manifests.names().map(|n| n.as_str()).collect();
+                let message = format!("unknown service {service:?}; known services: {}", known.join(", "));
+                let _ = reply.send(Err(CommandError::new(ErrorKind::NotFound, message)));
+                None
+            }
+        }
+    }
+
+    pub(super) fn respond(
+        &mut self,
+        subject: ServiceName,
+        services: Vec<ServiceName>,
+        target: WaitFor,
+        wait: bool,
+        reply: Reply<ServiceStatus>,
+    ) {
+        if wait {
+            self.waiters.push(Waiter { services, target, reply: WaiterReply::Service(subject, reply) });
+        } else {
+            let _ = reply.send(Ok(self.service_status(&subject)));
+        }
+    }
+
+    pub(super) fn resolve_waiters(&mut self) {
+        let waiters = std::mem::take(&mut self.waiters);
+        for waiter in waiters {
+            if waiter.reply.is_closed() {
+                continue;
+            }
+            match (self.check_waiter(&waiter), waiter.reply) {
+                (None, reply) => self.waiters.push(Waiter { reply, ..waiter }),
+                (Some(Ok(())), WaiterReply::Service(subject, reply)) => {
+                    let _ = reply.send(Ok(self.service_status(&subject)));
+                }
+                (Some(Ok(())), WaiterReply::All(reply)) => {
+                    let _ = reply.send(Ok(self.status()));
+                }
+                (Some(Err(e)), WaiterReply::Service(_, reply)) => {
+                    let _ = reply.send(Err(e));
+                }
+                (Some(Err(e)), WaiterReply::All(reply)) => {
+                    let _ = reply.send(Err(e));
+                }
+            }
+        }
+    }
+
+    pub(super) fn check_waiter(&self, waiter: &Waiter) -> Option<Result<(), CommandError>> {
+        let mut done = true;
+        for name in &waiter.services {
+            let unit = &self.units[name];
+            match waiter.target {
+                WaitFor::Ready => {
+                    if let Phase::Failed { reason } = &unit.phase {
+                        return Some(Err(CommandError::new(ErrorKind::Failed, format!("{name} failed: {reason}"))));
+                    }
+                    if !self.want(name) {
+                        return Some(Err(CommandError::new(
+                            ErrorKind::Conflict,
+                            format!("{name} was stopped while starting"),
+                        )));
+                    }
+                    done &= unit.phase == Phase::Ready && !unit.cycle;
+                }
+                WaitFor::Stopped => done &= !unit.phase.is_active(),
+            }
+        }
+        done.then_some(Ok(()))
+    }
+
+    pub(super) fn state_name(&self, name: &ServiceName, unit: &Unit) -> &'static str {
+        match &unit.phase {
+            Phase::Stopped if self.want(name) => "waiting",
+            Phase::Stopped => "stopped",
+            Phase::Starting => "starting",
+            Phase::Probing | Phase::Ready => "running",
+            Phase::Stopping => "stopping",
+            Phase::Backoff { .. } => "restarting",
+            Phase::Failed { .. } => "failed",
+        }
+    }
+
+    pub(super) fn service_status(&self, name: &ServiceName) -> ServiceStatus {
+        let unit = &self.units[name];
+        let service = self.service(name);
+        let mut message = unit.message.clone();
+        if let Some(deps) = self.waiting.get(name) {
+            let deps: Vec<&str> = deps.iter().map(|d| d.as_str()).collect();
+            message = Some(format!("waiting for {}", deps.join(", ")));
+        }
+        ServiceStatus {
+            name: name.to_string(),
+            state: self.state_name(name, unit).to_owned(),
+            ready: unit.phase == Phase::Ready,
+            enabled: self.want(name),
+            pid: unit.pid,
+            restarts: unit.restarts,
+            image: service.manifest.container.image.clone(),
+            image_digest: unit.image_digest.clone(),
+            container_id: unit.has_container.then(|| name.to_string()),
+            generation: unit.generation,
+            since: rfc3339(unit.since),
+            last_exit_code: unit.last_exit,
+            message,
+        }
+    }
+
+    pub(super) fn status(&self) -> StatusResponse {
+        StatusResponse {
+            daemon: crate::api::DaemonInfo {
+                pid: std::process::id(),
+                version: env!("CARGO_PKG_VERSION").to_owned(),
+                since: rfc3339(self.started_at),
+            },
+            services: self.manifests.graph().start_order().iter().map(|n| self.service_status(n)).collect(),
+        }
+    }
+}

@@ -1,0 +1,329 @@
+//! Service lifecycle operations: start, stop, exit watching, readiness probing, and what
+//! happens on a crash (backoff, the failure budget). Operations run as tracked tasks and
+//! report back as events; only the loop changes state.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use tokio_util::sync::CancellationToken;
+
+use super::plan::Phase;
+use super::{backoff_delay, container_digest, Event, Readiness, StartFailure, Started, Supervisor, SupervisorConfig};
+use crate::manifest::{Service, ServiceName};
+use crate::runtime::spec;
+use crate::runtime::{labels, ContainerRuntime, CreateContainer, ExitStatus, RuntimeError};
+
+impl<R: ContainerRuntime, P: Readiness> Supervisor<R, P> {
+    pub(super) fn start(&mut self, name: &ServiceName) {
+        let record = self.store.state_mut().services.entry(name.to_string()).or_default();
+        record.generation += 1;
+        let generation = record.generation;
+        // The generation is on disk before the container exists, so it is never reused.
+        self.save();
+        let unit = self.unit(name);
+        unit.generation = generation;
+        unit.message = None;
+        // A container left by a crash or a failed start is replaced; without one, skip the cleanup.
+        let leftover = unit.has_container;
+        unit.set_phase(Phase::Starting);
+        tracing::info!(service = %name, generation, "starting");
+
+        let service = self.service(name).clone();
+        let runtime = Arc::clone(&self.runtime);
+        let config = self.config.clone();
+        let tx = self.tx.clone();
+        let name = name.clone();
+        self.tracker.spawn(async move {
+            let result = start_container(&*runtime, &config, &service, generation, leftover).await;
+            let _ = tx.send(Event::Started { service: name, generation, result });
+        });
+    }
+
+    pub(super) fn stop(&mut self, name: &ServiceName) {
+        let stop_time = Duration::from_secs(u64::from(self.service(name).manifest.service.stop_time));
+        let unit = self.unit(name);
+        unit.set_phase(Phase::Stopping);
+        let generation = unit.generation;
+        tracing::info!(service = %name, generation, "stopping");
+        let runtime = Arc::clone(&self.runtime);
+        let tx = self.tx.clone();
+        let name = name.clone();
+        self.tracker.spawn(async move {
+            let result = stop_container(&*runtime, name.as_str(), stop_time).await.map_err(|e| e.to_string());
+            let _ = tx.send(Event::Stopped { service: name, generation, result });
+        });
+    }
+
+    /// Spawns the current generation's exit watcher and readiness probe.
+    pub(super) fn watch(&mut self, name: &ServiceName) {
+        let service = self.service(name).clone();
+        let unit = self.units.get_mut(name).expect("unit exists");
+        unit.tasks.cancel();
+        unit.tasks = self.shutdown.child_token();
+        let generation = unit.generation;
+        let token = unit.tasks.clone();
+
+        let runtime = Arc::clone(&self.runtime);
+        let tx = self.tx.clone();
+        let watched = name.clone();
+        let wait_token = token.clone();
+        self.tracker.spawn(async move {
+            loop {
+                let outcome = tokio::select! {
+                    () = wait_token.cancelled() => return,
+                    r = runtime.wait(watched.as_str()) => r,
+                };
+                match outcome {
+                    Ok(status) => {
+                        let _ = tx.send(Event::Exited { service: watched, generation, status });
+                        return;
+                    }
+                    Err(RuntimeError::NotFound { .. }) => {
+                        let status = ExitStatus { code: 255, at: SystemTime::now() };
+                        let _ = tx.send(Event::Exited { service: watched, generation, status });
+                        return;
+                    }
+                    Err(e) => {
+                        // containerd restarting: tasks survive in their shims; wait again.
+                        tracing::warn!(service = %watched, error = %e, "lost the task wait; retrying");
+                        tokio::select! {
+                            () = wait_token.cancelled() => return,
+                            () = tokio::time::sleep(Duration::from_secs(1)) => {}
+                        }
+                    }
+                }
+            }
+        });
+
+        let readiness = Arc::clone(&self.readiness);
+        let tx = self.tx.clone();
+        let name = name.clone();
+        self.tracker.spawn(async move {
+            let result = probe_until_ready(&*readiness, &service, &token).await;
+            if !token.is_cancelled() {
+                let _ = tx.send(Event::Probed { service: name, generation, result });
+            }
+        });
+    }
+
+    pub(super) fn on_started(&mut self, name: &ServiceName, generation: u64, result: Result<Started, StartFailure>) {
+        let unit = self.unit(name);
+        if unit.generation != generation || unit.phase != Phase::Starting {
+            return;
+        }
+        match result {
+            Ok(started) => {
+                tracing::info!(service = %name, pid = started.pid, generation, "task started");
+                unit.pid = Some(started.pid);
+                unit.image_digest = Some(started.image_digest);
+                unit.has_container = true;
+                unit.set_phase(Phase::Probing);
+                self.watch(name);
+            }
+            Err(StartFailure::Blocked(reason)) => {
+                tracing::error!(service = %name, reason = %reason, "cannot start");
+                unit.blocked = true;
+                unit.message = Some(reason.clone());
+                unit.set_phase(Phase::Failed { reason });
+            }
+            Err(StartFailure::Failed(reason)) => {
+                tracing::error!(service = %name, reason = %reason, "start failed");
+                self.on_failure(name, format!("start failed: {reason}"));
+            }
+        }
+    }
+
+    pub(super) fn on_stopped(&mut self, name: &ServiceName, generation: u64, result: Result<(), String>) {
+        let unit = self.unit(name);
+        if unit.generation != generation || unit.phase != Phase::Stopping {
+            return;
+        }
+        unit.tasks.cancel();
+        unit.pid = None;
+        unit.cycle = false;
+        if let Err(e) = &result {
+            tracing::warn!(service = %name, error = %e, "stop did not complete cleanly");
+            unit.message = Some(format!("stop: {e}"));
+        } else {
+            unit.has_container = false;
+            tracing::info!(service = %name, "stopped");
+        }
+        match unit.failure_pending.take() {
+            Some(reason) => self.on_failure(name, reason),
+            None => unit.set_phase(Phase::Stopped),
+        }
+    }
+
+    pub(super) fn on_exited(&mut self, name: &ServiceName, generation: u64, status: ExitStatus) {
+        let unit = self.unit(name);
+        if unit.generation != generation || !matches!(unit.phase, Phase::Probing | Phase::Ready) {
+            return;
+        }
+        unit.tasks.cancel();
+        unit.pid = None;
+        unit.last_exit = Some(status.code);
+        let reason = if status.code > 128 {
+            format!("killed by signal {}", status.code - 128)
+        } else {
+            format!("exited with code {}", status.code)
+        };
+        tracing::warn!(service = %name, generation, code = status.code, "task ended unexpectedly");
+        self.on_failure(name, reason);
+    }
+
+    pub(super) fn on_probed(&mut self, name: &ServiceName, generation: u64, result: Result<(), String>) {
+        let timeout = self.service(name).manifest.readiness.timeout;
+        let unit = self.unit(name);
+        if unit.generation != generation || unit.phase != Phase::Probing {
+            return;
+        }
+        match result {
+            Ok(()) => {
+                tracing::info!(service = %name, generation, "ready");
+                unit.message = None;
+                unit.set_phase(Phase::Ready);
+            }
+            Err(detail) => {
+                tracing::warn!(service = %name, detail = %detail, "not ready in time");
+                unit.failure_pending = Some(format!("not ready within {timeout}s: {detail}"));
+                self.stop(name);
+            }
+        }
+    }
+
+    /// A crash, a failed start or a missed readiness deadline: back off, or give up.
+    pub(super) fn on_failure(&mut self, name: &ServiceName, reason: String) {
+        let service = self.service(name).clone();
+        let policy = service.manifest.service.restart.clone();
+        let auto_restart = self.auto_restart(name);
+        let unit = self.unit(name);
+        let now = Instant::now();
+        unit.failures.push_back(now);
+        while unit.failures.front().is_some_and(|t| now.duration_since(*t) > Duration::from_secs(policy.window_secs)) {
+            unit.failures.pop_front();
+        }
+        unit.cycle = false;
+        if !auto_restart {
+            let reason = format!("{reason}; auto-restart is disabled");
+            unit.message = Some(reason.clone());
+            unit.set_phase(Phase::Failed { reason });
+        } else if unit.failures.len() >= policy.budget as usize {
+            let reason = format!("{} failures within {}s, last: {reason}", unit.failures.len(), policy.window_secs);
+            tracing::error!(service = %name, reason = %reason, "giving up until an operator acts");
+            unit.message = Some(reason.clone());
+            unit.set_phase(Phase::Failed { reason });
+        } else {
+            let delay = backoff_delay(&service, unit.failures.len());
+            unit.restarts += 1;
+            unit.message = Some(format!("{reason}; restart {} in {}ms", unit.failures.len(), delay.as_millis()));
+            unit.set_phase(Phase::Backoff { until: now + delay });
+        }
+    }
+}
+
+/// Creates and starts a service's container.
+async fn start_container<R: ContainerRuntime>(
+    runtime: &R,
+    config: &SupervisorConfig,
+    service: &Service,
+    generation: u64,
+    leftover: bool,
+) -> Result<Started, StartFailure> {
+    let reference = &service.manifest.container.image;
+    let image = match runtime.image(reference).await {
+        Ok(image) => image,
+        Err(RuntimeError::NotFound { .. }) => {
+            return Err(StartFailure::Blocked(format!(
+                "image {reference} is not in containerd; import it with `soniclet image import FILE`"
+            )))
+        }
+        Err(e) => return Err(StartFailure::Failed(e.to_string())),
+    };
+    let spec = spec::render(service, &image.config, &config.host).map_err(|e| StartFailure::Blocked(e.to_string()))?;
+    for source in spec::bind_sources(&spec) {
+        if !source.exists() {
+            if let Err(e) = std::fs::create_dir_all(&source) {
+                return Err(StartFailure::Failed(format!("cannot create {}: {e}", source.display())));
+            }
+        }
+    }
+    let spec_json = spec::to_json(&spec);
+    let id = service.name.to_string();
+    if leftover {
+        runtime.remove(&id).await.map_err(|e| StartFailure::Failed(e.to_string()))?;
+    }
+    let labels = BTreeMap::from([
+        (labels::SERVICE.to_owned(), id.clone()),
+        (labels::MANIFEST_DIGEST.to_owned(), container_digest(service, &config.host)),
+        (labels::IMAGE_DIGEST.to_owned(), image.digest.clone()),
+        (labels::GENERATION.to_owned(), generation.to_string()),
+    ]);
+    let image_digest = image.digest.clone();
+    runtime
+        .create(CreateContainer { id: id.clone(), image, spec: spec_json, labels })
+        .await
+        .map_err(|e| StartFailure::Failed(e.to_string()))?;
+    match runtime.start(&id, &config.logs).await {
+        Ok(pid) => Ok(Started { pid, image_digest }),
+        Err(e) => {
+            let _ = runtime.remove(&id).await;
+            Err(StartFailure::Failed(e.to_string()))
+        }
+    }
+}
+
+/// SIGTERM, then SIGKILL after `stop_time`, then removal of the task, container and rootfs.
+pub async fn stop_container<R: ContainerRuntime>(
+    runtime: &R,
+    id: &str,
+    stop_time: Duration,
+) -> Result<(), RuntimeError> {
+    match runtime.kill(id, libc::SIGTERM, false).await {
+        Ok(()) => {
+            if tokio::time::timeout(stop_time, runtime.wait(id)).await.is_err() {
+                tracing::warn!(container = id, stop_time = ?stop_time, "still running after stop-time; sending SIGKILL");
+                match runtime.kill(id, libc::SIGKILL, true).await {
+                    Ok(()) | Err(RuntimeError::NotFound { .. }) => {}
+                    Err(e) => return Err(e),
+                }
+                let _ = tokio::time::timeout(Duration::from_secs(10), runtime.wait(id)).await;
+            }
+        }
+        // No task, or it already exited: nothing to signal.
+        Err(RuntimeError::NotFound { .. }) => {}
+        Err(RuntimeError::Call { message, .. })
+            if message.contains("not found") || message.contains("process already finished") => {}
+        Err(e) => return Err(e),
+    }
+    runtime.remove(id).await
+}
+
+/// Probes until ready, the readiness timeout passes, or the token is cancelled. Starts fast
+/// and slows to the manifest's interval, so a quick service is seen ready quickly.
+pub async fn probe_until_ready<P: Readiness>(
+    readiness: &P,
+    service: &Service,
+    token: &CancellationToken,
+) -> Result<(), String> {
+    let readiness_cfg = &service.manifest.readiness;
+    let deadline = Instant::now() + Duration::from_secs(u64::from(readiness_cfg.timeout));
+    let max_interval = Duration::from_millis(u64::from(readiness_cfg.interval_ms));
+    let mut interval = Duration::from_millis(10).min(max_interval);
+    let mut last;
+    loop {
+        match readiness.check(service, service.name.as_str()).await {
+            Ok(true) => return Ok(()),
+            Ok(false) => last = "probe did not pass".to_owned(),
+            Err(detail) => last = detail,
+        }
+        if Instant::now() >= deadline {
+            return Err(last);
+        }
+        tokio::select! {
+            () = token.cancelled() => return Err("cancelled".to_owned()),
+            () = tokio::time::sleep(interval) => {}
+        }
+        interval = (interval * 3 / 2).min(max_interval);
+    }
+}
