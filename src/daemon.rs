@@ -17,6 +17,8 @@ use crate::api::server::{self, ApiState, BindError};
 use crate::config::{Config, ConfigError};
 use crate::dblink::{self, DbLink};
 use crate::exit::Exit;
+use crate::intent::engine::Engine as IntentEngine;
+use crate::intent::{self, IntentError};
 use crate::manifest::{self, LoadError};
 use crate::probe::Prober;
 use crate::runtime::containerd::Containerd;
@@ -37,6 +39,8 @@ pub enum DaemonError {
     Bind(#[from] BindError),
     #[error(transparent)]
     Runtime(#[from] RuntimeError),
+    #[error(transparent)]
+    Intents(#[from] IntentError),
     #[error("cannot create {}", path.display())]
     Io {
         path: PathBuf,
@@ -50,7 +54,9 @@ impl DaemonError {
     /// names: restarting cannot fix them.
     pub fn exit(&self) -> Exit {
         match self {
-            DaemonError::Config(_) | DaemonError::Manifests(_) | DaemonError::Store(_) => Exit::Config,
+            DaemonError::Config(_) | DaemonError::Manifests(_) | DaemonError::Store(_) | DaemonError::Intents(_) => {
+                Exit::Config
+            }
             DaemonError::Bind(BindError::InUse { .. }) => Exit::Conflict,
             DaemonError::Bind(BindError::UnknownGroup { .. }) => Exit::Config,
             DaemonError::Runtime(_) => Exit::Unavailable,
@@ -87,6 +93,11 @@ pub async fn run(config: Config, signal: impl Future<Output = ()> + Send + 'stat
         std::fs::create_dir_all(dir).map_err(|source| DaemonError::Io { path: dir.clone(), source })?;
     }
     let store = StateStore::open(&config.paths.state)?;
+    // Intents need the database; load them now so a corrupt file stops the start.
+    let intent_engine = match manifests.database() {
+        Some(_) => Some(IntentEngine::open(&config.paths.state)?),
+        None => None,
+    };
     tracing::info!(services = manifests.len(), dir = %config.paths.services.display(), "manifests loaded");
 
     let shutdown = CancellationToken::new();
@@ -141,6 +152,11 @@ pub async fn run(config: Config, signal: impl Future<Output = ()> + Send + 'stat
     if let Some((reports_rx, ready_rx)) = db_task {
         tracker.spawn(dblink::run(Arc::clone(&link), handle.clone(), reports_rx, ready_rx, shutdown.clone()));
     }
+    let intents = intent_engine.map(|engine| {
+        let (intents, requests) = intent::engine::channel();
+        tracker.spawn(engine.run(requests, link.subscribe(), shutdown.clone()));
+        intents
+    });
 
     let api_state = ApiState {
         handle: handle.clone(),
@@ -150,6 +166,7 @@ pub async fn run(config: Config, signal: impl Future<Output = ()> + Send + 'stat
         staging_dir: config.paths.state.join("staging"),
         import_lock: Arc::new(tokio::sync::Mutex::new(())),
         db: Arc::clone(&link),
+        intents,
     };
     let api_token = shutdown.clone();
     tracker.spawn(async move {

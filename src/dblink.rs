@@ -10,7 +10,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::{mpsc, watch, Mutex};
+use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 
 use crate::db::config::{DbConfig, DEFAULT_DB_CONFIG};
@@ -34,17 +34,22 @@ pub struct Connections {
 #[derive(Debug)]
 pub struct DbLink {
     sonic_root: PathBuf,
-    current: Mutex<Option<Connections>>,
+    current: watch::Sender<Option<Connections>>,
 }
 
 impl DbLink {
     pub fn new(sonic_root: PathBuf) -> Arc<Self> {
-        Arc::new(Self { sonic_root, current: Mutex::new(None) })
+        Arc::new(Self { sonic_root, current: watch::channel(None).0 })
     }
 
     /// The open connections, or an error saying the database is not reachable.
     pub async fn connections(&self) -> Result<Connections, DbError> {
-        self.current.lock().await.clone().ok_or_else(|| DbError::UnknownDb("the database is not running".to_owned()))
+        self.current.borrow().clone().ok_or_else(|| DbError::UnknownDb("the database is not running".to_owned()))
+    }
+
+    /// Follows the connections: `Some` while the database is up, `None` while it is not.
+    pub fn subscribe(&self) -> watch::Receiver<Option<Connections>> {
+        self.current.subscribe()
     }
 
     fn config_path(&self) -> PathBuf {
@@ -114,7 +119,7 @@ pub async fn run(
                 loaded.insert(key, fields);
             }
         }
-        *link.current.lock().await = Some(connections.clone());
+        link.current.send_replace(Some(connections.clone()));
         handle.send(Event::FeaturesLoaded(loaded));
         for report in latest.values() {
             write_report(&connections.state_db, report).await;
@@ -139,7 +144,7 @@ pub async fn run(
                 }
             }
         }
-        *link.current.lock().await = None;
+        link.current.send_replace(None);
         tracing::info!("lost the switch's databases; waiting for the database service");
     }
 }

@@ -39,6 +39,7 @@ pub mod dblink;
 pub mod exit;
 pub mod feature;
 pub mod fsutil;
+pub mod intent;
 pub mod logs;
 pub mod manifest;
 pub mod probe;

@@ -13,6 +13,8 @@
 //! | POST | `/v1/images/import` | [`ImportRequest`] | [`ImportEvent`] lines (NDJSON) |
 //! | GET | `/v1/features` | | `[`[`FeatureStatus`]`]` |
 //! | POST | `/v1/features/{name}` | [`FeatureChange`] | [`FeatureStatus`], after CONFIG_DB is written |
+//! | POST | `/v1/intents` | [`IntentApply`] | [`crate::intent::ApplyOutcome`] once persisted |
+//! | GET | `/v1/intents` | | [`crate::intent::IntentReport`] |
 //! | POST | `/v1/wait` | [`WaitRequest`] | [`StatusResponse`] once the services are ready |
 //! | POST | `/v1/shutdown` | [`ShutdownRequest`] | `{}` |
 //!
@@ -87,6 +89,15 @@ pub struct FeatureStatus {
     pub delayed: bool,
     /// The service's state in soniclet (running, stopped, failed, ...).
     pub service_state: String,
+}
+
+/// An intent document, replacing soniclet's intent set.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IntentApply {
+    /// The file it came from: names errors, and picks the format (`.toml`, else YAML).
+    pub file: String,
+    pub text: String,
 }
 
 /// `config feature state|autorestart`: what to write to CONFIG_DB `FEATURE|<name>`.

@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::body::{Body, Bytes};
-use axum::extract::{Path as UrlPath, Query, State};
+use axum::extract::{DefaultBodyLimit, Path as UrlPath, Query, State};
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -23,9 +23,11 @@ use tokio::net::UnixListener;
 
 use super::{
     ActionRequest, ApiError, ErrorBody, ErrorKind, FeatureChange, FeatureStatus, ImageSummary, ImportEvent,
-    ImportRequest, ShutdownRequest, WaitRequest,
+    ImportRequest, IntentApply, ShutdownRequest, WaitRequest,
 };
 use crate::dblink::DbLink;
+use crate::intent::engine::IntentHandle;
+use crate::intent::IntentError;
 use crate::logs;
 use crate::manifest::ManifestSet;
 use crate::runtime::{archive, ContainerRuntime};
@@ -45,6 +47,8 @@ pub struct ApiState<R> {
     pub import_lock: Arc<tokio::sync::Mutex<()>>,
     /// The switch's databases (CONFIG_DB writes for `soniclet feature`).
     pub db: Arc<DbLink>,
+    /// The intent engine, when the switch has a database service.
+    pub intents: Option<IntentHandle>,
 }
 
 impl<R> std::fmt::Debug for ApiState<R> {
@@ -63,6 +67,7 @@ impl<R> Clone for ApiState<R> {
             staging_dir: self.staging_dir.clone(),
             import_lock: Arc::clone(&self.import_lock),
             db: Arc::clone(&self.db),
+            intents: self.intents.clone(),
         }
     }
 }
@@ -144,6 +149,7 @@ pub fn router<R: ContainerRuntime>(state: ApiState<R>) -> Router {
         .route("/v1/images/import", post(import_images::<R>))
         .route("/v1/features", get(list_features::<R>))
         .route("/v1/features/{name}", post(change_feature::<R>))
+        .route("/v1/intents", get(intent_status::<R>).post(apply_intents::<R>).layer(DefaultBodyLimit::max(256 << 20)))
         .route("/v1/wait", post(wait::<R>))
         .route("/v1/shutdown", post(shutdown::<R>))
         .fallback(|| async { error_response(ErrorKind::NotFound, "no such API endpoint; see `soniclet --help`") })
@@ -492,6 +498,45 @@ async fn change_feature<R: ContainerRuntime>(
     match current {
         Some(f) => Json(f).into_response(),
         None => error_response(ErrorKind::NotFound, "no such feature"),
+    }
+}
+
+fn intents_of<R>(state: &ApiState<R>) -> Result<&IntentHandle, Box<Response>> {
+    state.intents.as_ref().ok_or_else(|| {
+        Box::new(error_response(
+            ErrorKind::Unavailable,
+            "intents need the switch's database: no service is marked database = true",
+        ))
+    })
+}
+
+async fn apply_intents<R: ContainerRuntime>(State(state): State<ApiState<R>>, body: Bytes) -> Response {
+    let request: IntentApply = match parse_body(&body) {
+        Ok(r) => r,
+        Err(response) => return *response,
+    };
+    let intents = match intents_of(&state) {
+        Ok(i) => i,
+        Err(response) => return *response,
+    };
+    match intents.apply(PathBuf::from(request.file), request.text).await {
+        Some(Ok(outcome)) => Json(outcome).into_response(),
+        Some(Err(e @ (IntentError::Parse { .. } | IntentError::Invalid(_)))) => {
+            error_response(ErrorKind::BadRequest, e.to_string())
+        }
+        Some(Err(e)) => error_response(ErrorKind::Internal, e.to_string()),
+        None => error_response(ErrorKind::Unavailable, "the daemon is shutting down"),
+    }
+}
+
+async fn intent_status<R: ContainerRuntime>(State(state): State<ApiState<R>>) -> Response {
+    let intents = match intents_of(&state) {
+        Ok(i) => i,
+        Err(response) => return *response,
+    };
+    match intents.status().await {
+        Some(report) => Json(report).into_response(),
+        None => error_response(ErrorKind::Unavailable, "the daemon is shutting down"),
     }
 }
 

@@ -151,3 +151,108 @@ pub async fn run(config_path: &Path, restart: Option<String>, repeat: usize) -> 
     println!("{}", json!({"chain": chain_names, "runs": runs, "restart_ms": restarts}));
     Ok(())
 }
+
+/// `soniclet bench-db`: the APPL_DB workload of `cargo xtask bench appl-db`, on the Redis at
+/// `socket` (which must be empty). Prints JSON.
+pub async fn appl_db(socket: &Path, entries: usize, samples: usize, batch: usize) -> CliResult {
+    use crate::db::consumer_state::ConsumerStateTable;
+    use crate::db::producer_state::ProducerStateTable;
+    use crate::db::{Db, Op};
+
+    let db = Db::open_socket(socket, 0).await.map_err(fail)?;
+    let route = |i: usize| Op::Set {
+        key: format!("{}.{}.{}.0/24", 10 + i / 65536, (i / 256) % 256, i % 256),
+        fields: vec![
+            ("nexthop".to_owned(), format!("10.0.{}.1", i % 200)),
+            ("ifname".to_owned(), format!("Ethernet{}", (i % 32) * 4)),
+            ("protocol".to_owned(), "static".to_owned()),
+        ],
+    };
+    let ops: Vec<Op> = (0..entries).map(route).collect();
+    let rate = |n: usize, took: Duration| n as f64 / took.as_secs_f64();
+    let producer = ProducerStateTable::new(&db, "ROUTE_TABLE");
+
+    // 1. The producer alone, into an empty table.
+    let started = Instant::now();
+    producer.apply(&ops).await.map_err(fail)?;
+    let produce = rate(entries, started.elapsed());
+
+    // 2. A consumer draining that backlog, one pop of <= `batch` per notification.
+    let consumer = ConsumerStateTable::new(&db, "ROUTE_TABLE", batch).await.map_err(fail)?;
+    let started = Instant::now();
+    let mut got = 0;
+    while got < entries {
+        got += consumer.next().await.map_err(fail)?.len();
+    }
+    let drain = rate(entries, started.elapsed());
+    db.flushdb().await.map_err(fail)?;
+    drop(consumer);
+
+    // 3. Both at once: from the first write to the last pop.
+    let consumer = ConsumerStateTable::new(&db, "ROUTE_TABLE", batch).await.map_err(fail)?;
+    let started = Instant::now();
+    let writer = {
+        let producer = producer.clone();
+        let ops = ops.clone();
+        tokio::spawn(async move {
+            for chunk in ops.chunks(1000) {
+                producer.apply(chunk).await?;
+            }
+            Ok::<_, crate::db::DbError>(())
+        })
+    };
+    let mut got = 0;
+    while got < entries {
+        got += consumer.next().await.map_err(fail)?.len();
+    }
+    let end_to_end = rate(entries, started.elapsed());
+    writer.await.map_err(fail)?.map_err(fail)?;
+    db.flushdb().await.map_err(fail)?;
+    drop(consumer);
+
+    // 4. Latency of one update on an idle system: write to pop.
+    let consumer = ConsumerStateTable::new(&db, "ROUTE_TABLE", batch).await.map_err(fail)?;
+    let mut latencies = Vec::with_capacity(samples);
+    for i in 0..samples {
+        let op = route(i);
+        let started = Instant::now();
+        producer.apply(std::slice::from_ref(&op)).await.map_err(fail)?;
+        loop {
+            if !consumer.next().await.map_err(fail)?.is_empty() {
+                break;
+            }
+        }
+        latencies.push(started.elapsed().as_secs_f64() * 1000.0);
+    }
+    latencies.sort_by(|a, b| a.total_cmp(b));
+    let pct = |p: f64| latencies[((latencies.len() as f64 * p) as usize).min(latencies.len() - 1)];
+    db.flushdb().await.map_err(fail)?;
+
+    // 5. The ceiling: plain pipelined HSETs of the same entries.
+    let plain: Vec<(String, crate::db::Fields)> = ops
+        .iter()
+        .map(|op| match op {
+            Op::Set { key, fields } => (format!("ROUTE_TABLE:{key}"), fields.clone()),
+            Op::Del { key } => (key.clone(), Vec::new()),
+        })
+        .collect();
+    let started = Instant::now();
+    db.hset_many(&plain).await.map_err(fail)?;
+    let raw = rate(entries, started.elapsed());
+    db.flushdb().await.map_err(fail)?;
+
+    println!(
+        "{}",
+        json!({
+            "entries": entries,
+            "pop_batch": batch,
+            "producer_per_s": produce,
+            "consumer_drain_per_s": drain,
+            "end_to_end_per_s": end_to_end,
+            "latency_p50_ms": pct(0.50),
+            "latency_p99_ms": pct(0.99),
+            "raw_hset_per_s": raw,
+        })
+    );
+    Ok(())
+}

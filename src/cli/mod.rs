@@ -7,6 +7,7 @@ mod bench;
 mod db;
 mod feature;
 mod image;
+mod intent;
 mod manifests;
 mod service;
 
@@ -77,6 +78,11 @@ pub enum Command {
         #[command(subcommand)]
         command: FeatureCommand,
     },
+    /// ASIC programming intents (ports, VLANs, interfaces, VRFs, routes, neighbours).
+    Intent {
+        #[command(subcommand)]
+        command: IntentCommand,
+    },
     /// Manage images in soniclet's containerd namespace.
     Image {
         #[command(subcommand)]
@@ -108,6 +114,19 @@ pub enum Command {
     /// Run by the containerd shim as a task's logging process.
     #[command(hide = true)]
     LogShim { spec: String },
+    /// The APPL_DB workload of `cargo xtask bench appl-db`, on an empty Redis.
+    #[command(hide = true)]
+    BenchDb {
+        #[arg(long)]
+        socket: PathBuf,
+        #[arg(long, default_value_t = 100_000)]
+        entries: usize,
+        #[arg(long, default_value_t = 1000)]
+        samples: usize,
+        /// The consumer's pop batch (orchagent's -b).
+        #[arg(long, default_value_t = 1024)]
+        batch: usize,
+    },
     /// The raw-containerd baseline of `cargo xtask bench boot` (no daemon may run).
     #[command(hide = true)]
     BenchRaw {
@@ -171,6 +190,24 @@ pub enum FeatureCommand {
 }
 
 #[derive(Debug, Subcommand)]
+pub enum IntentCommand {
+    /// Replace soniclet's intent set with FILE (YAML, or TOML for .toml).
+    Apply {
+        file: PathBuf,
+        /// Wait until every intent is programmed in ASIC_DB.
+        #[arg(long)]
+        wait: bool,
+        #[arg(long, default_value_t = 120)]
+        timeout: u64,
+    },
+    /// Show each intent: programmed, pending or failed, since when, and its latency.
+    Status {
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Debug, Subcommand)]
 pub enum ManifestsCommand {
     /// Check every manifest in DIR (default: the configured services directory).
     Check {
@@ -216,6 +253,10 @@ pub async fn run(cli: Cli) -> CliResult {
         Command::Feature { command: FeatureCommand::Autorestart { service, value } } => {
             feature::change(&client, &service, None, Some(value), false, 30).await
         }
+        Command::Intent { command: IntentCommand::Apply { file, wait, timeout } } => {
+            intent::apply(&client, &file, wait, timeout).await
+        }
+        Command::Intent { command: IntentCommand::Status { json } } => intent::status(&client, json).await,
         Command::Image { command: ImageCommand::Import { files } } => image::import(&client, &files).await,
         Command::Image { command: ImageCommand::Ls { json } } => image::list(&client, json).await,
         Command::Manifests { command: ManifestsCommand::Check { dir, config, json } } => {
@@ -223,6 +264,7 @@ pub async fn run(cli: Cli) -> CliResult {
         }
         Command::Db { db_config, sonic_root, args } => db::run(db_config, &sonic_root, &args).await,
         Command::Shutdown { stop_services } => service::shutdown(&client, stop_services).await,
+        Command::BenchDb { socket, entries, samples, batch } => bench::appl_db(&socket, entries, samples, batch).await,
         Command::BenchRaw { config, restart, repeat } => bench::run(&config, restart, repeat).await,
         Command::Daemon { .. } | Command::LogShim { .. } => unreachable!("handled by main"),
     }

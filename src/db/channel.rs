@@ -95,6 +95,11 @@ impl ChannelCounter {
         self.pending.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1)).is_ok()
     }
 
+    /// Returns a notification taken by [`Self::try_take`] but not used.
+    pub fn give_back(&self) {
+        self.pending.fetch_add(1, Ordering::SeqCst);
+    }
+
     /// Waits for a notification and takes it.
     pub async fn take(&self) {
         loop {

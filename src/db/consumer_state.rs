@@ -2,13 +2,14 @@
 //! orchagent does. Each notification allows one `pops` of at most `batch` keys, exactly as
 //! swss-common's `Select` and orchagent's `Consumer::execute`.
 
+use std::sync::Mutex;
 use std::time::Duration;
 
 use redis::{Script, Value};
 
 use super::channel::{Backlog, ChannelCounter};
 use super::producer_state::{is_noscript, load_scripts};
-use super::redis::{bounded, fields_from_value, text, Db};
+use super::redis::{bounded, fields_from_owned, text_owned, Db};
 use super::{lua, DbError, Op};
 
 #[derive(Debug)]
@@ -21,6 +22,8 @@ pub struct ConsumerStateTable {
     table_prefix: String,
     script: Script,
     counter: ChannelCounter,
+    /// The next pop, already sent while the previous batch is parsed (its notification taken).
+    prefetched: Mutex<Option<tokio::task::JoinHandle<Result<Value, DbError>>>>,
 }
 
 impl ConsumerStateTable {
@@ -39,6 +42,7 @@ impl ConsumerStateTable {
             key_set,
             script: Script::new(lua::CONSUMER_STATE_POPS),
             counter,
+            prefetched: Mutex::new(None),
         })
     }
 
@@ -48,14 +52,46 @@ impl ConsumerStateTable {
 
     /// Waits for a notification, then pops one batch (possibly empty, as in swss-common).
     pub async fn next(&self) -> Result<Vec<Op>, DbError> {
-        self.counter.take().await;
-        self.pops().await
+        let prefetched = self.prefetched.lock().expect("prefetch lock").take();
+        let reply = match prefetched {
+            // Its notification was taken when it was sent.
+            Some(handle) => {
+                handle.await.map_err(|e| DbError::Malformed { key: self.table.clone(), message: e.to_string() })?
+            }
+            None => {
+                self.counter.take().await;
+                self.pops_reply().await
+            }
+        };
+        // With more notifications waiting, send the next pop now: Redis runs it while this
+        // batch is parsed. Still one pop per notification.
+        if self.counter.try_take() {
+            let request = self.pops_request();
+            let mut conn = self.db.conn();
+            let handle = tokio::spawn(async move {
+                bounded("EVALSHA", Duration::from_secs(10), async move { request.query_async(&mut conn).await }).await
+            });
+            *self.prefetched.lock().expect("prefetch lock") = Some(handle);
+        }
+        let reply = match reply {
+            Err(e) if is_noscript(&e) => {
+                load_scripts(&self.db, &[&self.script]).await?;
+                self.pops_once().await?
+            }
+            other => other?,
+        };
+        Ok(self.parse(reply))
     }
 
     /// Pops without waiting when a notification is pending.
     pub async fn try_next(&self) -> Result<Option<Vec<Op>>, DbError> {
-        if self.counter.try_take() {
-            self.pops().await.map(Some)
+        let prefetched = self.prefetched.lock().expect("prefetch lock").is_some();
+        if prefetched || self.counter.try_take() {
+            if !prefetched {
+                // Give the notification back: next() takes it.
+                self.counter.give_back();
+            }
+            self.next().await.map(Some)
         } else {
             Ok(None)
         }
@@ -75,32 +111,45 @@ impl ConsumerStateTable {
             }
             other => other?,
         };
-        let Value::Array(items) = reply else { return Ok(Vec::new()) };
+        Ok(self.parse(reply))
+    }
+
+    async fn pops_reply(&self) -> Result<Value, DbError> {
+        self.pops_once().await
+    }
+
+    fn parse(&self, reply: Value) -> Vec<Op> {
+        let Value::Array(items) = reply else { return Vec::new() };
         let mut out = Vec::with_capacity(items.len());
         for item in items {
             let Value::Array(pair) = item else { continue };
-            let key = match pair.first().map(|k| text(&self.table, k)) {
+            let mut pair = pair.into_iter();
+            let key = match pair.next().map(|k| text_owned(&self.table, k)) {
                 Some(Ok(key)) => key,
                 _ => {
                     tracing::warn!(table = %self.table, "skipped an entry whose key is not valid text");
                     continue;
                 }
             };
-            let full_key = format!("{}{key}", self.table_prefix);
-            match pair.get(1).map(|fv| fields_from_value(&full_key, fv)) {
+            match pair.next().map(|fv| fields_from_owned(&key, fv)) {
                 Some(Ok(fields)) if fields.is_empty() => out.push(Op::Del { key }),
                 Some(Ok(fields)) => out.push(Op::Set { key, fields }),
-                Some(Err(e)) => tracing::warn!(error = %e, "skipped a malformed entry"),
-                None => tracing::warn!(key = %full_key, "skipped an entry without fields"),
+                Some(Err(e)) => tracing::warn!(table = %self.table, error = %e, "skipped a malformed entry"),
+                None => tracing::warn!(table = %self.table, key = %key, "skipped an entry without fields"),
             }
         }
-        Ok(out)
+        out
     }
 
-    async fn pops_once(&self) -> Result<Value, DbError> {
+    fn pops_request(&self) -> redis::Cmd {
         let mut cmd = redis::cmd("EVALSHA");
         cmd.arg(self.script.get_hash()).arg(3).arg(&self.key_set).arg(&self.table_prefix).arg(&self.del_set);
         cmd.arg(self.batch).arg("_");
+        cmd
+    }
+
+    async fn pops_once(&self) -> Result<Value, DbError> {
+        let cmd = self.pops_request();
         let mut conn = self.db.conn();
         bounded("EVALSHA", Duration::from_secs(10), async move { cmd.query_async(&mut conn).await }).await
     }

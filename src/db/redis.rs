@@ -182,6 +182,58 @@ impl Db {
         Ok(())
     }
 
+    /// HGETALL of many keys, pipelined; one result per key, in order.
+    pub async fn hgetall_many(&self, keys: &[String]) -> Result<Vec<Result<Fields, DbError>>, DbError> {
+        let mut out = Vec::with_capacity(keys.len());
+        for chunk in keys.chunks(1000) {
+            let mut pipe = redis::pipe();
+            for key in chunk {
+                pipe.cmd("HGETALL").arg(key);
+            }
+            let mut conn = self.conn();
+            let values: Vec<Value> =
+                bounded("HGETALL", Duration::from_secs(30), async move { pipe.query_async(&mut conn).await }).await?;
+            out.extend(chunk.iter().zip(values.iter()).map(|(key, value)| fields_from_value(key, value)));
+        }
+        Ok(out)
+    }
+
+    /// One HSET per entry, pipelined 1000 deep: plain Redis, no protocol (the benchmark's
+    /// ceiling, and bulk loads of CONFIG_DB).
+    pub async fn hset_many(&self, entries: &[(String, Fields)]) -> Result<(), DbError> {
+        for chunk in entries.chunks(1000) {
+            let mut pipe = redis::pipe();
+            for (key, fields) in chunk {
+                let mut cmd = redis::cmd("HSET");
+                cmd.arg(key);
+                for (f, v) in fields {
+                    cmd.arg(f).arg(v);
+                }
+                pipe.add_command(cmd).ignore();
+            }
+            let mut conn = self.conn();
+            let _: () =
+                bounded("HSET", Duration::from_secs(30), async move { pipe.query_async(&mut conn).await }).await?;
+        }
+        Ok(())
+    }
+
+    /// EXISTS of many keys, pipelined.
+    pub async fn exists_many(&self, keys: &[String]) -> Result<Vec<bool>, DbError> {
+        let mut out = Vec::with_capacity(keys.len());
+        for chunk in keys.chunks(1000) {
+            let mut pipe = redis::pipe();
+            for key in chunk {
+                pipe.cmd("EXISTS").arg(key);
+            }
+            let mut conn = self.conn();
+            let values: Vec<bool> =
+                bounded("EXISTS", Duration::from_secs(30), async move { pipe.query_async(&mut conn).await }).await?;
+            out.extend(values);
+        }
+        Ok(out)
+    }
+
     pub async fn hdel(&self, key: &str, fields: &[&str]) -> Result<(), DbError> {
         let mut conn = self.conn();
         let _: i64 = bounded("HDEL", CALL_TIMEOUT, async move { conn.hdel(key, fields).await }).await?;
@@ -254,6 +306,41 @@ pub(crate) fn fields_from_value(key: &str, value: &Value) -> Result<Fields, DbEr
         return Err(DbError::Malformed { key: key.to_owned(), message: "odd number of field/value items".into() });
     }
     items.chunks(2).map(|pair| Ok((text(key, &pair[0])?, text(key, &pair[1])?))).collect()
+}
+
+/// Like [`fields_from_value`], taking the reply apart instead of copying it.
+pub(crate) fn fields_from_owned(key: &str, value: Value) -> Result<Fields, DbError> {
+    let items = match value {
+        Value::Array(items) => items,
+        Value::Nil => return Ok(Vec::new()),
+        other => return fields_from_value(key, &other),
+    };
+    if items.len() % 2 != 0 {
+        return Err(DbError::Malformed { key: key.to_owned(), message: "odd number of field/value items".into() });
+    }
+    let mut out = Vec::with_capacity(items.len() / 2);
+    let mut iter = items.into_iter();
+    while let (Some(f), Some(v)) = (iter.next(), iter.next()) {
+        out.push((text_owned(key, f)?, text_owned(key, v)?));
+    }
+    Ok(out)
+}
+
+/// Like [`text`], taking the string instead of copying it.
+pub(crate) fn text_owned(key: &str, value: Value) -> Result<String, DbError> {
+    match value {
+        Value::BulkString(bytes) => {
+            if bytes.len() > MAX_VALUE_LEN {
+                return Err(DbError::Malformed {
+                    key: key.to_owned(),
+                    message: format!("a value of {} bytes exceeds {MAX_VALUE_LEN}", bytes.len()),
+                });
+            }
+            String::from_utf8(bytes)
+                .map_err(|_| DbError::Malformed { key: key.to_owned(), message: "a value is not UTF-8".into() })
+        }
+        other => text(key, &other),
+    }
 }
 
 /// A bulk string as text, refusing non-UTF-8 and oversized values.

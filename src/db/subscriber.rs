@@ -39,8 +39,10 @@ impl Feed {
     /// Reports the current content: SET per key, DEL for keys known before but gone now.
     async fn load(&mut self) -> Result<(), DbError> {
         let mut present = BTreeSet::new();
-        for key in self.db.table(&self.table).keys().await? {
-            match self.db.hgetall(&format!("{}{key}", self.prefix)).await {
+        let keys = self.db.table(&self.table).keys().await?;
+        let full: Vec<String> = keys.iter().map(|k| format!("{}{k}", self.prefix)).collect();
+        for (key, result) in keys.into_iter().zip(self.db.hgetall_many(&full).await?) {
+            match result {
                 Ok(fields) if !fields.is_empty() => {
                     present.insert(key.clone());
                     let _ = self.tx.send(Op::Set { key, fields });
@@ -56,22 +58,41 @@ impl Feed {
         Ok(())
     }
 
-    async fn event(&mut self, channel: &str, event: &str) {
-        let Some(key) = channel.split_once(':').and_then(|(_, k)| k.strip_prefix(&self.prefix)) else { return };
-        let key = key.to_owned();
-        if event == "del" || event == "expired" || event == "evicted" {
-            self.known.remove(&key);
-            let _ = self.tx.send(Op::Del { key });
-            return;
-        }
-        match self.db.hgetall(&format!("{}{key}", self.prefix)).await {
-            Ok(fields) if !fields.is_empty() => {
-                self.known.insert(key.clone());
-                let _ = self.tx.send(Op::Set { key, fields });
+    /// Handles a burst of keyspace events: deletions at once, and one pipelined read of the
+    /// changed hashes, keeping the events' order.
+    async fn events(&mut self, events: Vec<(String, String)>) {
+        let mut reads: Vec<String> = Vec::new();
+        let mut order: Vec<(String, bool)> = Vec::new();
+        for (channel, event) in events {
+            let Some(key) = channel.split_once(':').and_then(|(_, k)| k.strip_prefix(&self.prefix)) else { continue };
+            let deleted = matches!(event.as_str(), "del" | "expired" | "evicted");
+            if !deleted {
+                reads.push(format!("{}{key}", self.prefix));
             }
-            // Already gone again: the del event follows.
-            Ok(_) => {}
-            Err(e) => tracing::warn!(error = %e, "skipped a malformed entry"),
+            order.push((key.to_owned(), deleted));
+        }
+        let mut fetched = match self.db.hgetall_many(&reads).await {
+            Ok(results) => results.into_iter(),
+            Err(e) => {
+                tracing::warn!(error = %e, table = %self.table, "cannot read changed entries");
+                return;
+            }
+        };
+        for (key, deleted) in order {
+            if deleted {
+                self.known.remove(&key);
+                let _ = self.tx.send(Op::Del { key });
+                continue;
+            }
+            match fetched.next() {
+                Some(Ok(fields)) if !fields.is_empty() => {
+                    self.known.insert(key.clone());
+                    let _ = self.tx.send(Op::Set { key, fields });
+                }
+                // Already gone again: the del event follows.
+                Some(Ok(_)) | None => {}
+                Some(Err(e)) => tracing::warn!(error = %e, "skipped a malformed entry"),
+            }
         }
     }
 
@@ -104,9 +125,17 @@ impl SubscriberStateTable {
                 if let Some(active) = pubsub.take() {
                     let mut messages = active.into_on_message();
                     while let Some(msg) = messages.next().await {
-                        let channel = msg.get_channel_name().to_owned();
-                        let event: String = msg.get_payload().unwrap_or_default();
-                        feed.event(&channel, &event).await;
+                        let mut burst =
+                            vec![(msg.get_channel_name().to_owned(), msg.get_payload().unwrap_or_default())];
+                        // Take whatever else already arrived, to read it in one pipeline.
+                        while burst.len() < 4096 {
+                            match futures_util::FutureExt::now_or_never(messages.next()) {
+                                Some(Some(msg)) => burst
+                                    .push((msg.get_channel_name().to_owned(), msg.get_payload().unwrap_or_default())),
+                                _ => break,
+                            }
+                        }
+                        feed.events(burst).await;
                     }
                 }
                 if feed.tx.is_closed() {

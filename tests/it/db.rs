@@ -280,3 +280,107 @@ fn redis_restart_mid_stream_is_survived() {
         assert_eq!(db.hgetall("ROUTE_TABLE:after").await.unwrap(), f(&[("nexthop", "3.3.3.3")]));
     });
 }
+
+fn db_config_for(server: &RedisServer) -> std::path::PathBuf {
+    let mut config = soniclet::db::config::DbConfig::standard();
+    config.instances.get_mut("redis").unwrap().unix_socket_path = Some(server.socket.display().to_string());
+    let path = server.dir.path().join("database_config.json");
+    std::fs::write(&path, serde_json::to_string(&config).unwrap()).unwrap();
+    path
+}
+
+#[test]
+fn db_apply_writes_swssconfig_files_through_the_producer_protocol() {
+    let server = RedisServer::start();
+    let config = db_config_for(&server);
+    let file = server.dir.path().join("routes.json");
+    std::fs::write(
+        &file,
+        r#"[
+            {"ROUTE_TABLE:10.1.0.0/24": {"nexthop": "10.0.0.1", "ifname": "Ethernet0"}, "OP": "SET"},
+            {"ROUTE_TABLE:10.2.0.0/24": {"nexthop": "10.0.0.1", "ifname": "Ethernet0"}, "OP": "SET"},
+            {"NEIGH_TABLE:Ethernet0:10.0.0.1": {"neigh": "00:11:22:33:44:55", "family": "IPv4"}}
+        ]"#,
+    )
+    .unwrap();
+    let run = |args: &[&str]| {
+        std::process::Command::new(crate::support::SONICLET)
+            .args(["db", "--db-config"])
+            .arg(&config)
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    let out = run(&["apply", file.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("wrote 3 entries") && stdout.contains("entries/s"), "{stdout}");
+    assert_eq!(server.cli(0, &["SCARD", "ROUTE_TABLE_KEY_SET"]), "2");
+    assert_eq!(server.cli(0, &["HGET", "_NEIGH_TABLE:Ethernet0:10.0.0.1", "neigh"]), "00:11:22:33:44:55");
+
+    // A malformed file is refused whole: nothing of it is written.
+    std::fs::write(
+        &file,
+        r#"[{"ROUTE_TABLE:10.3.0.0/24": {"nexthop": "x"}}, {"ROUTE_TABLE:10.4.0.0/24": {"mtu": 9100}}]"#,
+    )
+    .unwrap();
+    let out = run(&["apply", file.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(5));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("entry [1]"));
+    assert_eq!(server.cli(0, &["EXISTS", "_ROUTE_TABLE:10.3.0.0/24"]), "0");
+
+    // sonic-db-cli's verbs.
+    let out = run(&["APPL_DB", "hgetall", "_ROUTE_TABLE:10.1.0.0/24"]);
+    let value: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(value["ifname"], "Ethernet0");
+    assert!(run(&["CONFIG_DB", "hset", "FEATURE|bgp", "state", "enabled"]).status.success());
+    assert_eq!(String::from_utf8_lossy(&run(&["4", "hget", "FEATURE|bgp", "state"]).stdout).trim(), "enabled");
+    assert_eq!(run(&["NOPE_DB", "keys"]).status.code(), Some(4));
+}
+
+#[test]
+fn oversized_and_broken_entries_from_other_writers_are_skipped() {
+    let server = RedisServer::start();
+    rt().block_on(async {
+        let db = appl(&server).await;
+        let consumer = ConsumerStateTable::new(&db, "ROUTE_TABLE", 128).await.unwrap();
+        // Another writer stages a 1 MB value and a non-UTF-8 one, then a good entry.
+        let mut conn = redis::Client::open(format!("redis+unix://{}", server.socket.display()))
+            .unwrap()
+            .get_multiplexed_async_connection()
+            .await
+            .unwrap();
+        let huge = "x".repeat(1 << 20);
+        let _: () = redis::pipe()
+            .cmd("HSET")
+            .arg("_ROUTE_TABLE:huge")
+            .arg("nexthop")
+            .arg(&huge)
+            .ignore()
+            .cmd("HSET")
+            .arg("_ROUTE_TABLE:binary")
+            .arg("nexthop")
+            .arg(&[0xffu8, 0x00, 0xfe][..])
+            .ignore()
+            .cmd("HSET")
+            .arg("_ROUTE_TABLE:good")
+            .arg("nexthop")
+            .arg("10.0.0.1")
+            .ignore()
+            .cmd("SADD")
+            .arg("ROUTE_TABLE_KEY_SET")
+            .arg("huge")
+            .arg("binary")
+            .arg("good")
+            .ignore()
+            .cmd("PUBLISH")
+            .arg("ROUTE_TABLE_CHANNEL@0")
+            .arg("G")
+            .ignore()
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        let popped = tokio::time::timeout(Duration::from_secs(5), consumer.next()).await.unwrap().unwrap();
+        assert_eq!(popped, vec![set("good", &[("nexthop", "10.0.0.1")])], "the bad ones are skipped, not fatal");
+    });
+}

@@ -5,5 +5,6 @@ mod adoption;
 mod db;
 mod feature;
 mod inputs;
+mod intent;
 mod lifecycle;
 mod support;

@@ -232,6 +232,11 @@ impl TestSwitch {
         self.cli_ok(&all).trim_end().to_owned()
     }
 
+    /// The switch's Redis socket (the database container's, seen from the host).
+    pub fn redis_socket(&self) -> PathBuf {
+        self.root().join("root/var/run/redis/redis.sock")
+    }
+
     /// A hash as a JSON object, through `soniclet db`.
     pub fn hgetall(&self, db: &str, key: &str) -> Value {
         serde_json::from_str(&self.db(db, &["hgetall", key])).unwrap()

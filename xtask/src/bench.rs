@@ -41,13 +41,13 @@ impl Metric {
 
 pub fn print_table(title: &str, metrics: &[Metric]) {
     println!("\n{title}\n");
-    println!("{:<44} {:>10} {:<5} {:>10} {:>7}  target", "metric", "value", "unit", "baseline", "ratio");
-    println!("{}", "-".repeat(92));
+    println!("{:<48} {:>12} {:<5} {:>12} {:>7}  target", "metric", "value", "unit", "baseline", "ratio");
+    println!("{}", "-".repeat(100));
     for m in metrics {
         let baseline = m.baseline.map(|b| format!("{b:.1}")).unwrap_or_else(|| "-".into());
         let ratio = m.ratio.map(|r| format!("{r:.2}")).unwrap_or_else(|| "-".into());
         println!(
-            "{:<44} {:>10.2} {:<5} {:>10} {:>7}  {}",
+            "{:<48} {:>12.2} {:<5} {:>12} {:>7}  {}",
             m.name,
             m.value,
             m.unit,
@@ -80,7 +80,9 @@ fn median(values: &mut [f64]) -> f64 {
 }
 
 pub fn run_task(args: &[String]) -> Result<()> {
-    let Some(name) = args.first() else { bail!("usage: cargo xtask bench boot [--json FILE] [--idle-secs N]") };
+    let Some(name) = args.first() else {
+        bail!("usage: cargo xtask bench <boot | appl-db> [--json FILE] [--idle-secs N] [--repeat N]")
+    };
     let mut json = None;
     let mut idle_secs = 60u64;
     let mut repeat = 7usize;
@@ -99,7 +101,8 @@ pub fn run_task(args: &[String]) -> Result<()> {
     ensure_packages(PREREQUISITES)?;
     let metrics = match name.as_str() {
         "boot" => boot(idle_secs, repeat)?,
-        other => bail!("unknown benchmark {other:?}; available: boot"),
+        "appl-db" => appl_db(repeat.min(5))?,
+        other => bail!("unknown benchmark {other:?}; available: boot, appl-db"),
     };
     print_table(&format!("cargo xtask bench {name}"), &metrics);
     write_json(json.as_deref(), &metrics)
@@ -225,5 +228,98 @@ fn boot_in(lab: &Lab, built: &[(String, PathBuf, String)], idle_secs: u64, repea
         ),
         Metric::new("daemon RSS after boot", rss_kib / 1024.0, "MiB", None, "<= 25 MiB"),
         Metric::new(&format!("daemon CPU over {idle_secs} s idle"), cpu_idle, "%", None, "<= 1% of one core"),
+    ])
+}
+
+/// A private redis-server configured as SONiC's database container configures it.
+struct Redis {
+    dir: PathBuf,
+    child: std::process::Child,
+}
+
+impl Redis {
+    fn start() -> Result<Self> {
+        let dir = std::env::temp_dir().join(format!("soniclet-bench-redis-{}", std::process::id()));
+        std::fs::create_dir_all(&dir)?;
+        let socket = dir.join("redis.sock");
+        let conf = dir.join("redis.conf");
+        std::fs::write(
+            &conf,
+            format!(
+                "port 0\nunixsocket {}\nunixsocketperm 700\ndatabases 100\nnotify-keyspace-events AKE\nsave \"\"\n\
+                 appendonly no\nclient-output-buffer-limit pubsub 0 0 0\ndir {}\nlogfile \"\"\n",
+                socket.display(),
+                dir.display()
+            ),
+        )?;
+        let child = Command::new("redis-server").arg(&conf).stdout(std::process::Stdio::null()).spawn()?;
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while std::os::unix::net::UnixStream::connect(&socket).is_err() {
+            if Instant::now() > deadline {
+                bail!("redis-server did not start");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Ok(Self { dir, child })
+    }
+
+    fn socket(&self) -> PathBuf {
+        self.dir.join("redis.sock")
+    }
+}
+
+impl Drop for Redis {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+fn appl_db(repeat: usize) -> Result<Vec<Metric>> {
+    let soniclet = build_soniclet()?;
+    let redis = Redis::start()?;
+    let mut runs: Vec<serde_json::Value> = Vec::new();
+    for i in 0..repeat.max(1) {
+        let out = output(Command::new(&soniclet).args(["bench-db", "--socket"]).arg(redis.socket()))?;
+        let run: serde_json::Value = serde_json::from_str(&out).context("bench-db output")?;
+        eprintln!(
+            "bench: run {} of {repeat}: producer {:.0}/s, drain {:.0}/s, end to end {:.0}/s, raw HSET {:.0}/s",
+            i + 1,
+            run["producer_per_s"].as_f64().unwrap_or(0.0),
+            run["consumer_drain_per_s"].as_f64().unwrap_or(0.0),
+            run["end_to_end_per_s"].as_f64().unwrap_or(0.0),
+            run["raw_hset_per_s"].as_f64().unwrap_or(0.0)
+        );
+        runs.push(run);
+    }
+    let med = |key: &str| median(&mut runs.iter().filter_map(|r| r[key].as_f64()).collect::<Vec<_>>());
+    let raw = med("raw_hset_per_s");
+    let batch = runs[0]["pop_batch"].as_u64().unwrap_or(0);
+    Ok(vec![
+        Metric::new(
+            "producer, 100k ROUTE_TABLE entries x 3 fields",
+            med("producer_per_s"),
+            "e/s",
+            Some(raw),
+            ">= 150000 e/s",
+        ),
+        Metric::new(
+            &format!("consumer drain (pop batch {batch})"),
+            med("consumer_drain_per_s"),
+            "e/s",
+            Some(raw),
+            ">= 110000 e/s",
+        ),
+        Metric::new(
+            "end to end, producer and consumer together",
+            med("end_to_end_per_s"),
+            "e/s",
+            Some(raw),
+            ">= 70000 e/s",
+        ),
+        Metric::new("single update, write to pop, p50", med("latency_p50_ms"), "ms", None, ""),
+        Metric::new("single update, write to pop, p99", med("latency_p99_ms"), "ms", None, ""),
+        Metric::new("raw Redis: pipelined HSETs (the ceiling)", raw, "e/s", None, ""),
     ])
 }
