@@ -322,24 +322,27 @@ fn image_config_of(config: &ImageConfiguration) -> ImageConfig {
     }
 }
 
-/// Checks the config's platform and layer count; returns the config and its diff IDs.
+/// Checks the config's platform and layer count; returns its diff IDs, or `None` for an
+/// image of another platform (remembered in `wrong_platform`, the error if nothing else fits).
 fn check_config(
     path: &Path,
     name: &str,
     config: &ImageConfiguration,
     layer_count: usize,
-) -> Result<Vec<String>, ArchiveError> {
+    wrong_platform: &mut Option<ArchiveError>,
+) -> Result<Option<Vec<String>>, ArchiveError> {
     let arch = config.architecture().to_string();
     let os = config.os().to_string();
     let host = host_architecture();
     if arch != host || os != "linux" {
-        return Err(ArchiveError::WrongPlatform {
+        *wrong_platform = Some(ArchiveError::WrongPlatform {
             path: path.to_owned(),
             image: name.to_owned(),
             os,
             architecture: arch,
             host: host.to_owned(),
         });
+        return Ok(None);
     }
     let diff_ids = config.rootfs().diff_ids().clone();
     if diff_ids.len() != layer_count {
@@ -349,7 +352,7 @@ fn check_config(
             message: format!("{} diff_ids for {layer_count} layers", diff_ids.len()),
         });
     }
-    Ok(diff_ids)
+    Ok(Some(diff_ids))
 }
 
 fn verify_oci(path: &Path, files: &BTreeMap<String, Entry>) -> Result<Vec<StagedImage>, ArchiveError> {
@@ -397,13 +400,8 @@ fn verify_oci(path: &Path, files: &BTreeMap<String, Entry>) -> Result<Vec<Staged
         let config_entry =
             blob(path, files, config_desc.digest().as_ref(), Some(config_desc.size()), &manifest_digest)?;
         let config: ImageConfiguration = read_json(path, config_desc.digest().as_ref(), config_entry)?;
-        let diff_ids = match check_config(path, &name, &config, manifest.layers().len()) {
-            Ok(ids) => ids,
-            Err(e @ ArchiveError::WrongPlatform { .. }) => {
-                wrong_platform = Some(e);
-                continue;
-            }
-            Err(e) => return Err(e),
+        let Some(diff_ids) = check_config(path, &name, &config, manifest.layers().len(), &mut wrong_platform)? else {
+            continue;
         };
         let mut layers = Vec::new();
         for layer in manifest.layers() {
@@ -475,13 +473,8 @@ fn verify_docker(path: &Path, dir: &Path, files: &BTreeMap<String, Entry>) -> Re
             });
         }
         let config: ImageConfiguration = read_json(path, &item.config, config_entry)?;
-        let diff_ids = match check_config(path, &name, &config, item.layers.len()) {
-            Ok(ids) => ids,
-            Err(e @ ArchiveError::WrongPlatform { .. }) => {
-                wrong_platform = Some(e);
-                continue;
-            }
-            Err(e) => return Err(e),
+        let Some(diff_ids) = check_config(path, &name, &config, item.layers.len(), &mut wrong_platform)? else {
+            continue;
         };
         let mut layers = Vec::new();
         for (layer_name, diff_id) in item.layers.iter().zip(&diff_ids) {

@@ -14,14 +14,7 @@ impl<R: ContainerRuntime, P: Readiness> Supervisor<R, P> {
                 let _ = reply.send(Ok(self.status()));
             }
             Command::Start { service, wait, reply } => {
-                let Some((name, reply)) = self.resolve(&service, reply) else { return };
-                if let Some(disabled) = self.disabled_by_feature(&name) {
-                    let message = format!(
-                        "FEATURE {disabled} is disabled in CONFIG_DB; enable it with `soniclet feature state {disabled} enabled`"
-                    );
-                    let _ = reply.send(Err(CommandError::new(ErrorKind::Conflict, message)));
-                    return;
-                }
+                let Some((name, reply)) = self.resolve_startable(&service, reply) else { return };
                 for dep in self.manifests.graph().requirement_closure(&name) {
                     self.store.state_mut().services.entry(dep.to_string()).or_default().desired =
                         Some(Desired::Running);
@@ -52,14 +45,7 @@ impl<R: ContainerRuntime, P: Readiness> Supervisor<R, P> {
                 self.respond(name, closure, WaitFor::Stopped, wait, reply);
             }
             Command::Restart { service, wait, reply } => {
-                let Some((name, reply)) = self.resolve(&service, reply) else { return };
-                if let Some(disabled) = self.disabled_by_feature(&name) {
-                    let message = format!(
-                        "FEATURE {disabled} is disabled in CONFIG_DB; enable it with `soniclet feature state {disabled} enabled`"
-                    );
-                    let _ = reply.send(Err(CommandError::new(ErrorKind::Conflict, message)));
-                    return;
-                }
+                let Some((name, reply)) = self.resolve_startable(&service, reply) else { return };
                 for dep in self.manifests.graph().requirement_closure(&name) {
                     self.store.state_mut().services.entry(dep.to_string()).or_default().desired =
                         Some(Desired::Running);
@@ -134,6 +120,22 @@ impl<R: ContainerRuntime, P: Readiness> Supervisor<R, P> {
         if matches!(unit.phase, Phase::Failed { .. } | Phase::Backoff { .. }) {
             unit.message = None;
             unit.set_phase(Phase::Stopped);
+        }
+    }
+
+    /// Like [`Self::resolve`], refusing a service that a disabled FEATURE holds (itself or a
+    /// service it requires), and saying how to enable it.
+    fn resolve_startable<T>(&self, service: &str, reply: Reply<T>) -> Option<(ServiceName, Reply<T>)> {
+        let (name, reply) = self.resolve(service, reply)?;
+        match self.disabled_by_feature(&name) {
+            None => Some((name, reply)),
+            Some(disabled) => {
+                let message = format!(
+                    "FEATURE {disabled} is disabled in CONFIG_DB; enable it with `soniclet feature state {disabled} enabled`"
+                );
+                let _ = reply.send(Err(CommandError::new(ErrorKind::Conflict, message)));
+                None
+            }
         }
     }
 
