@@ -73,6 +73,12 @@ pub struct DaemonConfig {
     pub log_max_bytes: u64,
     /// Rotated log files kept per service.
     pub log_max_files: u32,
+    /// `auto` reads `SONIC_BOOT_TYPE` from the kernel command line; `cold`, `warm` and `fast`
+    /// force it.
+    pub boot_type: String,
+    /// Seconds after CONFIG_DB is ready when delayed services start even without
+    /// PortInitDone (SONiC's PORT_INIT_TIMEOUT_SEC).
+    pub delayed_start_timeout: u64,
 }
 
 impl Default for ContainerdConfig {
@@ -113,7 +119,13 @@ impl Default for PlatformConfig {
 impl Default for DaemonConfig {
     fn default() -> Self {
         // SONiC's docker log options: max-size=2M, max-file=5.
-        Self { stop_services_on_exit: false, log_max_bytes: 2 * 1024 * 1024, log_max_files: 5 }
+        Self {
+            stop_services_on_exit: false,
+            log_max_bytes: 2 * 1024 * 1024,
+            log_max_files: 5,
+            boot_type: "auto".to_owned(),
+            delayed_start_timeout: 180,
+        }
     }
 }
 
@@ -175,10 +187,27 @@ impl Config {
                 return Err(invalid(field, format!("{} is not an absolute path", p.display())));
             }
         }
+        if !matches!(self.daemon.boot_type.as_str(), "auto" | "cold" | "warm" | "fast") {
+            return Err(invalid(
+                "daemon.boot-type",
+                format!("{:?} is not auto, cold, warm or fast", self.daemon.boot_type),
+            ));
+        }
         if self.daemon.log_max_bytes < 4096 || self.daemon.log_max_files == 0 {
             return Err(invalid("daemon", "log-max-bytes must be at least 4096 and log-max-files at least 1".into()));
         }
         Ok(())
+    }
+
+    /// The boot type: forced by the config, else `SONIC_BOOT_TYPE` on the kernel command line.
+    pub fn boot_type(&self) -> crate::dblink::BootType {
+        use crate::dblink::BootType;
+        match self.daemon.boot_type.as_str() {
+            "cold" => BootType::Cold,
+            "warm" => BootType::Warm,
+            "fast" => BootType::Fast,
+            _ => crate::dblink::boot_type_of_host(Path::new("/proc/cmdline")),
+        }
     }
 
     pub fn host_settings(&self) -> HostSettings {

@@ -125,8 +125,15 @@ pub async fn run(config: Config, signal: impl Future<Output = ()> + Send + 'stat
     let host = config.host_settings();
     let prober = Arc::new(Prober::new(Arc::clone(&runtime), host.clone()));
     let link = DbLink::new(config.paths.sonic_root.clone());
+    let boot = config.boot_type();
+    tracing::info!(boot = boot.as_str(), "boot type");
     let mut supervisor = Supervisor::new(
-        SupervisorConfig { host, logs: sink },
+        SupervisorConfig {
+            host,
+            logs: sink,
+            boot,
+            delayed_fallback: Duration::from_secs(config.daemon.delayed_start_timeout),
+        },
         Arc::clone(&manifests),
         Arc::clone(&runtime),
         prober,
@@ -136,9 +143,9 @@ pub async fn run(config: Config, signal: impl Future<Output = ()> + Send + 'stat
     );
     // With a database service, CONFIG_DB's FEATURE table decides what runs.
     let db_side = manifests.database().is_some().then(|| {
-        let (reports_tx, reports_rx) = tokio::sync::mpsc::unbounded_channel();
+        let (messages_tx, messages_rx) = tokio::sync::mpsc::unbounded_channel();
         let (ready_tx, ready_rx) = tokio::sync::watch::channel(false);
-        (DbSide { reports: reports_tx, database_ready: ready_tx }, reports_rx, ready_rx)
+        (DbSide { messages: messages_tx, database_ready: ready_tx }, messages_rx, ready_rx)
     });
     let db_task = match db_side {
         Some((side, reports_rx, ready_rx)) => {
@@ -150,11 +157,11 @@ pub async fn run(config: Config, signal: impl Future<Output = ()> + Send + 'stat
     supervisor.adopt().await?;
     let handle = supervisor.handle();
     if let Some((reports_rx, ready_rx)) = db_task {
-        tracker.spawn(dblink::run(Arc::clone(&link), handle.clone(), reports_rx, ready_rx, shutdown.clone()));
+        tracker.spawn(dblink::run(Arc::clone(&link), handle.clone(), reports_rx, ready_rx, boot, shutdown.clone()));
     }
     let intents = intent_engine.map(|engine| {
         let (intents, requests) = intent::engine::channel();
-        tracker.spawn(engine.run(requests, link.subscribe(), shutdown.clone()));
+        tracker.spawn(engine.run(requests, link.subscribe(), link.appl_flushes(), shutdown.clone()));
         intents
     });
 
@@ -167,6 +174,7 @@ pub async fn run(config: Config, signal: impl Future<Output = ()> + Send + 'stat
         import_lock: Arc::new(tokio::sync::Mutex::new(())),
         db: Arc::clone(&link),
         intents,
+        sonic_root: config.paths.sonic_root.clone(),
     };
     let api_token = shutdown.clone();
     tracker.spawn(async move {

@@ -1,23 +1,29 @@
 //! The daemon's link to the switch's databases.
 //!
-//! Once the database service is ready, it reads `database_config.json` (as every SONiC
-//! program does), subscribes to CONFIG_DB `FEATURE` and hands the entries to the supervisor,
-//! and writes the supervisor's STATE_DB `FEATURE|<name>` reports. When the database goes away
-//! it waits for it to come back and starts over; reports are rewritten on every connect.
+//! Once the database service is ready it reads `database_config.json` (as every SONiC program
+//! does) and initialises CONFIG_DB if needed: on a cold start it loads `init_cfg.json` and
+//! `config_db.json`, on a warm or fast boot it keeps the restored content; then it sets
+//! `CONFIG_DB_INITIALIZED=1`. It follows what the supervisor decides on (FEATURE, APPL_DB
+//! `PORT_TABLE:PortInitDone`, STATE_DB's warm and fast restart tables) and carries out the
+//! database work the supervisor asks for (STATE_DB reports, a failure group's cold-start
+//! flush, config reload). When the database goes away it waits for it and starts over.
+//!
+//! It decides nothing: every decision is the supervisor's, which gets [`Event`]s.
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 
+use crate::configdb::{self, ConfigContent};
 use crate::db::config::{DbConfig, DEFAULT_DB_CONFIG};
 use crate::db::subscriber::SubscriberStateTable;
 use crate::db::{Db, DbError, Fields, Op};
 use crate::feature::FeatureReport;
-use crate::supervisor::{Event, Handle};
+use crate::supervisor::{Event, Handle, WarmFlags};
 
 /// Open connections, while the database is up.
 #[derive(Debug, Clone)]
@@ -30,16 +36,61 @@ pub struct Connections {
     pub counters_db: Db,
 }
 
-/// Shared with the API, which writes CONFIG_DB for `soniclet feature ...`.
+/// How this boot started (`SONIC_BOOT_TYPE` on the kernel command line).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum BootType {
+    Cold,
+    Warm,
+    Fast,
+}
+
+impl BootType {
+    /// Reads `SONIC_BOOT_TYPE=` from a kernel command line, as docker_image_ctl.j2 does.
+    pub fn from_cmdline(cmdline: &str) -> Self {
+        let value = cmdline.split_whitespace().find_map(|w| w.strip_prefix("SONIC_BOOT_TYPE=")).unwrap_or("cold");
+        match value {
+            "warm" => Self::Warm,
+            "fast" | "fastfast" | "fast-reboot" | "express" => Self::Fast,
+            _ => Self::Cold,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Cold => "cold",
+            Self::Warm => "warm",
+            Self::Fast => "fast",
+        }
+    }
+}
+
+/// What the supervisor sends the link.
+#[derive(Debug)]
+pub enum DbMessage {
+    /// STATE_DB `FEATURE|<name>`.
+    Feature(FeatureReport),
+    /// STATE_DB `SYSTEM_READY|SYSTEM_STATE`.
+    System { status: String, reason: String },
+    /// Clear what failure group `group` clears before it starts cold; answered with
+    /// [`Event::ColdStartDone`].
+    ColdStart { group: String, flush: Vec<String>, delete_state: Vec<String> },
+    /// Replace CONFIG_DB with `init_cfg.json` and `config`; answered with [`Event::ConfigReloaded`].
+    Reload { config: ConfigContent },
+}
+
+/// Shared with the API (CONFIG_DB writes for `soniclet feature`) and the intent engine.
 #[derive(Debug)]
 pub struct DbLink {
     sonic_root: PathBuf,
     current: watch::Sender<Option<Connections>>,
+    /// Counts APPL_DB flushes: who keeps APPL_DB entries writes them again on a change.
+    appl_epoch: watch::Sender<u64>,
 }
 
 impl DbLink {
     pub fn new(sonic_root: PathBuf) -> Arc<Self> {
-        Arc::new(Self { sonic_root, current: watch::channel(None).0 })
+        Arc::new(Self { sonic_root, current: watch::channel(None).0, appl_epoch: watch::channel(0).0 })
     }
 
     /// The open connections, or an error saying the database is not reachable.
@@ -52,13 +103,18 @@ impl DbLink {
         self.current.subscribe()
     }
 
-    fn config_path(&self) -> PathBuf {
-        self.sonic_root.join(DEFAULT_DB_CONFIG.trim_start_matches('/'))
+    /// Follows APPL_DB flushes (a failure group's cold start).
+    pub fn appl_flushes(&self) -> watch::Receiver<u64> {
+        self.appl_epoch.subscribe()
+    }
+
+    fn etc_sonic(&self, file: &str) -> PathBuf {
+        self.sonic_root.join("etc/sonic").join(file)
     }
 
     /// Reads database_config.json, which the database container publishes once it runs.
     async fn connect(&self) -> Result<Connections, DbError> {
-        let config = DbConfig::load(&self.config_path())?;
+        let config = DbConfig::load(&self.sonic_root.join(DEFAULT_DB_CONFIG.trim_start_matches('/')))?;
         let open = |name: &str| {
             let location = config.locate(name).ok_or_else(|| DbError::UnknownDb(name.to_owned()));
             let root = self.sonic_root.clone();
@@ -75,27 +131,235 @@ impl DbLink {
         connections.config_db.ping().await?;
         Ok(connections)
     }
+
+    /// `init_cfg.json` then `extra` (or `config_db.json`), merged; refuses a malformed file.
+    fn config_files(&self, extra: Option<ConfigContent>) -> Result<ConfigContent, String> {
+        let init =
+            configdb::load_if_present(&self.etc_sonic("init_cfg.json")).map_err(|e| e.to_string())?.unwrap_or_default();
+        let config = match extra {
+            Some(c) => c,
+            None => configdb::load_if_present(&self.etc_sonic("config_db.json"))
+                .map_err(|e| e.to_string())?
+                .unwrap_or_default(),
+        };
+        Ok(configdb::merge(init, config))
+    }
+}
+
+async fn write_config(config_db: &Db, content: &ConfigContent) -> Result<usize, DbError> {
+    let entries: Vec<(String, Fields)> = content
+        .iter()
+        .flat_map(|(table, keys)| keys.iter().map(move |(key, fields)| (config_db.key(table, key), fields.clone())))
+        .collect();
+    config_db.hset_many(&entries).await?;
+    Ok(entries.len())
+}
+
+/// Loads CONFIG_DB when it was not initialised (a fresh database), as SONiC's database
+/// postStart does; on a warm or fast boot the restored content is kept.
+async fn initialise_config(link: &DbLink, conns: &Connections, boot: BootType) -> Result<(), String> {
+    let initialised = conns.config_db.get("CONFIG_DB_INITIALIZED").await.map_err(|e| e.to_string())?;
+    if initialised.as_deref() == Some("1") {
+        return Ok(());
+    }
+    conns.config_db.set("CONFIG_DB_INITIALIZED", "0").await.map_err(|e| e.to_string())?;
+    if boot == BootType::Cold {
+        let content = link.config_files(None)?;
+        let n = write_config(&conns.config_db, &content).await.map_err(|e| e.to_string())?;
+        tracing::info!(entries = n, "CONFIG_DB loaded from init_cfg.json and config_db.json");
+    } else {
+        tracing::info!(boot = boot.as_str(), "CONFIG_DB kept from the restored dump");
+    }
+    conns.config_db.set("CONFIG_DB_INITIALIZED", "1").await.map_err(|e| e.to_string())
+}
+
+/// The subscriptions that follow what the supervisor decides on.
+struct Follows {
+    features: SubscriberStateTable,
+    ports: SubscriberStateTable,
+    warm_enable: SubscriberStateTable,
+    fast_enable: SubscriberStateTable,
+    warm_states: SubscriberStateTable,
+}
+
+#[derive(Default)]
+struct Mirror {
+    warm_enable: BTreeMap<String, bool>,
+    fast: bool,
+    states: BTreeMap<String, String>,
+}
+
+fn field<'a>(fields: &'a Fields, name: &str) -> Option<&'a str> {
+    fields.iter().find(|(f, _)| f == name).map(|(_, v)| v.as_str())
+}
+
+impl Mirror {
+    fn flags(&self) -> WarmFlags {
+        WarmFlags { warm: self.warm_enable.clone(), fast: self.fast, states: self.states.clone() }
+    }
+
+    /// Applies a change of one of the warm-restart tables; whether it changed anything.
+    fn apply(&mut self, table: &str, op: Op) -> bool {
+        match (table, op) {
+            ("warm", Op::Set { key, fields }) => {
+                let enabled = field(&fields, "enable") == Some("true");
+                self.warm_enable.insert(key, enabled) != Some(enabled)
+            }
+            ("warm", Op::Del { key }) => self.warm_enable.remove(&key).is_some(),
+            ("fast", Op::Set { key, fields }) if key == "system" => {
+                let before = self.fast;
+                self.fast = field(&fields, "enable") == Some("true");
+                before != self.fast
+            }
+            ("fast", Op::Del { key }) if key == "system" => std::mem::replace(&mut self.fast, false),
+            ("states", Op::Set { key, fields }) => {
+                let state = field(&fields, "state").unwrap_or_default().to_owned();
+                self.states.insert(key, state.clone()) != Some(state)
+            }
+            ("states", Op::Del { key }) => self.states.remove(&key).is_some(),
+            _ => false,
+        }
+    }
+}
+
+async fn subscribe(conns: &Connections) -> Result<Follows, DbError> {
+    Ok(Follows {
+        features: SubscriberStateTable::new(&conns.config_db, "FEATURE").await?,
+        ports: SubscriberStateTable::new(&conns.appl_db, "PORT_TABLE").await?,
+        warm_enable: SubscriberStateTable::new(&conns.state_db, "WARM_RESTART_ENABLE_TABLE").await?,
+        fast_enable: SubscriberStateTable::new(&conns.state_db, "FAST_RESTART_ENABLE_TABLE").await?,
+        warm_states: SubscriberStateTable::new(&conns.state_db, "WARM_RESTART_TABLE").await?,
+    })
+}
+
+/// The FEATURE table as it is now.
+async fn read_features(config_db: &Db) -> Result<BTreeMap<String, Fields>, DbError> {
+    let table = config_db.table("FEATURE");
+    let keys = table.keys().await?;
+    let full: Vec<String> = keys.iter().map(|k| config_db.key("FEATURE", k)).collect();
+    let mut out = BTreeMap::new();
+    for (key, fields) in keys.into_iter().zip(config_db.hgetall_many(&full).await?) {
+        if let Ok(fields) = fields {
+            if !fields.is_empty() {
+                out.insert(key, fields);
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// A failure group's cold start: flush its databases and STATE_DB tables.
+async fn cold_start(
+    link: &DbLink,
+    conns: &Connections,
+    flush: &[String],
+    delete_state: &[String],
+) -> Result<(), String> {
+    let mut flushed = std::collections::BTreeSet::new();
+    for name in flush {
+        let Some(location) = conns.config.locate(name) else { continue };
+        // Databases sharing a number (PFC_WD_DB, FLEX_COUNTER_DB) are flushed once.
+        if !flushed.insert((location.instance.clone(), location.id)) {
+            continue;
+        }
+        let db = Db::open(location, &link.sonic_root).await.map_err(|e| e.to_string())?;
+        db.flushdb().await.map_err(|e| e.to_string())?;
+    }
+    for pattern in delete_state {
+        conns.state_db.delete_matching(pattern).await.map_err(|e| e.to_string())?;
+    }
+    if flush.iter().any(|n| n == "APPL_DB") {
+        link.appl_epoch.send_modify(|e| *e += 1);
+    }
+    tracing::info!(databases = ?flush, state_tables = delete_state.len(), "cold start: databases cleared");
+    Ok(())
+}
+
+async fn handle_message(link: &DbLink, conns: &Connections, handle: &Handle, message: &DbMessage) {
+    match message {
+        DbMessage::Feature(report) => {
+            if let Err(e) = conns.state_db.table("FEATURE").set(&report.name, &report.fields()).await {
+                tracing::warn!(service = %report.name, error = %e, "cannot write STATE_DB FEATURE");
+            }
+        }
+        DbMessage::System { status, reason } => {
+            let fields = vec![("Status".to_owned(), status.clone()), ("reason".to_owned(), reason.clone())];
+            if let Err(e) = conns.state_db.table("SYSTEM_READY").set("SYSTEM_STATE", &fields).await {
+                tracing::warn!(error = %e, "cannot write STATE_DB SYSTEM_READY");
+            }
+        }
+        DbMessage::ColdStart { group, flush, delete_state } => {
+            let result = cold_start(link, conns, flush, delete_state).await;
+            handle.send(Event::ColdStartDone { group: group.clone(), result });
+        }
+        DbMessage::Reload { config } => {
+            let result = reload(link, conns, config.clone()).await;
+            if result.is_ok() {
+                if let Ok(features) = read_features(&conns.config_db).await {
+                    handle.send(Event::FeaturesLoaded(features));
+                }
+            }
+            handle.send(Event::ConfigReloaded(result));
+        }
+    }
+}
+
+async fn reload(link: &DbLink, conns: &Connections, config: ConfigContent) -> Result<(), String> {
+    let content = link.config_files(Some(config))?;
+    conns.config_db.flushdb().await.map_err(|e| e.to_string())?;
+    conns.config_db.set("CONFIG_DB_INITIALIZED", "0").await.map_err(|e| e.to_string())?;
+    let n = write_config(&conns.config_db, &content).await.map_err(|e| e.to_string())?;
+    conns.config_db.set("CONFIG_DB_INITIALIZED", "1").await.map_err(|e| e.to_string())?;
+    tracing::info!(entries = n, "CONFIG_DB reloaded");
+    Ok(())
+}
+
+/// Reports kept while the database is away, rewritten on every connect.
+#[derive(Default)]
+struct Latest {
+    features: BTreeMap<String, FeatureReport>,
+    system: Option<(String, String)>,
+}
+
+impl Latest {
+    fn keep(&mut self, message: &DbMessage) {
+        match message {
+            DbMessage::Feature(report) => {
+                self.features.insert(report.name.clone(), report.clone());
+            }
+            DbMessage::System { status, reason } => self.system = Some((status.clone(), reason.clone())),
+            _ => {}
+        }
+    }
 }
 
 /// Runs the link until shutdown.
 pub async fn run(
     link: Arc<DbLink>,
     handle: Handle,
-    mut reports: mpsc::UnboundedReceiver<FeatureReport>,
+    mut messages: mpsc::UnboundedReceiver<DbMessage>,
     mut database_ready: watch::Receiver<bool>,
+    boot: BootType,
     shutdown: CancellationToken,
 ) {
-    let mut latest: BTreeMap<String, FeatureReport> = BTreeMap::new();
+    let mut latest = Latest::default();
+    // Requests that need the database, kept until it is back.
+    let mut waiting: Vec<DbMessage> = Vec::new();
+    let mut first_connect = true;
     loop {
-        // Wait for the database service, keeping the newest reports meanwhile.
         while !*database_ready.borrow_and_update() {
             tokio::select! {
                 () = shutdown.cancelled() => return,
                 changed = database_ready.changed() => if changed.is_err() { return },
-                Some(report) = reports.recv() => { latest.insert(report.name.clone(), report); }
+                Some(message) = messages.recv() => {
+                    latest.keep(&message);
+                    if matches!(message, DbMessage::ColdStart { .. } | DbMessage::Reload { .. }) {
+                        waiting.push(message);
+                    }
+                }
             }
         }
-        let connections = match link.connect().await {
+        let conns = match link.connect().await {
             Ok(c) => c,
             Err(e) => {
                 tracing::debug!(error = %e, "database not reachable yet");
@@ -105,38 +369,88 @@ pub async fn run(
                 }
             }
         };
-        let mut features = match SubscriberStateTable::new(&connections.config_db, "FEATURE").await {
-            Ok(s) => s,
+        // A database that comes back after a crash is empty: whatever the boot was, load.
+        let boot_now = if first_connect { boot } else { BootType::Cold };
+        if let Err(e) = initialise_config(&link, &conns, boot_now).await {
+            tracing::error!(error = %e, "cannot initialise CONFIG_DB; retrying");
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            continue;
+        }
+        first_connect = false;
+        let mut follows = match subscribe(&conns).await {
+            Ok(f) => f,
             Err(e) => {
-                tracing::warn!(error = %e, "cannot subscribe to CONFIG_DB FEATURE; retrying");
+                tracing::warn!(error = %e, "cannot subscribe to the switch's databases; retrying");
                 tokio::time::sleep(Duration::from_millis(500)).await;
                 continue;
             }
         };
-        let mut loaded = BTreeMap::new();
-        while let Some(op) = features.try_next() {
-            if let Op::Set { key, fields } = op {
-                loaded.insert(key, fields);
+        link.current.send_replace(Some(conns.clone()));
+        // Everything a fresh subscriber loaded, then the gate opens with FEATURE.
+        let mut mirror = Mirror::default();
+        for (table, sub) in [
+            ("warm", &mut follows.warm_enable),
+            ("fast", &mut follows.fast_enable),
+            ("states", &mut follows.warm_states),
+        ] {
+            while let Some(op) = sub.try_next() {
+                mirror.apply(table, op);
             }
         }
-        link.current.send_replace(Some(connections.clone()));
-        handle.send(Event::FeaturesLoaded(loaded));
-        for report in latest.values() {
-            write_report(&connections.state_db, report).await;
+        handle.send(Event::WarmFlags(mirror.flags()));
+        let mut ports_ready = false;
+        while let Some(op) = follows.ports.try_next() {
+            if op.key() == "PortInitDone" {
+                ports_ready = matches!(op, Op::Set { .. });
+            }
+        }
+        handle.send(Event::PortsReady(ports_ready));
+        let mut features = BTreeMap::new();
+        while let Some(op) = follows.features.try_next() {
+            if let Op::Set { key, fields } = op {
+                features.insert(key, fields);
+            }
+        }
+        handle.send(Event::FeaturesLoaded(features));
+        for report in latest.features.values() {
+            handle_message(&link, &conns, &handle, &DbMessage::Feature(report.clone())).await;
+        }
+        if let Some((status, reason)) = latest.system.clone() {
+            handle_message(&link, &conns, &handle, &DbMessage::System { status, reason }).await;
+        }
+        for message in std::mem::take(&mut waiting) {
+            handle_message(&link, &conns, &handle, &message).await;
         }
         tracing::info!("connected to the switch's databases");
 
         loop {
             tokio::select! {
                 () = shutdown.cancelled() => return,
-                op = features.next() => match op {
+                op = follows.features.next() => match op {
                     Some(Op::Set { key, fields }) => { handle.send(Event::FeatureChanged { name: key, fields: Some(fields) }); }
                     Some(Op::Del { key }) => { handle.send(Event::FeatureChanged { name: key, fields: None }); }
                     None => break,
                 },
-                Some(report) = reports.recv() => {
-                    write_report(&connections.state_db, &report).await;
-                    latest.insert(report.name.clone(), report);
+                op = follows.ports.next() => match op {
+                    Some(op) if op.key() == "PortInitDone" => { handle.send(Event::PortsReady(matches!(op, Op::Set { .. }))); }
+                    Some(_) => {}
+                    None => break,
+                },
+                op = follows.warm_enable.next() => match op {
+                    Some(op) => if mirror.apply("warm", op) { handle.send(Event::WarmFlags(mirror.flags())); },
+                    None => break,
+                },
+                op = follows.fast_enable.next() => match op {
+                    Some(op) => if mirror.apply("fast", op) { handle.send(Event::WarmFlags(mirror.flags())); },
+                    None => break,
+                },
+                op = follows.warm_states.next() => match op {
+                    Some(op) => if mirror.apply("states", op) { handle.send(Event::WarmFlags(mirror.flags())); },
+                    None => break,
+                },
+                Some(message) = messages.recv() => {
+                    latest.keep(&message);
+                    handle_message(&link, &conns, &handle, &message).await;
                 }
                 changed = database_ready.changed() => {
                     if changed.is_err() { return }
@@ -149,9 +463,19 @@ pub async fn run(
     }
 }
 
-async fn write_report(state_db: &Db, report: &FeatureReport) {
-    let fields: Fields = report.fields();
-    if let Err(e) = state_db.table("FEATURE").set(&report.name, &fields).await {
-        tracing::warn!(service = %report.name, error = %e, "cannot write STATE_DB FEATURE");
+/// The boot type of this machine, from `/proc/cmdline`.
+pub fn boot_type_of_host(proc_cmdline: &Path) -> BootType {
+    BootType::from_cmdline(&std::fs::read_to_string(proc_cmdline).unwrap_or_default())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn boot_type_from_the_kernel_command_line() {
+        assert_eq!(BootType::from_cmdline("BOOT_IMAGE=/vmlinuz ro quiet"), BootType::Cold);
+        assert_eq!(BootType::from_cmdline("ro SONIC_BOOT_TYPE=warm quiet"), BootType::Warm);
+        assert_eq!(BootType::from_cmdline("SONIC_BOOT_TYPE=fastfast"), BootType::Fast);
     }
 }

@@ -33,6 +33,7 @@
 pub mod api;
 pub mod cli;
 pub mod config;
+pub mod configdb;
 pub mod daemon;
 pub mod db;
 pub mod dblink;
@@ -43,6 +44,7 @@ pub mod intent;
 pub mod logs;
 pub mod manifest;
 pub mod probe;
+pub mod procwatch;
 pub mod runtime;
 pub mod store;
 pub mod supervisor;

@@ -1,4 +1,4 @@
-//! Readiness probes, run by the daemon: an exec in the container, a Redis PING, a Redis key
+//! Health probes, run by the daemon: an exec in the container, a Redis PING, a Redis key
 //! holding a value, or a named process running in the container.
 
 use std::sync::Arc;
@@ -6,10 +6,11 @@ use std::time::Duration;
 
 use crate::db::redis::Db;
 use crate::db::schema::resolve_db;
-use crate::manifest::{Probe, Service};
+use crate::manifest::{Probe, Service, StopStep, STEP_SIGNALS};
+use crate::procwatch::PidFd;
 use crate::runtime::spec::HostSettings;
 use crate::runtime::ContainerRuntime;
-use crate::supervisor::Readiness;
+use crate::supervisor::Health;
 
 /// The cap on one exec probe.
 const EXEC_TIMEOUT: Duration = Duration::from_secs(5);
@@ -25,15 +26,110 @@ impl<R: ContainerRuntime> Prober<R> {
         Self { runtime, host }
     }
 
-    async fn process_running(&self, container: &str, name: &str) -> Result<bool, String> {
+    /// The container's processes with their names (`comm`).
+    async fn processes(&self, container: &str) -> Result<Vec<(u32, String)>, String> {
         let pids = self.runtime.pids(container).await.map_err(|e| e.to_string())?;
         Ok(pids
             .into_iter()
-            .any(|pid| std::fs::read_to_string(format!("/proc/{pid}/comm")).is_ok_and(|comm| comm.trim_end() == name)))
+            .filter_map(|pid| {
+                let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).ok()?;
+                Some((pid, comm.trim_end().to_owned()))
+            })
+            .collect())
+    }
+
+    async fn process_running(&self, container: &str, name: &str) -> Result<bool, String> {
+        Ok(self.processes(container).await?.iter().any(|(_, comm)| comm == name))
+    }
+
+    /// PIDs of the container's processes named `name`.
+    async fn pids_named(&self, container: &str, name: &str) -> Vec<u32> {
+        self.processes(container)
+            .await
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|(_, c)| c == name)
+            .map(|(p, _)| p)
+            .collect()
     }
 }
 
-impl<R: ContainerRuntime> Readiness for Prober<R> {
+/// How long critical processes may take to appear after readiness.
+const CRITICAL_GRACE: Duration = Duration::from_secs(10);
+
+/// Waits until every process in `pidfds` has exited, or `timeout` passes.
+async fn all_exited(pidfds: &[PidFd], timeout: Duration) -> bool {
+    tokio::time::timeout(timeout, futures_util::future::join_all(pidfds.iter().map(PidFd::exited))).await.is_ok()
+}
+
+impl<R: ContainerRuntime> Health for Prober<R> {
+    async fn critical_exit(&self, service: &Service, container: &str) -> String {
+        let names: Vec<String> = service.critical_processes().map(str::to_owned).collect();
+        if names.is_empty() {
+            return std::future::pending().await;
+        }
+        // Find every critical process (one name may run several times); some start a little
+        // after the service is ready.
+        let deadline = tokio::time::Instant::now() + CRITICAL_GRACE;
+        let mut watched: Vec<(String, PidFd)> = Vec::new();
+        loop {
+            let found = self.processes(container).await.unwrap_or_default();
+            for (pid, comm) in &found {
+                if names.contains(comm) && !watched.iter().any(|(_, fd)| fd.pid() == *pid) {
+                    if let Ok(fd) = PidFd::open(*pid) {
+                        watched.push((comm.clone(), fd));
+                    }
+                }
+            }
+            let missing = names.iter().find(|n| !watched.iter().any(|(w, _)| w == *n));
+            match missing {
+                None => break,
+                Some(name) if tokio::time::Instant::now() >= deadline => return name.clone(),
+                Some(_) => tokio::time::sleep(Duration::from_millis(200)).await,
+            }
+        }
+        let exits = watched.iter().map(|(_, fd)| Box::pin(fd.exited()));
+        let ((), index, _) = futures_util::future::select_all(exits).await;
+        watched[index].0.clone()
+    }
+
+    async fn stop_step(&self, container: &str, step: &StopStep) -> Result<(), String> {
+        let timeout = Duration::from_secs(u64::from(step.timeout));
+        if let Some(signal) = &step.signal {
+            let number = STEP_SIGNALS.iter().find(|(n, _)| n == signal).map(|(_, s)| *s).ok_or("unknown signal")?;
+            let signal = nix::sys::signal::Signal::try_from(number).map_err(|e| e.to_string())?;
+            // In order: each process gets the signal, and the next waits until it is gone.
+            for name in &step.processes {
+                let pids = self.pids_named(container, name).await;
+                let pidfds: Vec<PidFd> = pids.iter().filter_map(|p| PidFd::open(*p).ok()).collect();
+                for pid in &pids {
+                    let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(*pid as i32), signal);
+                }
+                if !all_exited(&pidfds, timeout).await {
+                    return Err(format!(
+                        "{name} still runs {}s after SIG{}",
+                        step.timeout,
+                        signal.as_str().trim_start_matches("SIG")
+                    ));
+                }
+            }
+            return Ok(());
+        }
+        if !step.exec.is_empty() {
+            let code = self.runtime.exec(container, step.exec.clone(), timeout).await.map_err(|e| e.to_string())?;
+            return if code == 0 { Ok(()) } else { Err(format!("{} exited with code {code}", step.exec.join(" "))) };
+        }
+        let mut pidfds = Vec::new();
+        for name in &step.wait_exit {
+            pidfds.extend(self.pids_named(container, name).await.into_iter().filter_map(|p| PidFd::open(p).ok()));
+        }
+        if all_exited(&pidfds, timeout).await {
+            Ok(())
+        } else {
+            Err(format!("{} still running after {}s", step.wait_exit.join(", "), step.timeout))
+        }
+    }
+
     async fn check(&self, service: &Service, container: &str) -> Result<bool, String> {
         match &service.manifest.readiness.probe {
             Probe::Exec { command } => {

@@ -15,6 +15,9 @@ for program in $PROGRAMS; do
     echo "$name: started $program (pid $!)"
 done
 echo "$name: ready"
+if [ -x /usr/bin/vs-post-start.sh ]; then
+    /usr/bin/vs-post-start.sh &
+fi
 while :; do
     sleep 2147483647 &
     wait $!

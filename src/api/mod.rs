@@ -15,6 +15,7 @@
 //! | POST | `/v1/features/{name}` | [`FeatureChange`] | [`FeatureStatus`], after CONFIG_DB is written |
 //! | POST | `/v1/intents` | [`IntentApply`] | [`crate::intent::ApplyOutcome`] once persisted |
 //! | GET | `/v1/intents` | | [`crate::intent::IntentReport`] |
+//! | POST | `/v1/config/reload` | [`ReloadRequest`] | [`crate::supervisor::ReloadEvent`] lines (NDJSON) |
 //! | POST | `/v1/wait` | [`WaitRequest`] | [`StatusResponse`] once the services are ready |
 //! | POST | `/v1/shutdown` | [`ShutdownRequest`] | `{}` |
 //!
@@ -98,6 +99,17 @@ pub struct IntentApply {
     /// The file it came from: names errors, and picks the format (`.toml`, else YAML).
     pub file: String,
     pub text: String,
+}
+
+/// `config reload`: the file's text (or none: the switch's `/etc/sonic/config_db.json`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ReloadRequest {
+    /// Names the file in errors.
+    pub file: Option<String>,
+    pub text: Option<String>,
+    /// Reload even while the switch boots or another reload runs.
+    pub force: bool,
 }
 
 /// `config feature state|autorestart`: what to write to CONFIG_DB `FEATURE|<name>`.

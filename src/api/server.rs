@@ -23,7 +23,7 @@ use tokio::net::UnixListener;
 
 use super::{
     ActionRequest, ApiError, ErrorBody, ErrorKind, FeatureChange, FeatureStatus, ImageSummary, ImportEvent,
-    ImportRequest, IntentApply, ShutdownRequest, WaitRequest,
+    ImportRequest, IntentApply, ReloadRequest, ShutdownRequest, WaitRequest,
 };
 use crate::dblink::DbLink;
 use crate::intent::engine::IntentHandle;
@@ -31,7 +31,7 @@ use crate::intent::IntentError;
 use crate::logs;
 use crate::manifest::ManifestSet;
 use crate::runtime::{archive, ContainerRuntime};
-use crate::supervisor::{Command, CommandError, Event, Handle};
+use crate::supervisor::{Command, CommandError, Event, Handle, ReloadEvent};
 
 /// How long a `wait` request may last when the client gives no timeout.
 const DEFAULT_WAIT: Duration = Duration::from_secs(300);
@@ -49,6 +49,8 @@ pub struct ApiState<R> {
     pub db: Arc<DbLink>,
     /// The intent engine, when the switch has a database service.
     pub intents: Option<IntentHandle>,
+    /// Where SONiC's host paths live (`/etc/sonic/config_db.json` for config reload).
+    pub sonic_root: PathBuf,
 }
 
 impl<R> std::fmt::Debug for ApiState<R> {
@@ -68,6 +70,7 @@ impl<R> Clone for ApiState<R> {
             import_lock: Arc::clone(&self.import_lock),
             db: Arc::clone(&self.db),
             intents: self.intents.clone(),
+            sonic_root: self.sonic_root.clone(),
         }
     }
 }
@@ -150,6 +153,7 @@ pub fn router<R: ContainerRuntime>(state: ApiState<R>) -> Router {
         .route("/v1/features", get(list_features::<R>))
         .route("/v1/features/{name}", post(change_feature::<R>))
         .route("/v1/intents", get(intent_status::<R>).post(apply_intents::<R>).layer(DefaultBodyLimit::max(256 << 20)))
+        .route("/v1/config/reload", post(config_reload::<R>).layer(DefaultBodyLimit::max(256 << 20)))
         .route("/v1/wait", post(wait::<R>))
         .route("/v1/shutdown", post(shutdown::<R>))
         .fallback(|| async { error_response(ErrorKind::NotFound, "no such API endpoint; see `soniclet --help`") })
@@ -448,6 +452,15 @@ async fn change_feature<R: ContainerRuntime>(
         fields.push(("auto_restart".to_owned(), a.clone()));
     }
     let key = connections.config_db.key("FEATURE", service.as_str());
+    // A FEATURE entry always has a state: a first write of auto_restart completes the entry
+    // with the state the service has now (its manifest's default).
+    if change.state.is_none() && matches!(connections.config_db.hget(&key, "state").await, Ok(None)) {
+        if let Ok(features) = state.handle.request(|reply| Command::Features { reply }).await {
+            if let Some(current) = features.iter().find(|f| f.name == service.as_str()) {
+                fields.push(("state".to_owned(), current.state.clone()));
+            }
+        }
+    }
     if let Err(e) = connections.config_db.hset(&key, &fields).await {
         return error_response(ErrorKind::Unavailable, format!("cannot write CONFIG_DB {key}: {e}"));
     }
@@ -538,6 +551,39 @@ async fn intent_status<R: ContainerRuntime>(State(state): State<ApiState<R>>) ->
         Some(report) => Json(report).into_response(),
         None => error_response(ErrorKind::Unavailable, "the daemon is shutting down"),
     }
+}
+
+/// `config reload`: the file is checked whole first; a broken one changes nothing.
+async fn config_reload<R: ContainerRuntime>(State(state): State<ApiState<R>>, body: Bytes) -> Response {
+    let request: ReloadRequest = match parse_body(&body) {
+        Ok(r) => r,
+        Err(response) => return *response,
+    };
+    let default = state.sonic_root.join("etc/sonic/config_db.json");
+    let (file, text) = match (request.file, request.text) {
+        (file, Some(text)) => (file.map(PathBuf::from).unwrap_or_else(|| default.clone()), text),
+        (_, None) => match std::fs::read_to_string(&default) {
+            Ok(text) => (default.clone(), text),
+            Err(e) => return error_response(ErrorKind::NotFound, format!("cannot read {}: {e}", default.display())),
+        },
+    };
+    let config = match crate::configdb::parse(&file, &text) {
+        Ok(c) => c,
+        Err(e) => return error_response(ErrorKind::BadRequest, format!("{e}; nothing was changed")),
+    };
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel::<ReloadEvent>();
+    if !state.handle.send(Event::Command(Command::Reload { config, force: request.force, progress: tx })) {
+        return error_response(ErrorKind::Unavailable, "the daemon is shutting down");
+    }
+    let stream = tokio_stream::wrappers::UnboundedReceiverStream::new(rx).map(|event| {
+        let mut line = serde_json::to_vec(&event).unwrap_or_default();
+        line.push(b'\n');
+        Ok::<_, std::io::Error>(Bytes::from(line))
+    });
+    Response::builder()
+        .header(header::CONTENT_TYPE, "application/x-ndjson")
+        .body(Body::from_stream(stream))
+        .unwrap_or_else(|_| error_response(ErrorKind::Internal, "response"))
 }
 
 async fn shutdown<R: ContainerRuntime>(State(state): State<ApiState<R>>, body: Bytes) -> Response {

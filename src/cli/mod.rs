@@ -4,6 +4,7 @@
 //! Every read command takes `--json`; tables are for people. Exit codes are in `exit`.
 
 mod bench;
+mod config;
 mod db;
 mod feature;
 mod image;
@@ -73,6 +74,11 @@ pub enum Command {
         #[arg(short, long)]
         timestamps: bool,
     },
+    /// Switch configuration (as SONiC's `config`).
+    Config {
+        #[command(subcommand)]
+        command: ConfigCommand,
+    },
     /// SONiC's FEATURE table: what runs and how it restarts (as `show/config feature`).
     Feature {
         #[command(subcommand)]
@@ -134,6 +140,9 @@ pub enum Command {
         config: PathBuf,
         #[arg(long)]
         restart: Option<String>,
+        /// Measure the recovery of this service's failure group after it crashes.
+        #[arg(long)]
+        crash: Option<String>,
         #[arg(long, default_value_t = 1)]
         repeat: usize,
     },
@@ -161,6 +170,18 @@ pub enum ImageCommand {
     Ls {
         #[arg(long)]
         json: bool,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ConfigCommand {
+    /// Stop the services, replace CONFIG_DB with init_cfg.json and FILE (default: the
+    /// switch's /etc/sonic/config_db.json), and start them again, as one transaction.
+    Reload {
+        file: Option<PathBuf>,
+        /// Reload even while the switch boots or another reload runs.
+        #[arg(long)]
+        force: bool,
     },
 }
 
@@ -246,6 +267,9 @@ pub async fn run(cli: Cli) -> CliResult {
         Command::Logs { service, follow, lines, timestamps } => {
             service::logs(&client, &service, follow, lines, timestamps).await
         }
+        Command::Config { command: ConfigCommand::Reload { file, force } } => {
+            config::reload(&client, file, force).await
+        }
         Command::Feature { command: FeatureCommand::Ls { json } } => feature::list(&client, json).await,
         Command::Feature { command: FeatureCommand::State { service, state, no_wait, timeout } } => {
             feature::change(&client, &service, Some(state), None, !no_wait, timeout).await
@@ -265,7 +289,7 @@ pub async fn run(cli: Cli) -> CliResult {
         Command::Db { db_config, sonic_root, args } => db::run(db_config, &sonic_root, &args).await,
         Command::Shutdown { stop_services } => service::shutdown(&client, stop_services).await,
         Command::BenchDb { socket, entries, samples, batch } => bench::appl_db(&socket, entries, samples, batch).await,
-        Command::BenchRaw { config, restart, repeat } => bench::run(&config, restart, repeat).await,
+        Command::BenchRaw { config, restart, crash, repeat } => bench::run(&config, restart, crash, repeat).await,
         Command::Daemon { .. } | Command::LogShim { .. } => unreachable!("handled by main"),
     }
 }

@@ -555,11 +555,13 @@ impl Engine {
         self.rendered.items.iter().any(|item| item.expect.iter().any(|e| self.index.needs_name(e)))
     }
 
-    /// Runs the engine until shutdown.
+    /// Runs the engine until shutdown. `flushes` changes when a failure group's cold start
+    /// flushed APPL_DB: then everything is written again.
     pub async fn run(
         mut self,
         requests: Requests,
         mut conns: watch::Receiver<Option<Connections>>,
+        mut flushes: watch::Receiver<u64>,
         shutdown: CancellationToken,
     ) {
         let mut requests = requests.0;
@@ -589,6 +591,7 @@ impl Engine {
                 () = shutdown.cancelled() => return,
                 request = requests.recv() => Wake::Request(request),
                 changed = conns.changed() => Wake::Connections(changed.is_ok()),
+                changed = flushes.changed() => Wake::Flushed(changed.is_ok()),
                 op = next_watch(&mut self.watchers) => Wake::Watch(op),
                 _ = tick.tick() => Wake::Tick,
             };
@@ -600,7 +603,12 @@ impl Engine {
                 Wake::Request(Some(Request::Status { reply })) => {
                     let _ = reply.send(self.report());
                 }
-                Wake::Connections(false) => return,
+                Wake::Connections(false) | Wake::Flushed(false) => return,
+                Wake::Flushed(true) => {
+                    flushes.borrow_and_update();
+                    tracing::info!("APPL_DB was flushed by a cold start; writing every intent again");
+                    self.full_sync = true;
+                }
                 Wake::Connections(true) => {
                     let current = conns.borrow_and_update().clone();
                     self.on_connections(current).await;
@@ -671,6 +679,7 @@ pub fn channel() -> (IntentHandle, Requests) {
 enum Wake {
     Request(Option<Request>),
     Connections(bool),
+    Flushed(bool),
     Watch(WatchOp),
     Tick,
 }

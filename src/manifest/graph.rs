@@ -43,7 +43,10 @@ impl ServiceGraph {
         };
         for (name, manifest) in manifests {
             let service = &manifest.service;
-            for dep in service.requires.iter().chain(&service.requisite).chain(&service.after) {
+            // A dependent of a failure-group member comes up after it and goes down before it.
+            for dep in
+                service.requires.iter().chain(&service.requisite).chain(&service.after).chain(&service.dependent_of)
+            {
                 add_order(dep, name);
             }
             for later in &service.before {

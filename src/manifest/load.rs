@@ -275,6 +275,45 @@ impl Checker<'_> {
             self.fail("service.restart.window-secs", "must be at least 1");
         }
 
+        for (field, steps) in [("service.warm-stop", &s.warm_stop), ("service.fast-stop", &s.fast_stop)] {
+            for (i, step) in steps.iter().enumerate() {
+                let kinds = usize::from(step.signal.is_some())
+                    + usize::from(!step.exec.is_empty())
+                    + usize::from(!step.wait_exit.is_empty());
+                if kinds != 1 {
+                    self.fail(
+                        format!("{field}[{i}]"),
+                        "give exactly one of signal (with processes), exec or wait-exit",
+                    );
+                }
+                if let Some(signal) = &step.signal {
+                    if !super::STEP_SIGNALS.iter().any(|(n, _)| n == signal) {
+                        self.fail(
+                            format!("{field}[{i}].signal"),
+                            format!("{signal:?} is not TERM, KILL, INT, HUP, USR1 or USR2"),
+                        );
+                    }
+                    if step.processes.is_empty() {
+                        self.fail(format!("{field}[{i}].processes"), "a signal needs the processes to send it to");
+                    }
+                }
+                if !(1..=600).contains(&step.timeout) {
+                    self.fail(
+                        format!("{field}[{i}].timeout"),
+                        format!("{} is not between 1 and 600 seconds", step.timeout),
+                    );
+                }
+            }
+        }
+        for (i, db) in s.cold_start.flush_databases.iter().enumerate() {
+            if standard_db_id(db).is_none() {
+                self.fail(format!("service.cold-start.flush-databases[{i}]"), format!("unknown database {db:?}"));
+            }
+        }
+        if !s.cold_start.flush_databases.is_empty() && s.failure_group.is_none() {
+            self.fail("service.cold-start", "only a failure-group member can clear databases before it starts");
+        }
+
         let c = &m.container;
         if !valid_image_ref(&c.image) {
             self.fail("container.image", format!("{:?} is not an image reference", c.image));

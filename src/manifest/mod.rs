@@ -131,13 +131,69 @@ pub struct ServiceSection {
     pub warm_shutdown: ShutdownOrder,
     #[serde(default)]
     pub fast_shutdown: ShutdownOrder,
+    /// What a failure group clears before it starts cold (swss.sh's flushes).
+    #[serde(default)]
+    pub cold_start: ColdStart,
+    /// Steps of a warm stop, in order; the container is then killed, not stopped.
+    #[serde(default)]
+    pub warm_stop: Vec<StopStep>,
+    /// Steps of a fast stop, in order; the container is then killed.
+    #[serde(default)]
+    pub fast_stop: Vec<StopStep>,
 }
+
+/// What is cleared before a failure group comes up cold: whole databases and STATE_DB tables.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct ColdStart {
+    /// Databases flushed (by name: `APPL_DB`, `ASIC_DB`, ...); unknown ones are skipped.
+    #[serde(default)]
+    pub flush_databases: Vec<String>,
+    /// STATE_DB key patterns deleted (`PORT_TABLE*`, ...).
+    #[serde(default)]
+    pub delete_state: Vec<String>,
+}
+
+/// One step of a warm or fast stop: signal processes, run a command, or wait for processes
+/// to exit.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct StopStep {
+    /// Send this signal (`USR1`, `KILL`, ...) to `processes`, in order, waiting for each to exit.
+    pub signal: Option<String>,
+    #[serde(default)]
+    pub processes: Vec<String>,
+    /// Run this command in the container.
+    #[serde(default)]
+    pub exec: Vec<String>,
+    /// Wait until these processes are gone.
+    #[serde(default)]
+    pub wait_exit: Vec<String>,
+    /// Seconds the step may take.
+    #[serde(default = "default_step_timeout")]
+    pub timeout: u32,
+}
+
+fn default_step_timeout() -> u32 {
+    10
+}
+
+/// The signals a stop step may send.
+pub const STEP_SIGNALS: &[(&str, i32)] = &[
+    ("TERM", libc::SIGTERM),
+    ("KILL", libc::SIGKILL),
+    ("INT", libc::SIGINT),
+    ("HUP", libc::SIGHUP),
+    ("USR1", libc::SIGUSR1),
+    ("USR2", libc::SIGUSR2),
+];
 
 /// Crash-loop handling: exponential backoff plus a failure budget.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 pub struct RestartPolicy {
-    /// First delay after a crash, in milliseconds; it doubles on each further crash.
+    /// Delay before the second restart, in milliseconds (the first is immediate); it doubles
+    /// on each further failure.
     pub backoff_initial_ms: u64,
     /// Ceiling of the delay, in milliseconds.
     pub backoff_max_ms: u64,
@@ -304,6 +360,10 @@ impl Service {
     pub fn critical_processes(&self) -> impl Iterator<Item = &str> {
         self.manifest.processes.iter().filter(|p| p.critical).map(|p| p.name.as_str())
     }
+
+    pub fn failure_group(&self) -> Option<&str> {
+        self.manifest.service.failure_group.as_deref()
+    }
 }
 
 /// Every service of the switch, validated together (references and cycles checked).
@@ -324,6 +384,26 @@ impl ManifestSet {
 
     pub fn names(&self) -> impl Iterator<Item = &ServiceName> {
         self.services.keys()
+    }
+
+    /// Members of failure group `group`.
+    pub fn group_members(&self, group: &str) -> Vec<ServiceName> {
+        self.services.values().filter(|s| s.failure_group() == Some(group)).map(|s| s.name.clone()).collect()
+    }
+
+    /// Services declared `dependent-of` a member of `group`.
+    pub fn group_dependents(&self, group: &str) -> Vec<ServiceName> {
+        let members = self.group_members(group);
+        self.services
+            .values()
+            .filter(|s| s.manifest.service.dependent_of.iter().any(|d| members.contains(d)))
+            .map(|s| s.name.clone())
+            .collect()
+    }
+
+    /// Every failure group.
+    pub fn groups(&self) -> std::collections::BTreeSet<String> {
+        self.services.values().filter_map(|s| s.failure_group().map(str::to_owned)).collect()
     }
 
     /// The service marked `database = true`, if any.

@@ -1,13 +1,17 @@
 //! Operator commands, waiters and status.
 
 use super::plan::Phase;
-use super::{rfc3339, Command, CommandError, Readiness, Reply, Supervisor, Unit, WaitFor, Waiter, WaiterReply};
+use std::collections::BTreeSet;
+
+use super::{
+    rfc3339, Command, CommandError, GroupClear, Health, Reply, StopMode, Supervisor, Unit, WaitFor, Waiter, WaiterReply,
+};
 use crate::api::{ErrorKind, ServiceStatus, StatusResponse};
 use crate::manifest::ServiceName;
 use crate::runtime::ContainerRuntime;
 use crate::store::Desired;
 
-impl<R: ContainerRuntime, P: Readiness> Supervisor<R, P> {
+impl<R: ContainerRuntime, P: Health> Supervisor<R, P> {
     pub(super) fn handle_command(&mut self, command: Command) {
         match command {
             Command::Status { reply } => {
@@ -15,17 +19,31 @@ impl<R: ContainerRuntime, P: Readiness> Supervisor<R, P> {
             }
             Command::Start { service, wait, reply } => {
                 let Some((name, reply)) = self.resolve_startable(&service, reply) else { return };
-                for dep in self.manifests.graph().requirement_closure(&name) {
-                    self.store.state_mut().services.entry(dep.to_string()).or_default().desired =
-                        Some(Desired::Running);
-                    self.reset(&dep);
+                // A failure-group member comes up with its group and the group's dependents.
+                for member in self.with_group(&name) {
+                    if member != name && self.disabled_by_feature(&member).is_some() {
+                        continue;
+                    }
+                    for dep in self.manifests.graph().requirement_closure(&member) {
+                        self.store.state_mut().services.entry(dep.to_string()).or_default().desired =
+                            Some(Desired::Running);
+                        self.reset(&dep);
+                    }
                 }
                 self.save();
                 self.respond(name.clone(), vec![name], WaitFor::Ready, wait, reply);
             }
             Command::Stop { service, wait, reply } => {
                 let Some((name, reply)) = self.resolve(&service, reply) else { return };
-                let closure: Vec<ServiceName> = self.manifests.graph().dependent_closure(&name).into_iter().collect();
+                // A cold stop of a failure-group member takes the group and its dependents down;
+                // with warm restart enabled, only the member goes.
+                let roots =
+                    if self.warm_enabled(&name) { BTreeSet::from([name.clone()]) } else { self.with_group(&name) };
+                if let (false, Some(group)) = (self.warm_enabled(&name), self.service(&name).failure_group()) {
+                    self.cleared.insert(group.to_owned(), GroupClear::Needed);
+                }
+                let closure: BTreeSet<ServiceName> =
+                    roots.iter().flat_map(|r| self.manifests.graph().dependent_closure(r)).collect();
                 for dep in &closure {
                     self.store.state_mut().services.entry(dep.to_string()).or_default().desired =
                         Some(Desired::Stopped);
@@ -42,7 +60,7 @@ impl<R: ContainerRuntime, P: Readiness> Supervisor<R, P> {
                     }
                 }
                 self.save();
-                self.respond(name, closure, WaitFor::Stopped, wait, reply);
+                self.respond(name, closure.into_iter().collect(), WaitFor::Stopped, wait, reply);
             }
             Command::Restart { service, wait, reply } => {
                 let Some((name, reply)) = self.resolve_startable(&service, reply) else { return };
@@ -50,21 +68,33 @@ impl<R: ContainerRuntime, P: Readiness> Supervisor<R, P> {
                     self.store.state_mut().services.entry(dep.to_string()).or_default().desired =
                         Some(Desired::Running);
                 }
+                // As on a crash: a failure-group member restarts its group cold, or restarts
+                // alone with warm restart enabled.
+                let warm = self.warm_enabled(&name);
+                let roots = if warm { BTreeSet::from([name.clone()]) } else { self.with_group(&name) };
+                if let (false, Some(group)) = (warm, self.service(&name).failure_group()) {
+                    self.cleared.insert(group.to_owned(), GroupClear::Needed);
+                }
                 let mut affected = Vec::new();
-                for dep in self.manifests.graph().dependent_closure(&name) {
+                for dep in
+                    roots.iter().flat_map(|r| self.manifests.graph().dependent_closure(r)).collect::<BTreeSet<_>>()
+                {
                     if dep != name && !self.want(&dep) {
                         continue;
                     }
                     self.reset(&dep);
+                    let mode = self.stop_mode(&dep);
                     let unit = self.unit(&dep);
                     if unit.phase.is_active() {
                         unit.cycle = true;
+                        unit.stop_mode = if warm { mode } else { StopMode::Cold };
                     }
                     affected.push(dep);
                 }
                 self.save();
                 self.respond(name, affected, WaitFor::Ready, wait, reply);
             }
+            Command::Reload { config, force, progress } => self.begin_reload(config, force, progress),
             Command::Features { reply } => {
                 let _ = reply.send(Ok(self.features_status()));
             }
@@ -233,6 +263,12 @@ impl<R: ContainerRuntime, P: Readiness> Supervisor<R, P> {
         if let Some(deps) = self.waiting.get(name) {
             let deps: Vec<&str> = deps.iter().map(|d| d.as_str()).collect();
             message = Some(format!("waiting for {}", deps.join(", ")));
+        }
+        if let Some((process, since, _)) = &unit.degraded {
+            let minutes = since.elapsed().as_secs() / 60;
+            message = Some(format!(
+                "degraded: critical process {process} is not running ({minutes} min); auto-restart is disabled"
+            ));
         }
         ServiceStatus {
             name: name.to_string(),

@@ -2,23 +2,77 @@
 //! restarts; STATE_DB reports say what happened. Changes take effect at once.
 
 use std::collections::BTreeMap;
+use std::time::Instant;
 
 use super::plan::Phase;
-use super::{CommandError, Readiness, Supervisor};
+use super::{CommandError, Health, Supervisor};
 use crate::api::{ErrorKind, FeatureStatus};
 use crate::db::Fields;
+use crate::dblink::DbMessage;
 use crate::feature::{Feature, FeatureReport, FeatureState};
 use crate::manifest::ServiceName;
 use crate::runtime::ContainerRuntime;
 
 /// The gate every service but the database waits for.
-const CONFIG_GATE: &str = "CONFIG_DB";
+const CONFIG_GATE: &str = "CONFIG_DB_INITIALIZED";
+const PORTS_GATE: &str = "PortInitDone";
+const RECONCILE_GATE: &str = "warm-restart reconciliation";
+const COLD_START_GATE: &str = "its failure group's cold start";
 
-impl<R: ContainerRuntime, P: Readiness> Supervisor<R, P> {
+impl<R: ContainerRuntime, P: Health> Supervisor<R, P> {
     /// What a service waits for before it may start, besides other services.
     pub(super) fn gate(&self, name: &ServiceName) -> Option<&'static str> {
         let database = self.manifests.database()?;
-        (name != database && self.db.is_some() && !self.config_loaded).then_some(CONFIG_GATE)
+        if name == database || self.db.is_none() {
+            return None;
+        }
+        if !self.config_loaded {
+            return Some(CONFIG_GATE);
+        }
+        if self.is_delayed(name) && !self.delayed_released {
+            return Some(if self.config.boot == crate::dblink::BootType::Cold { PORTS_GATE } else { RECONCILE_GATE });
+        }
+        let group = self.service(name).failure_group()?;
+        (self.cleared.get(group) != Some(&super::GroupClear::Done)).then_some(COLD_START_GATE)
+    }
+
+    /// FEATURE `delayed`, else the manifest's.
+    pub(super) fn is_delayed(&self, name: &ServiceName) -> bool {
+        self.features.get(name).map_or(self.service(name).manifest.service.delayed, |f| f.delayed)
+    }
+
+    pub(super) fn on_ports_ready(&mut self, ready: bool) {
+        if ready && !self.ports_ready {
+            tracing::info!("ports initialised (PortInitDone)");
+        }
+        self.ports_ready = ready;
+    }
+
+    /// Releases delayed services once, SONiC-style: on PortInitDone after a cold boot, once
+    /// every reconciling process reports `reconciled` after a warm or fast one, or when the
+    /// fallback passes.
+    pub(super) fn release_delayed(&mut self) {
+        if self.delayed_released || !self.config_loaded {
+            return;
+        }
+        let now = Instant::now();
+        let deadline = *self.delayed_deadline.get_or_insert(now + self.config.delayed_fallback);
+        let ready = match self.config.boot {
+            crate::dblink::BootType::Cold => self.ports_ready,
+            _ => {
+                let reconciling: Vec<&str> = self
+                    .manifests
+                    .services()
+                    .filter(|s| self.want(&s.name) && !self.is_delayed(&s.name))
+                    .flat_map(|s| s.manifest.processes.iter().filter(|p| p.reconciles).map(|p| p.name.as_str()))
+                    .collect();
+                reconciling.iter().all(|p| self.warm.states.get(*p).is_some_and(|s| s == "reconciled"))
+            }
+        };
+        if ready || now >= deadline {
+            tracing::info!(fallback = !ready, "starting delayed services");
+            self.delayed_released = true;
+        }
     }
 
     /// Whether a crash restarts the service: FEATURE `auto_restart`, else the manifest.
@@ -185,6 +239,7 @@ impl<R: ContainerRuntime, P: Readiness> Supervisor<R, P> {
             if !ready && self.config_loaded {
                 // CONFIG_DB lives in the database: it must be read again once it is back.
                 self.config_loaded = false;
+                self.ports_ready = false;
             }
         }
         let mut changed = Vec::new();
@@ -207,8 +262,38 @@ impl<R: ContainerRuntime, P: Readiness> Supervisor<R, P> {
             }
         }
         for (name, report) in changed {
-            let _ = self.db.as_ref().map(|db| db.reports.send(report.clone()));
+            let _ = self.db.as_ref().map(|db| db.messages.send(DbMessage::Feature(report.clone())));
             self.reported.insert(name, report);
         }
+        let system = self.system_state();
+        if self.system_reported.as_ref() != Some(&system) {
+            tracing::info!(status = %system.0, reason = %system.1, "SYSTEM_READY");
+            let _ = self
+                .db
+                .as_ref()
+                .map(|db| db.messages.send(DbMessage::System { status: system.0.clone(), reason: system.1.clone() }));
+            self.system_reported = Some(system);
+        }
+    }
+
+    /// STATE_DB `SYSTEM_READY|SYSTEM_STATE`: UP once every enabled service is ready, FAILED
+    /// when one failed, DOWN (with the reason) otherwise.
+    fn system_state(&mut self) -> (String, String) {
+        if self.reload.is_some() {
+            return ("DOWN".into(), "config reload in progress".into());
+        }
+        let wanted: Vec<&ServiceName> = self.units.keys().filter(|n| self.want(n)).collect();
+        if let Some((name, reason)) = wanted.iter().find_map(|n| match &self.units[*n].phase {
+            Phase::Failed { reason } => Some((*n, reason.clone())),
+            _ => None,
+        }) {
+            return ("FAILED".into(), format!("{name} failed: {reason}"));
+        }
+        let ready = wanted.iter().filter(|n| self.units[**n].phase == Phase::Ready).count();
+        if ready == wanted.len() {
+            self.settled = true;
+            return ("UP".into(), "all enabled services are ready".into());
+        }
+        ("DOWN".into(), format!("{ready} of {} enabled services ready", wanted.len()))
     }
 }

@@ -9,12 +9,14 @@ use std::time::{Duration, Instant, SystemTime};
 use tokio_util::sync::CancellationToken;
 
 use super::plan::Phase;
-use super::{backoff_delay, container_digest, Event, Readiness, StartFailure, Started, Supervisor, SupervisorConfig};
+use super::{
+    backoff_delay, container_digest, Event, Health, StartFailure, Started, StopMode, Supervisor, SupervisorConfig,
+};
 use crate::manifest::{Service, ServiceName};
 use crate::runtime::spec;
 use crate::runtime::{labels, ContainerRuntime, CreateContainer, ExitStatus, RuntimeError};
 
-impl<R: ContainerRuntime, P: Readiness> Supervisor<R, P> {
+impl<R: ContainerRuntime, P: Health> Supervisor<R, P> {
     pub(super) fn start(&mut self, name: &ServiceName) {
         let record = self.store.state_mut().services.entry(name.to_string()).or_default();
         record.generation += 1;
@@ -41,18 +43,94 @@ impl<R: ContainerRuntime, P: Readiness> Supervisor<R, P> {
     }
 
     pub(super) fn stop(&mut self, name: &ServiceName) {
-        let stop_time = Duration::from_secs(u64::from(self.service(name).manifest.service.stop_time));
+        let service = self.service(name).clone();
+        let stop_time = Duration::from_secs(u64::from(service.manifest.service.stop_time));
+        // A failure group's cascade stops cold; otherwise warm and fast restarts decide.
+        let mode = match self.units[name].stop_mode {
+            StopMode::Cold if self.units[name].failure_pending.is_none() => self.stop_mode(name),
+            other => other,
+        };
+        let steps = match mode {
+            StopMode::Cold => Vec::new(),
+            StopMode::Warm => service.manifest.service.warm_stop.clone(),
+            StopMode::Fast => service.manifest.service.fast_stop.clone(),
+        };
         let unit = self.unit(name);
         unit.set_phase(Phase::Stopping);
+        unit.stop_mode = StopMode::Cold;
         let generation = unit.generation;
-        tracing::info!(service = %name, generation, "stopping");
+        tracing::info!(service = %name, generation, mode = ?mode, "stopping");
         let runtime = Arc::clone(&self.runtime);
+        let health = Arc::clone(&self.readiness);
         let tx = self.tx.clone();
         let name = name.clone();
         self.tracker.spawn(async move {
-            let result = stop_container(&*runtime, name.as_str(), stop_time).await.map_err(|e| e.to_string());
+            let result = if mode == StopMode::Cold {
+                stop_container(&*runtime, name.as_str(), stop_time).await.map_err(|e| e.to_string())
+            } else {
+                for step in &steps {
+                    tracing::info!(service = %name, mode = ?mode, step = ?step, "stop step");
+                    // A step that fails (a process already gone) does not stop the others.
+                    if let Err(e) = health.stop_step(name.as_str(), step).await {
+                        tracing::warn!(service = %name, error = %e, "warm/fast stop step");
+                    }
+                }
+                kill_container(&*runtime, name.as_str()).await.map_err(|e| e.to_string())
+            };
             let _ = tx.send(Event::Stopped { service: name, generation, result });
         });
+    }
+
+    /// Watches the critical processes of a ready service.
+    fn watch_critical(&mut self, name: &ServiceName) {
+        let service = self.service(name).clone();
+        if service.critical_processes().next().is_none() {
+            return;
+        }
+        let unit = &self.units[name];
+        let (generation, token) = (unit.generation, unit.tasks.clone());
+        let health = Arc::clone(&self.readiness);
+        let tx = self.tx.clone();
+        let name = name.clone();
+        self.tracker.spawn(async move {
+            let process = tokio::select! {
+                () = token.cancelled() => return,
+                p = health.critical_exit(&service, name.as_str()) => p,
+            };
+            let _ = tx.send(Event::CriticalExited { service: name, generation, process });
+        });
+    }
+
+    /// A critical process exited: restart the container when auto-restart is on, otherwise
+    /// report the service degraded, every minute, as SONiC does.
+    pub(super) fn on_critical_exit(&mut self, name: &ServiceName, generation: u64, process: String) {
+        let auto_restart = self.auto_restart(name);
+        let unit = self.unit(name);
+        if unit.generation != generation || !matches!(unit.phase, Phase::Ready | Phase::Probing) {
+            return;
+        }
+        if auto_restart {
+            tracing::warn!(service = %name, process = %process, "critical process exited; restarting the container");
+            unit.failure_pending = Some(format!("critical process {process} exited"));
+            self.stop(name);
+        } else {
+            tracing::warn!(service = %name, process = %process, "critical process exited; auto-restart is disabled");
+            let now = Instant::now();
+            unit.degraded = Some((process, now, now));
+        }
+    }
+
+    /// Logs every degraded service once a minute.
+    pub(super) fn report_degraded(&mut self) {
+        let now = Instant::now();
+        for (name, unit) in &mut self.units {
+            let Some((process, since, last)) = &mut unit.degraded else { continue };
+            if now.duration_since(*last) >= super::DEGRADED_REPORT {
+                let minutes = now.duration_since(*since).as_secs() / 60;
+                tracing::warn!(service = %name, "Process '{process}' is not running in namespace 'host' ({minutes} minutes)");
+                *last = now;
+            }
+        }
     }
 
     /// Spawns the current generation's exit watcher and readiness probe.
@@ -142,6 +220,7 @@ impl<R: ContainerRuntime, P: Readiness> Supervisor<R, P> {
         unit.tasks.cancel();
         unit.pid = None;
         unit.cycle = false;
+        unit.degraded = None;
         if let Err(e) = &result {
             tracing::warn!(service = %name, error = %e, "stop did not complete cleanly");
             unit.message = Some(format!("stop: {e}"));
@@ -183,6 +262,7 @@ impl<R: ContainerRuntime, P: Readiness> Supervisor<R, P> {
                 tracing::info!(service = %name, generation, "ready");
                 unit.message = None;
                 unit.set_phase(Phase::Ready);
+                self.watch_critical(name);
             }
             Err(detail) => {
                 tracing::warn!(service = %name, detail = %detail, "not ready in time");
@@ -197,7 +277,23 @@ impl<R: ContainerRuntime, P: Readiness> Supervisor<R, P> {
         let service = self.service(name).clone();
         let policy = service.manifest.service.restart.clone();
         let auto_restart = self.auto_restart(name);
+        // A failure group member down cold takes its group with it; warm restart keeps the peers.
+        if let Some(group) = service.failure_group() {
+            if !self.warm_enabled(name) {
+                self.group_down(group, name);
+            }
+        }
+        // What lived in a crashed database is gone: everything that requires it starts over.
+        if self.manifests.database() == Some(name) {
+            for dependent in self.manifests.graph().dependent_closure(name) {
+                let unit = self.unit(&dependent);
+                if dependent != *name && unit.phase.is_active() {
+                    unit.cycle = true;
+                }
+            }
+        }
         let unit = self.unit(name);
+        unit.degraded = None;
         let now = Instant::now();
         unit.failures.push_back(now);
         while unit.failures.front().is_some_and(|t| now.duration_since(*t) > Duration::from_secs(policy.window_secs)) {
@@ -273,6 +369,20 @@ async fn start_container<R: ContainerRuntime>(
     }
 }
 
+/// SIGKILL to every process, then removal (a warm or fast stop, after its steps).
+pub async fn kill_container<R: ContainerRuntime>(runtime: &R, id: &str) -> Result<(), RuntimeError> {
+    match runtime.kill(id, libc::SIGKILL, true).await {
+        Ok(()) => {
+            let _ = tokio::time::timeout(Duration::from_secs(10), runtime.wait(id)).await;
+        }
+        Err(RuntimeError::NotFound { .. }) => {}
+        Err(RuntimeError::Call { message, .. })
+            if message.contains("not found") || message.contains("process already finished") => {}
+        Err(e) => return Err(e),
+    }
+    runtime.remove(id).await
+}
+
 /// SIGTERM, then SIGKILL after `stop_time`, then removal of the task, container and rootfs.
 pub async fn stop_container<R: ContainerRuntime>(
     runtime: &R,
@@ -301,7 +411,7 @@ pub async fn stop_container<R: ContainerRuntime>(
 
 /// Probes until ready, the readiness timeout passes, or the token is cancelled. Starts fast
 /// and slows to the manifest's interval, so a quick service is seen ready quickly.
-pub async fn probe_until_ready<P: Readiness>(
+pub async fn probe_until_ready<P: Health>(
     readiness: &P,
     service: &Service,
     token: &CancellationToken,

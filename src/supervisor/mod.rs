@@ -7,14 +7,17 @@
 //! crash and an operator's stop.
 //!
 //! **Invariant:** this module imports no client crate (containerd, tonic, redis); it speaks to
-//! the outside through [`ContainerRuntime`] and [`Readiness`] only.
+//! the outside through [`ContainerRuntime`] and [`Health`] only.
 
 mod commands;
 mod features;
+mod groups;
 mod lifecycle;
 pub mod plan;
+mod reload;
 
 pub use lifecycle::{probe_until_ready, stop_container};
+pub use reload::ReloadEvent;
 
 use std::collections::{BTreeMap, VecDeque};
 use std::future::Future;
@@ -27,18 +30,28 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::api::{ErrorKind, FeatureStatus, ServiceStatus, StatusResponse};
+use crate::configdb::ConfigContent;
 use crate::db::Fields;
+use crate::dblink::{BootType, DbMessage};
 use crate::feature::{Feature, FeatureReport, FeatureState};
-use crate::manifest::{ManifestSet, Service, ServiceName};
+use crate::manifest::{ManifestSet, Service, ServiceName, StopStep};
 use crate::runtime::spec::HostSettings;
 use crate::runtime::{labels, ContainerRuntime, ExitStatus, LogSink, RuntimeError, TaskState};
 use crate::store::{Desired, StateStore};
 use plan::{Action, Phase, UnitView};
 
-/// Readiness checks, implemented over the runtime and Redis by `probe::Prober`.
-pub trait Readiness: Send + Sync + 'static {
+/// Health of containers: readiness, critical processes, stop steps. Implemented over the
+/// runtime, Redis and /proc by `probe::Prober`.
+pub trait Health: Send + Sync + 'static {
     /// `Ok(true)` when ready; `Ok(false)` or `Err(detail)` when not yet.
     fn check(&self, service: &Service, container: &str) -> impl Future<Output = Result<bool, String>> + Send;
+
+    /// Resolves with the name of the first critical process of the container that exits (or
+    /// that does not run at all); never resolves for a service without critical processes.
+    fn critical_exit(&self, service: &Service, container: &str) -> impl Future<Output = String> + Send;
+
+    /// Carries out one warm or fast stop step in the container.
+    fn stop_step(&self, container: &str, step: &StopStep) -> impl Future<Output = Result<(), String>> + Send;
 }
 
 /// A command's failure, as the API reports it.
@@ -96,6 +109,12 @@ pub enum Command {
         auto_restart: Option<String>,
         reply: Reply<ServiceName>,
     },
+    /// `config reload`: stop, replace CONFIG_DB, start again; progress on `progress`.
+    Reload {
+        config: ConfigContent,
+        force: bool,
+        progress: mpsc::UnboundedSender<ReloadEvent>,
+    },
     /// Stop every service in order, then end the loop.
     Shutdown {
         stop_services: bool,
@@ -129,6 +148,23 @@ pub enum Event {
     },
     /// Images were imported: services held for a missing image may start now.
     ImagesChanged,
+    /// A critical process of the current container exited.
+    CriticalExited {
+        service: ServiceName,
+        generation: u64,
+        process: String,
+    },
+    /// APPL_DB `PORT_TABLE:PortInitDone` appeared (or went away).
+    PortsReady(bool),
+    /// STATE_DB's warm and fast restart tables changed.
+    WarmFlags(WarmFlags),
+    /// A failure group's cold-start flush finished.
+    ColdStartDone {
+        group: String,
+        result: Result<(), String>,
+    },
+    /// CONFIG_DB was replaced for a config reload.
+    ConfigReloaded(Result<(), String>),
     /// The FEATURE table as loaded from CONFIG_DB: a full replacement.
     FeaturesLoaded(BTreeMap<String, Fields>),
     /// One FEATURE entry changed; `None` when it was deleted.
@@ -141,8 +177,8 @@ pub enum Event {
 /// The daemon's link to the switch's databases, as the supervisor sees it.
 #[derive(Debug)]
 pub struct DbSide {
-    /// STATE_DB `FEATURE|<name>` reports, written by the database link.
-    pub reports: mpsc::UnboundedSender<FeatureReport>,
+    /// Reports and database work, carried out by the database link.
+    pub messages: mpsc::UnboundedSender<DbMessage>,
     /// Whether the database service is ready, for the link to connect.
     pub database_ready: watch::Sender<bool>,
 }
@@ -166,6 +202,33 @@ pub enum StartFailure {
 pub struct SupervisorConfig {
     pub host: HostSettings,
     pub logs: LogSink,
+    /// How this boot started: a warm or fast boot keeps the databases and waits for
+    /// reconciliation before delayed services start.
+    pub boot: BootType,
+    /// When delayed services start anyway if the ports never report ready (SONiC: 180 s).
+    pub delayed_fallback: Duration,
+}
+
+/// STATE_DB's warm and fast restart tables, as the database link mirrors them.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct WarmFlags {
+    /// `WARM_RESTART_ENABLE_TABLE|<system|service> enable`.
+    pub warm: BTreeMap<String, bool>,
+    /// `FAST_RESTART_ENABLE_TABLE|system enable`.
+    pub fast: bool,
+    /// `WARM_RESTART_TABLE|<app> state`.
+    pub states: BTreeMap<String, String>,
+}
+
+/// How a service is taken down.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StopMode {
+    /// SIGTERM, then SIGKILL after stop-time.
+    Cold,
+    /// The manifest's warm-stop steps, then kill.
+    Warm,
+    /// The manifest's fast-stop steps, then kill.
+    Fast,
 }
 
 /// One service's runtime state.
@@ -190,6 +253,10 @@ struct Unit {
     failure_pending: Option<String>,
     /// Cancels the current generation's watcher and probe.
     tasks: CancellationToken,
+    /// A critical process exited and auto-restart is off: (process, since, last reported).
+    degraded: Option<(String, Instant, Instant)>,
+    /// How the next stop goes (warm restart of one member).
+    stop_mode: StopMode,
 }
 
 impl Unit {
@@ -209,6 +276,8 @@ impl Unit {
             has_container: false,
             failure_pending: None,
             tasks: CancellationToken::new(),
+            degraded: None,
+            stop_mode: StopMode::Cold,
         }
     }
 
@@ -267,7 +336,7 @@ impl Handle {
     }
 }
 
-pub struct Supervisor<R: ContainerRuntime, P: Readiness> {
+pub struct Supervisor<R: ContainerRuntime, P: Health> {
     config: SupervisorConfig,
     manifests: Arc<ManifestSet>,
     runtime: Arc<R>,
@@ -288,9 +357,31 @@ pub struct Supervisor<R: ContainerRuntime, P: Readiness> {
     config_loaded: bool,
     db: Option<DbSide>,
     reported: BTreeMap<ServiceName, FeatureReport>,
+    /// The ports are initialised (APPL_DB `PORT_TABLE:PortInitDone`).
+    ports_ready: bool,
+    /// Delayed services may start (ports ready, reconciled, or the fallback passed).
+    delayed_released: bool,
+    /// When delayed services start anyway.
+    delayed_deadline: Option<Instant>,
+    warm: WarmFlags,
+    /// Per failure group: whether its cold-start flush ran since it was last fully down.
+    cleared: BTreeMap<String, GroupClear>,
+    reload: Option<reload::Reload>,
+    /// Every enabled service was ready at least once since start (or the last reload).
+    settled: bool,
+    system_reported: Option<(String, String)>,
 }
 
-impl<R: ContainerRuntime, P: Readiness> std::fmt::Debug for Supervisor<R, P> {
+/// A failure group's cold-start state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum GroupClear {
+    /// Its databases must be cleared before a member starts.
+    Needed,
+    Clearing,
+    Done,
+}
+
+impl<R: ContainerRuntime, P: Health> std::fmt::Debug for Supervisor<R, P> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Supervisor").field("units", &self.units).finish_non_exhaustive()
     }
@@ -306,18 +397,26 @@ pub fn container_digest(service: &Service, host: &HostSettings) -> String {
     format!("sha256:{}", hex::encode(hasher.finalize()))
 }
 
+/// The delay before restarting after `failures` failures in the window: none after the
+/// first, then the initial delay, doubling up to the ceiling.
 fn backoff_delay(service: &Service, failures: usize) -> Duration {
+    if failures <= 1 {
+        return Duration::ZERO;
+    }
     let policy = &service.manifest.service.restart;
-    let exponent = u32::try_from(failures.saturating_sub(1)).unwrap_or(u32::MAX).min(20);
+    let exponent = u32::try_from(failures - 2).unwrap_or(u32::MAX).min(20);
     let delay = policy.backoff_initial_ms.saturating_mul(1u64 << exponent).min(policy.backoff_max_ms);
     Duration::from_millis(delay)
 }
+
+/// SONiC reports a missing critical process once a minute.
+const DEGRADED_REPORT: Duration = Duration::from_secs(60);
 
 fn rfc3339(t: SystemTime) -> String {
     humantime::format_rfc3339_seconds(t).to_string()
 }
 
-impl<R: ContainerRuntime, P: Readiness> Supervisor<R, P> {
+impl<R: ContainerRuntime, P: Health> Supervisor<R, P> {
     pub fn new(
         config: SupervisorConfig,
         manifests: Arc<ManifestSet>,
@@ -348,6 +447,14 @@ impl<R: ContainerRuntime, P: Readiness> Supervisor<R, P> {
             config_loaded: false,
             db: None,
             reported: BTreeMap::new(),
+            ports_ready: false,
+            delayed_released: false,
+            delayed_deadline: None,
+            warm: WarmFlags::default(),
+            cleared: BTreeMap::new(),
+            reload: None,
+            settled: false,
+            system_reported: None,
         }
     }
 
@@ -374,6 +481,9 @@ impl<R: ContainerRuntime, P: Readiness> Supervisor<R, P> {
     /// start or stop wins, then the FEATURE entry, then the manifest's default.
     fn want(&self, name: &ServiceName) -> bool {
         if self.draining.is_some() {
+            return false;
+        }
+        if self.reload.as_ref().is_some_and(|r| r.holds_services()) && self.manifests.database() != Some(name) {
             return false;
         }
         // A disabled FEATURE holds the service and everything that requires it.
@@ -439,6 +549,7 @@ impl<R: ContainerRuntime, P: Readiness> Supervisor<R, P> {
             }
         }
         self.save();
+        self.init_groups();
         Ok(())
     }
 
@@ -447,7 +558,9 @@ impl<R: ContainerRuntime, P: Readiness> Supervisor<R, P> {
         loop {
             self.reconcile();
             self.resolve_waiters();
+            self.advance_reload();
             self.report();
+            self.report_degraded();
             if let Some(reply) = self.draining.take() {
                 if self.units.values().all(|u| !u.phase.is_active()) {
                     let _ = reply.send(Ok(()));
@@ -471,16 +584,19 @@ impl<R: ContainerRuntime, P: Readiness> Supervisor<R, P> {
     }
 
     fn next_wake(&self) -> Option<Instant> {
-        self.units
-            .values()
-            .filter_map(|u| match u.phase {
-                Phase::Backoff { until } => Some(until),
-                _ => None,
-            })
-            .min()
+        let backoffs = self.units.values().filter_map(|u| match u.phase {
+            Phase::Backoff { until } => Some(until),
+            _ => None,
+        });
+        let degraded =
+            self.units.values().filter_map(|u| u.degraded.as_ref().map(|(_, _, last)| *last + DEGRADED_REPORT));
+        let delayed = self.delayed_deadline.filter(|_| !self.delayed_released);
+        backoffs.chain(degraded).chain(delayed).min()
     }
 
     fn reconcile(&mut self) {
+        self.release_delayed();
+        self.clear_groups();
         let views: BTreeMap<ServiceName, UnitView> = self
             .units
             .iter()
@@ -511,6 +627,13 @@ impl<R: ContainerRuntime, P: Readiness> Supervisor<R, P> {
             Event::Stopped { service, generation, result } => self.on_stopped(&service, generation, result),
             Event::Exited { service, generation, status } => self.on_exited(&service, generation, status),
             Event::Probed { service, generation, result } => self.on_probed(&service, generation, result),
+            Event::CriticalExited { service, generation, process } => {
+                self.on_critical_exit(&service, generation, process)
+            }
+            Event::PortsReady(ready) => self.on_ports_ready(ready),
+            Event::WarmFlags(flags) => self.warm = flags,
+            Event::ColdStartDone { group, result } => self.on_cold_start_done(&group, result),
+            Event::ConfigReloaded(result) => self.on_config_reloaded(result),
             Event::FeaturesLoaded(entries) => self.on_features_loaded(entries),
             Event::FeatureChanged { name, fields } => self.on_feature_changed(&name, fields),
             Event::ImagesChanged => {

@@ -7,4 +7,5 @@ mod feature;
 mod inputs;
 mod intent;
 mod lifecycle;
+mod lifecycle_sonic;
 mod support;

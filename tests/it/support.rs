@@ -232,6 +232,30 @@ impl TestSwitch {
         self.cli_ok(&all).trim_end().to_owned()
     }
 
+    /// Writes a file under the switch's SONiC root (`etc/sonic/config_db.json`, ...).
+    pub fn sonic_file(&self, path: &str, text: &str) {
+        let full = self.root().join("root").join(path);
+        std::fs::create_dir_all(full.parent().unwrap()).unwrap();
+        std::fs::write(full, text).unwrap();
+    }
+
+    /// Adds lines to the daemon's config file (takes effect at the next daemon start).
+    pub fn append_config(&self, text: &str) {
+        let mut config = std::fs::read_to_string(&self.config).unwrap();
+        config.push_str(text);
+        std::fs::write(&self.config, config).unwrap();
+    }
+
+    /// Daemon log lines containing `needle`, in order.
+    pub fn log_lines(&self, needle: &str) -> Vec<String> {
+        self.daemon_log().lines().filter(|l| l.contains(needle)).map(str::to_owned).collect()
+    }
+
+    /// Position of the first log line containing all of `needles`.
+    pub fn log_position(&self, needles: &[&str]) -> Option<usize> {
+        self.daemon_log().lines().position(|l| needles.iter().all(|n| l.contains(n)))
+    }
+
     /// The switch's Redis socket (the database container's, seen from the host).
     pub fn redis_socket(&self) -> PathBuf {
         self.root().join("root/var/run/redis/redis.sock")

@@ -81,7 +81,7 @@ fn median(values: &mut [f64]) -> f64 {
 
 pub fn run_task(args: &[String]) -> Result<()> {
     let Some(name) = args.first() else {
-        bail!("usage: cargo xtask bench <boot | appl-db> [--json FILE] [--idle-secs N] [--repeat N]")
+        bail!("usage: cargo xtask bench <boot | appl-db | lifecycle> [--json FILE] [--idle-secs N] [--repeat N]")
     };
     let mut json = None;
     let mut idle_secs = 60u64;
@@ -102,7 +102,8 @@ pub fn run_task(args: &[String]) -> Result<()> {
     let metrics = match name.as_str() {
         "boot" => boot(idle_secs, repeat)?,
         "appl-db" => appl_db(repeat.min(5))?,
-        other => bail!("unknown benchmark {other:?}; available: boot, appl-db"),
+        "lifecycle" => lifecycle(repeat.min(5))?,
+        other => bail!("unknown benchmark {other:?}; available: boot, appl-db, lifecycle"),
     };
     print_table(&format!("cargo xtask bench {name}"), &metrics);
     write_json(json.as_deref(), &metrics)
@@ -321,5 +322,120 @@ fn appl_db(repeat: usize) -> Result<Vec<Metric>> {
         Metric::new("single update, write to pop, p50", med("latency_p50_ms"), "ms", None, ""),
         Metric::new("single update, write to pop, p99", med("latency_p99_ms"), "ms", None, ""),
         Metric::new("raw Redis: pipelined HSETs (the ceiling)", raw, "e/s", None, ""),
+    ])
+}
+
+fn status_json(lab: &Lab) -> Result<serde_json::Value> {
+    Ok(serde_json::from_str(&output(lab.cli().args(["status", "--json"]))?)?)
+}
+
+fn pid_of(status: &serde_json::Value, name: &str) -> Option<u64> {
+    status["services"].as_array()?.iter().find(|s| s["name"] == name)?["pid"].as_u64()
+}
+
+/// Group recovery after a syncd crash, and config reload.
+fn lifecycle(repeat: usize) -> Result<Vec<Metric>> {
+    let soniclet = build_soniclet()?;
+    let built = images::run(Some(&soniclet))?;
+    let lab = bench_lab(&soniclet);
+    let result = lifecycle_in(&lab, &built, repeat);
+    let _ = lab.down();
+    let _ = std::fs::remove_dir_all(lab.data.parent().unwrap_or(&lab.data));
+    result
+}
+
+fn lifecycle_in(lab: &Lab, built: &[(String, PathBuf, String)], repeat: usize) -> Result<Vec<Metric>> {
+    let quiet = || std::process::Stdio::null();
+    let etc_sonic = lab.sonic_root().join("etc/sonic");
+    std::fs::create_dir_all(&etc_sonic)?;
+    std::fs::write(etc_sonic.join("config_db.json"), r#"{"DEVICE_METADATA": {"localhost": {"hostname": "vs"}}}"#)?;
+    lab.ensure_containerd()?;
+    lab.start_daemon()?;
+    let archives: Vec<String> = built.iter().map(|(_, p, _)| p.display().to_string()).collect();
+    run(lab.cli().args(["image", "import"]).args(&archives).stderr(quiet()))?;
+    run(lab.cli().args(["wait", "--timeout", "180"]).stdout(quiet()))?;
+    let order: Vec<String> = {
+        let check: serde_json::Value =
+            serde_json::from_str(&output(lab.cli().args(["manifests", "check", "--json"]).arg(&lab.services))?)?;
+        check["start_order"].as_array().into_iter().flatten().filter_map(|s| s.as_str().map(str::to_owned)).collect()
+    };
+    let group = ["swss", "syncd", "teamd", "bgp", "radv", "dhcp_relay"];
+    let (mut recoveries, mut reloads, mut sequentials) = (Vec::new(), Vec::new(), Vec::new());
+    for i in 0..repeat.max(1) {
+        std::thread::sleep(Duration::from_millis(500));
+        let before = status_json(lab)?;
+        let syncd = pid_of(&before, "syncd").context("syncd runs")?;
+        run(Command::new("kill").args(["-9", &syncd.to_string()]))?;
+        let started = Instant::now();
+        // Once the daemon has seen the crash, it answers `wait` when every member and
+        // dependent is back and ready; poll only for that first moment.
+        loop {
+            let now = status_json(lab)?;
+            let state = now["services"]
+                .as_array()
+                .and_then(|a| a.iter().find(|x| x["name"] == "syncd"))
+                .map(|e| e["state"].clone());
+            if state.is_some_and(|s| s != "running") || pid_of(&now, "syncd") != Some(syncd) {
+                break;
+            }
+            if started.elapsed() > Duration::from_secs(30) {
+                bail!("the daemon did not notice the syncd crash within 30 s");
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        run(lab.cli().arg("wait").args(group).stdout(quiet()))?;
+        recoveries.push(ms(started.elapsed()));
+
+        std::thread::sleep(Duration::from_millis(500));
+        let started = Instant::now();
+        run(lab.cli().args(["config", "reload", "--force"]).stdout(quiet()).stderr(quiet()))?;
+        reloads.push(ms(started.elapsed()));
+
+        // The baseline: the same daemon, one service at a time, stop all then start all.
+        std::thread::sleep(Duration::from_millis(500));
+        let started = Instant::now();
+        for name in order.iter().rev().filter(|n| *n != "database") {
+            run(lab.cli().args(["stop", name]).stdout(quiet()))?;
+        }
+        for name in order.iter().filter(|n| *n != "database") {
+            run(lab.cli().args(["start", name]).stdout(quiet()))?;
+        }
+        sequentials.push(ms(started.elapsed()));
+        eprintln!(
+            "bench: run {} of {repeat}: group recovery {:.1} ms, config reload {:.1} ms, sequential {:.1} ms",
+            i + 1,
+            recoveries[i],
+            reloads[i],
+            sequentials[i]
+        );
+    }
+    run(lab.cli().args(["shutdown", "--stop-services"]).stdout(quiet()))?;
+    std::thread::sleep(Duration::from_millis(500));
+    let raw = output(
+        lab.cli()
+            .args(["bench-raw", "--config"])
+            .arg(lab.config())
+            .args(["--crash", "syncd", "--repeat"])
+            .arg(repeat.to_string()),
+    )?;
+    let raw: serde_json::Value = serde_json::from_str(&raw).context("bench-raw output")?;
+    let mut raw_recoveries: Vec<f64> =
+        raw["group_recovery_ms"].as_array().into_iter().flatten().filter_map(|v| v.as_f64()).collect();
+    eprintln!("bench: raw group recovery {raw_recoveries:?} ms");
+    Ok(vec![
+        Metric::new(
+            "swss group recovery after a syncd crash",
+            median(&mut recoveries),
+            "ms",
+            Some(median(&mut raw_recoveries)),
+            "baseline: raw containerd, same restarts",
+        ),
+        Metric::new(
+            "config reload, full VS set",
+            median(&mut reloads),
+            "ms",
+            Some(median(&mut sequentials)),
+            "baseline: sequential stop-all/start-all",
+        ),
     ])
 }
