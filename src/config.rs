@@ -39,6 +39,11 @@ pub struct PathsConfig {
     pub state: PathBuf,
     /// Per-service container logs, rotated by size.
     pub logs: PathBuf,
+    /// Image archives the switch image carries, imported when the daemon first sees them.
+    pub images: PathBuf,
+    /// Runtime state that lasts until the next boot (a tmpfs on a switch): operators' start
+    /// and stop requests are forgotten on reboot, as `systemctl start|stop` are.
+    pub run: PathBuf,
     /// Root of SONiC's host paths (`/etc/sonic`, `/var/run/redis`, ...); `/` on a switch.
     pub sonic_root: PathBuf,
 }
@@ -73,6 +78,8 @@ pub struct DaemonConfig {
     pub log_max_bytes: u64,
     /// Rotated log files kept per service.
     pub log_max_files: u32,
+    /// Also send container output to journald, when it runs (`journalctl -u <svc>`).
+    pub journal: bool,
     /// `auto` reads `SONIC_BOOT_TYPE` from the kernel command line; `cold`, `warm` and `fast`
     /// force it.
     pub boot_type: String,
@@ -93,6 +100,8 @@ impl Default for PathsConfig {
             services: PathBuf::from("/usr/share/soniclet/services"),
             state: PathBuf::from("/var/lib/soniclet"),
             logs: PathBuf::from("/var/log/soniclet"),
+            run: PathBuf::from("/run/soniclet"),
+            images: PathBuf::from("/usr/share/soniclet/images"),
             sonic_root: PathBuf::from("/"),
         }
     }
@@ -123,6 +132,7 @@ impl Default for DaemonConfig {
             stop_services_on_exit: false,
             log_max_bytes: 2 * 1024 * 1024,
             log_max_files: 5,
+            journal: true,
             boot_type: "auto".to_owned(),
             delayed_start_timeout: 180,
         }
@@ -179,6 +189,8 @@ impl Config {
             ("paths.services", &self.paths.services),
             ("paths.state", &self.paths.state),
             ("paths.logs", &self.paths.logs),
+            ("paths.run", &self.paths.run),
+            ("paths.images", &self.paths.images),
             ("paths.sonic-root", &self.paths.sonic_root),
             ("api.socket", &self.api.socket),
             ("containerd.socket", &self.containerd.socket),
@@ -207,6 +219,17 @@ impl Config {
             "warm" => BootType::Warm,
             "fast" => BootType::Fast,
             _ => crate::dblink::boot_type_of_host(Path::new("/proc/cmdline")),
+        }
+    }
+
+    /// Where containers' output goes; journald only when it runs.
+    pub fn log_sink(&self, program: PathBuf) -> crate::runtime::LogSink {
+        crate::runtime::LogSink {
+            program,
+            dir: self.paths.logs.clone(),
+            max_bytes: self.daemon.log_max_bytes,
+            max_files: self.daemon.log_max_files,
+            journal: self.daemon.journal && Path::new(crate::systemd::journal::JOURNAL_SOCKET).exists(),
         }
     }
 

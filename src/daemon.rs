@@ -22,10 +22,10 @@ use crate::intent::{self, IntentError};
 use crate::manifest::{self, LoadError};
 use crate::probe::Prober;
 use crate::runtime::containerd::Containerd;
-use crate::runtime::{LogSink, RuntimeError};
+use crate::runtime::RuntimeError;
 use crate::store::{StateStore, StoreError};
 use crate::supervisor::{Command, DbSide, Supervisor, SupervisorConfig};
-use crate::systemd::notify;
+use crate::systemd::{self, notify};
 
 #[derive(Debug, thiserror::Error)]
 pub enum DaemonError {
@@ -86,13 +86,30 @@ async fn connect_containerd(config: &Config, shutdown: &CancellationToken) -> Re
     }
 }
 
+/// Operators' starts and stops last until the next boot, as `systemctl start|stop` do: the
+/// first daemon of a boot (no marker in the runtime directory yet) forgets them.
+fn forget_desires_on_new_boot(config: &Config, store: &mut StateStore) -> Result<(), DaemonError> {
+    let marker = config.paths.run.join("booted");
+    if marker.exists() {
+        return Ok(());
+    }
+    let io = |source| DaemonError::Io { path: marker.clone(), source };
+    std::fs::create_dir_all(&config.paths.run).map_err(io)?;
+    store.forget_desires();
+    store.save()?;
+    crate::fsutil::atomic_write(&marker, b"").map_err(io)?;
+    tracing::info!("new boot: operators' starts and stops from the last boot are forgotten");
+    Ok(())
+}
+
 /// Runs the daemon until `signal` completes (SIGTERM in production).
 pub async fn run(config: Config, signal: impl Future<Output = ()> + Send + 'static) -> Result<(), DaemonError> {
     let manifests = Arc::new(manifest::load_dir(&config.paths.services)?);
     for dir in [&config.paths.state, &config.paths.logs] {
         std::fs::create_dir_all(dir).map_err(|source| DaemonError::Io { path: dir.clone(), source })?;
     }
-    let store = StateStore::open(&config.paths.state)?;
+    let mut store = StateStore::open(&config.paths.state)?;
+    forget_desires_on_new_boot(&config, &mut store)?;
     // Intents need the database; load them now so a corrupt file stops the start.
     let intent_engine = match manifests.database() {
         Some(_) => Some(IntentEngine::open(&config.paths.state)?),
@@ -116,12 +133,7 @@ pub async fn run(config: Config, signal: impl Future<Output = ()> + Send + 'stat
     let listener = server::bind(&config.api.socket, config.api.group.as_deref())?;
 
     let program = std::env::current_exe().unwrap_or_else(|_| PathBuf::from("/usr/bin/soniclet"));
-    let sink = LogSink {
-        program,
-        dir: config.paths.logs.clone(),
-        max_bytes: config.daemon.log_max_bytes,
-        max_files: config.daemon.log_max_files,
-    };
+    let sink = config.log_sink(program);
     let host = config.host_settings();
     let prober = Arc::new(Prober::new(Arc::clone(&runtime), host.clone()));
     let link = DbLink::new(config.paths.sonic_root.clone());
@@ -165,16 +177,26 @@ pub async fn run(config: Config, signal: impl Future<Output = ()> + Send + 'stat
         intents
     });
 
+    let import_lock = Arc::new(tokio::sync::Mutex::new(()));
+    crate::images::spawn_preload(
+        &tracker,
+        Arc::clone(&runtime),
+        config.paths.images.clone(),
+        config.paths.state.clone(),
+        Arc::clone(&import_lock),
+        handle.clone(),
+    );
     let api_state = ApiState {
         handle: handle.clone(),
         runtime: Arc::clone(&runtime),
         manifests,
         logs_dir: config.paths.logs.clone(),
         staging_dir: config.paths.state.join("staging"),
-        import_lock: Arc::new(tokio::sync::Mutex::new(())),
+        import_lock,
         db: Arc::clone(&link),
         intents,
         sonic_root: config.paths.sonic_root.clone(),
+        shutdown: shutdown.clone(),
     };
     let api_token = shutdown.clone();
     tracker.spawn(async move {
@@ -201,14 +223,27 @@ pub async fn run(config: Config, signal: impl Future<Output = ()> + Send + 'stat
         signal_shutdown.cancel();
     });
 
+    if systemd::dbus::systemd_booted() {
+        let manager = systemd::dbus::SystemdManager::new();
+        tracker.spawn(systemd::mirror::run(manager, handle.statuses(), handle.clone(), shutdown.clone()));
+    }
+
     if let Some(interval) = notify::watchdog_interval() {
+        // Pet the watchdog only while the supervisor loop answers: a wedged loop gets the
+        // daemon restarted (services keep running and are adopted).
         let token = shutdown.clone();
+        let loop_handle = handle.clone();
         tracker.spawn(async move {
-            let mut tick = tokio::time::interval(interval / 2);
+            let mut tick = tokio::time::interval(interval / 4);
             loop {
                 tokio::select! {
                     () = token.cancelled() => return,
-                    _ = tick.tick() => notify::notify("WATCHDOG=1"),
+                    _ = tick.tick() => {}
+                }
+                let alive = loop_handle.request(|reply| Command::Status { reply });
+                match tokio::time::timeout(interval / 4, alive).await {
+                    Ok(Ok(_)) => notify::notify("WATCHDOG=1"),
+                    _ => tracing::warn!("the supervisor loop did not answer; not petting the watchdog"),
                 }
             }
         });

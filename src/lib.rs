@@ -15,7 +15,8 @@
 //! - `daemon`: wiring, signals, shutdown, sd_notify.
 //! - `store`, `fsutil`: desired state on disk, written atomically.
 //! - `logs`: the log shim the containerd shim runs, rotation, tail and follow.
-//! - `systemd`: sd_notify and the watchdog.
+//! - `systemd`: sd_notify and the watchdog, the unit generator, the facades, D-Bus, journald.
+//! - `images`: importing image archives (the API's import, and preloading at boot).
 //! - `config`, `exit`: the agent's config file and the CLI's exit codes.
 //!
 //! # Invariants
@@ -40,6 +41,7 @@ pub mod dblink;
 pub mod exit;
 pub mod feature;
 pub mod fsutil;
+pub mod images;
 pub mod intent;
 pub mod logs;
 pub mod manifest;

@@ -4,7 +4,8 @@
 //! `binary://` log URI) and hands it the task's stdout and stderr as fds 3 and 4. The shim,
 //! not the daemon, owns that process, so logs keep flowing while the daemon restarts. Each
 //! line is stored as `<RFC 3339 time> <stdout|stderr> <text>` in `<dir>/<container>.log`,
-//! rotated by size like SONiC's docker json-file options (2 MiB, 5 files).
+//! rotated by size like SONiC's docker json-file options (2 MiB, 5 files). Where journald
+//! runs, each line also goes to the journal under the service's unit (`journalctl -u swss`).
 
 use std::collections::VecDeque;
 use std::fs::{File, OpenOptions};
@@ -14,18 +15,52 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
+use crate::systemd::journal::{Journal, JOURNAL_SOCKET, PRIORITY_ERR, PRIORITY_INFO};
+
 /// Longest line stored as one record; longer output is split.
 const MAX_LINE: usize = 16 * 1024;
 
-/// The log-shim argument: `<max-bytes>:<max-files>:<dir>` (one value, because the shim passes
-/// URI query pairs in no fixed order).
-pub fn shim_arg(max_bytes: u64, max_files: u32, dir: &Path) -> String {
-    format!("{max_bytes}:{max_files}:{}", dir.display())
+/// The log-shim argument: `<max-bytes>:<max-files>:<journal 0|1>:<dir>` (one value, because
+/// the shim passes URI query pairs in no fixed order).
+pub fn shim_arg(max_bytes: u64, max_files: u32, journal: bool, dir: &Path) -> String {
+    format!("{max_bytes}:{max_files}:{}:{}", u8::from(journal), dir.display())
+}
+
+/// A parsed log-shim argument.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ShimSpec {
+    pub max_bytes: u64,
+    pub max_files: u32,
+    pub journal: bool,
+    pub dir: PathBuf,
+}
+
+impl ShimSpec {
+    pub fn parse(spec: &str) -> Result<Self, LogError> {
+        let bad = || LogError::BadArgument(spec.to_owned());
+        let mut parts = spec.splitn(4, ':');
+        let (Some(max_bytes), Some(max_files), Some(journal), Some(dir)) =
+            (parts.next(), parts.next(), parts.next(), parts.next())
+        else {
+            return Err(bad());
+        };
+        let journal = match journal {
+            "0" => false,
+            "1" => true,
+            _ => return Err(bad()),
+        };
+        Ok(Self {
+            max_bytes: max_bytes.parse().map_err(|_| bad())?,
+            max_files: max_files.parse().map_err(|_| bad())?,
+            journal,
+            dir: PathBuf::from(dir),
+        })
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
 pub enum LogError {
-    #[error("bad log-shim argument {0:?}: expected <max-bytes>:<max-files>:<dir>")]
+    #[error("bad log-shim argument {0:?}: expected <max-bytes>:<max-files>:<journal 0|1>:<dir>")]
     BadArgument(String),
     #[error("CONTAINER_ID is not set: log-shim runs under the containerd shim only")]
     NoContainer,
@@ -98,7 +133,30 @@ impl RotatingLog {
     }
 }
 
-fn pump(input: File, stream: &'static str, log: Arc<Mutex<RotatingLog>>) {
+/// The journal side of the shim: the service's identity on every entry.
+struct JournalSink {
+    journal: Journal,
+    identifier: String,
+    unit: String,
+}
+
+impl JournalSink {
+    fn send(&self, stream: &str, line: &[u8]) {
+        let text = line.strip_suffix(b"\n").unwrap_or(line);
+        let priority = if stream == "stderr" { PRIORITY_ERR } else { PRIORITY_INFO };
+        let priority = priority.to_string();
+        // journald down or full: the file log still has the line.
+        let _ = self.journal.send(&[
+            ("MESSAGE", text),
+            ("PRIORITY", priority.as_bytes()),
+            ("SYSLOG_IDENTIFIER", self.identifier.as_bytes()),
+            ("OBJECT_SYSTEMD_UNIT", self.unit.as_bytes()),
+            ("CONTAINER_NAME", self.identifier.as_bytes()),
+        ]);
+    }
+}
+
+fn pump(input: File, stream: &'static str, log: Arc<Mutex<RotatingLog>>, journal: Option<Arc<JournalSink>>) {
     let mut reader = BufReader::with_capacity(64 * 1024, input);
     let mut line = Vec::new();
     loop {
@@ -107,9 +165,14 @@ fn pump(input: File, stream: &'static str, log: Arc<Mutex<RotatingLog>>) {
         match read {
             Ok(0) | Err(_) => return,
             Ok(_) => {
-                let mut log = log.lock().unwrap_or_else(|e| e.into_inner());
-                // A full disk must not kill the container's output pipe: drop the record.
-                let _ = log.write_record(stream, &line);
+                {
+                    let mut log = log.lock().unwrap_or_else(|e| e.into_inner());
+                    // A full disk must not kill the container's output pipe: drop the record.
+                    let _ = log.write_record(stream, &line);
+                }
+                if let Some(journal) = &journal {
+                    journal.send(stream, &line);
+                }
             }
         }
     }
@@ -117,17 +180,19 @@ fn pump(input: File, stream: &'static str, log: Arc<Mutex<RotatingLog>>) {
 
 /// Entry point of `soniclet log-shim SPEC`, run by the containerd shim.
 pub fn run_shim(spec: &str) -> Result<(), LogError> {
-    let mut parts = spec.splitn(3, ':');
-    let (Some(max_bytes), Some(max_files), Some(dir)) = (parts.next(), parts.next(), parts.next()) else {
-        return Err(LogError::BadArgument(spec.to_owned()));
-    };
-    let max_bytes: u64 = max_bytes.parse().map_err(|_| LogError::BadArgument(spec.to_owned()))?;
-    let max_files: u32 = max_files.parse().map_err(|_| LogError::BadArgument(spec.to_owned()))?;
+    let ShimSpec { max_bytes, max_files, journal, dir } = ShimSpec::parse(spec)?;
     let container = std::env::var("CONTAINER_ID").map_err(|_| LogError::NoContainer)?;
-    let dir = PathBuf::from(dir);
     let log = RotatingLog::open(&dir, &container, max_bytes, max_files)
         .map_err(|source| LogError::Io { path: log_path(&dir, &container), source })?;
     let log = Arc::new(Mutex::new(log));
+    // soniclet names containers after their services.
+    let journal = journal.then(|| Journal::connect(Path::new(JOURNAL_SOCKET))).flatten().map(|journal| {
+        Arc::new(JournalSink {
+            journal,
+            unit: crate::systemd::units::unit_name(&container),
+            identifier: container.clone(),
+        })
+    });
 
     // fds 3 and 4 are the task's stdout and stderr; fd 5 tells the shim we are ready.
     let open_fd = |fd: i32| File::open(format!("/proc/self/fd/{fd}"));
@@ -140,8 +205,9 @@ pub fn run_shim(spec: &str) -> Result<(), LogError> {
         let _ = nix::unistd::close(fd);
     }
     let err_log = Arc::clone(&log);
-    let err_thread = std::thread::spawn(move || pump(stderr, "stderr", err_log));
-    pump(stdout, "stdout", log);
+    let err_journal = journal.clone();
+    let err_thread = std::thread::spawn(move || pump(stderr, "stderr", err_log, err_journal));
+    pump(stdout, "stdout", log, journal);
     let _ = err_thread.join();
     Ok(())
 }
@@ -238,6 +304,16 @@ impl Follower {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn shim_spec_round_trip_and_errors() {
+        let arg = shim_arg(2048, 5, true, Path::new("/var/log/soniclet"));
+        let spec = ShimSpec::parse(&arg).unwrap();
+        assert_eq!(spec, ShimSpec { max_bytes: 2048, max_files: 5, journal: true, dir: "/var/log/soniclet".into() });
+        for bad in ["2048:5:/var/log", "x:5:0:/d", "1:2:yes:/d"] {
+            assert!(ShimSpec::parse(bad).unwrap_err().to_string().contains(bad));
+        }
+    }
 
     #[test]
     fn rotation_keeps_the_newest_records() {

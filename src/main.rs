@@ -25,8 +25,18 @@ fn chain(err: &dyn Error) -> String {
 }
 
 fn init_tracing() {
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
     let filter = tracing_subscriber::EnvFilter::try_from_env("SONICLET_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    // Under systemd (stderr is the journal), log natively: every event's fields (SERVICE=,
+    // GENERATION=, ...) become journal fields that `journalctl SERVICE=swss` can match.
+    if std::env::var_os("JOURNAL_STREAM").is_some() {
+        if let Some(journald) = soniclet::systemd::journal::JournalLayer::new("soniclet") {
+            tracing_subscriber::registry().with(filter).with(journald).init();
+            return;
+        }
+    }
     use std::io::IsTerminal;
     // Colours only for a person at a terminal: not in log files or the journal.
     tracing_subscriber::fmt()

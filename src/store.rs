@@ -108,6 +108,14 @@ impl StateStore {
         Ok(state)
     }
 
+    /// Forgets every operator's start and stop: the manifests and FEATURE decide again.
+    /// Generations are kept, so container generations are never reused.
+    pub fn forget_desires(&mut self) {
+        for record in self.state.services.values_mut() {
+            record.desired = None;
+        }
+    }
+
     /// Writes the current state atomically.
     pub fn save(&self) -> Result<(), StoreError> {
         let path = self.path();

@@ -1,5 +1,6 @@
 //! The API client the CLI uses: one HTTP/1.1 request per connection over the unix socket.
 
+use std::ops::ControlFlow;
 use std::path::{Path, PathBuf};
 
 use bytes::Bytes;
@@ -89,13 +90,14 @@ impl Client {
         Self::json(self.send(Method::POST, path, Some(body)).await?).await
     }
 
-    /// Sends a request whose answer is a stream of lines; calls `on_line` for each.
+    /// Sends a request whose answer is a stream of lines; calls `on_line` for each, until the
+    /// stream ends or `on_line` breaks.
     pub async fn lines(
         &self,
         method: Method,
         path: &str,
         body: Option<Vec<u8>>,
-        mut on_line: impl FnMut(&str) -> Result<(), ClientError>,
+        mut on_line: impl FnMut(&str) -> Result<ControlFlow<()>, ClientError>,
     ) -> Result<(), ClientError> {
         let mut body = self.send(method, path, body).await?.into_body();
         let mut pending = Vec::new();
@@ -105,11 +107,13 @@ impl Client {
             pending.extend_from_slice(data);
             while let Some(pos) = pending.iter().position(|b| *b == b'\n') {
                 let line: Vec<u8> = pending.drain(..=pos).collect();
-                on_line(&String::from_utf8_lossy(&line[..line.len() - 1]))?;
+                if on_line(&String::from_utf8_lossy(&line[..line.len() - 1]))?.is_break() {
+                    return Ok(());
+                }
             }
         }
         if !pending.is_empty() {
-            on_line(&String::from_utf8_lossy(&pending))?;
+            let _ = on_line(&String::from_utf8_lossy(&pending))?;
         }
         Ok(())
     }

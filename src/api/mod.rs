@@ -9,6 +9,7 @@
 //! | GET | `/v1/services/{name}` | | [`ServiceStatus`] |
 //! | POST | `/v1/services/{name}/start`, `/stop`, `/restart` | [`ActionRequest`] | [`ServiceStatus`] |
 //! | GET | `/v1/services/{name}/logs?lines=N&follow=true` | | log records, one per line |
+//! | GET | `/v1/services/{name}/watch` | | [`ServiceStatus`] now and on every change (NDJSON) |
 //! | GET | `/v1/images` | | `[`[`ImageSummary`]`]` |
 //! | POST | `/v1/images/import` | [`ImportRequest`] | [`ImportEvent`] lines (NDJSON) |
 //! | GET | `/v1/features` | | `[`[`FeatureStatus`]`]` |

@@ -20,17 +20,19 @@ use futures_util::StreamExt;
 use serde::de::DeserializeOwned;
 use serde::Deserialize;
 use tokio::net::UnixListener;
+use tokio_util::sync::CancellationToken;
 
 use super::{
     ActionRequest, ApiError, ErrorBody, ErrorKind, FeatureChange, FeatureStatus, ImageSummary, ImportEvent,
     ImportRequest, IntentApply, ReloadRequest, ShutdownRequest, WaitRequest,
 };
 use crate::dblink::DbLink;
+use crate::images::{self, ImportError};
 use crate::intent::engine::IntentHandle;
 use crate::intent::IntentError;
 use crate::logs;
 use crate::manifest::ManifestSet;
-use crate::runtime::{archive, ContainerRuntime};
+use crate::runtime::ContainerRuntime;
 use crate::supervisor::{Command, CommandError, Event, Handle, ReloadEvent};
 
 /// How long a `wait` request may last when the client gives no timeout.
@@ -51,6 +53,8 @@ pub struct ApiState<R> {
     pub intents: Option<IntentHandle>,
     /// Where SONiC's host paths live (`/etc/sonic/config_db.json` for config reload).
     pub sonic_root: PathBuf,
+    /// Ends the endless streams (watch, log follow) so a graceful shutdown does not wait on them.
+    pub shutdown: CancellationToken,
 }
 
 impl<R> std::fmt::Debug for ApiState<R> {
@@ -71,6 +75,7 @@ impl<R> Clone for ApiState<R> {
             db: Arc::clone(&self.db),
             intents: self.intents.clone(),
             sonic_root: self.sonic_root.clone(),
+            shutdown: self.shutdown.clone(),
         }
     }
 }
@@ -148,6 +153,7 @@ pub fn router<R: ContainerRuntime>(state: ApiState<R>) -> Router {
         .route("/v1/services/{name}", get(service_status::<R>))
         .route("/v1/services/{name}/{action}", post(service_action::<R>))
         .route("/v1/services/{name}/logs", get(service_logs::<R>))
+        .route("/v1/services/{name}/watch", get(watch_service::<R>))
         .route("/v1/images", get(list_images::<R>))
         .route("/v1/images/import", post(import_images::<R>))
         .route("/v1/features", get(list_features::<R>))
@@ -226,6 +232,44 @@ async fn service_action<R: ContainerRuntime>(
     }
 }
 
+/// The service's status now, then every change, one JSON object per line (the systemd
+/// facades follow this).
+async fn watch_service<R: ContainerRuntime>(
+    State(state): State<ApiState<R>>,
+    UrlPath(name): UrlPath<String>,
+) -> Response {
+    // Subscribe before the snapshot, so no change falls between them.
+    let changes = state.handle.statuses();
+    let current = match state.handle.request(|reply| Command::Status { reply }).await {
+        Ok(status) => status.services.into_iter().find(|s| s.name == name),
+        Err(e) => return e.into_response(),
+    };
+    let Some(current) = current else {
+        return error_response(ErrorKind::NotFound, format!("unknown service {name:?}"));
+    };
+    let line = |status: &crate::api::ServiceStatus| {
+        let mut bytes = serde_json::to_vec(status).unwrap_or_default();
+        bytes.push(b'\n');
+        Ok::<_, std::io::Error>(Bytes::from(bytes))
+    };
+    let first = futures_util::stream::iter([line(&current)]);
+    let rest = tokio_stream::wrappers::BroadcastStream::new(changes).filter_map(move |change| {
+        let name = name.clone();
+        async move {
+            match change {
+                Ok(status) if status.name == name => Some(line(&status)),
+                Ok(_) => None,
+                // Lagged: the next change carries the whole status anyway.
+                Err(_) => None,
+            }
+        }
+    });
+    Response::builder()
+        .header(header::CONTENT_TYPE, "application/x-ndjson")
+        .body(Body::from_stream(first.chain(rest).take_until(state.shutdown.cancelled_owned())))
+        .unwrap_or_else(|_| error_response(ErrorKind::Internal, "response"))
+}
+
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct LogQuery {
@@ -279,7 +323,7 @@ async fn service_logs<R: ContainerRuntime>(
     });
     Response::builder()
         .header(header::CONTENT_TYPE, "text/plain; charset=utf-8")
-        .body(Body::from_stream(head.chain(follow)))
+        .body(Body::from_stream(head.chain(follow.take_until(state.shutdown.cancelled_owned()))))
         .unwrap_or_else(|_| error_response(ErrorKind::Internal, "response"))
 }
 
@@ -329,26 +373,13 @@ async fn import_images<R: ContainerRuntime>(State(state): State<ApiState<R>>, bo
         let _guard = state.import_lock.lock().await;
         let mut imported = 0;
         for path in request.paths {
-            let staging = state.staging_dir.clone();
-            let source = PathBuf::from(&path);
-            let _ = tx.send(ImportEvent::Progress(format!("{path}: verifying")));
-            let staged = match tokio::task::spawn_blocking(move || archive::stage(&source, &staging)).await {
-                Ok(Ok(staged)) => staged,
-                Ok(Err(e)) => {
-                    let _ =
-                        tx.send(ImportEvent::Error(ApiError { kind: ErrorKind::BadRequest, message: e.to_string() }));
-                    return;
-                }
-                Err(e) => {
-                    let _ = tx.send(ImportEvent::Error(ApiError { kind: ErrorKind::Internal, message: e.to_string() }));
-                    return;
-                }
-            };
             let progress_tx = tx.clone();
             let progress = move |line: String| {
                 let _ = progress_tx.send(ImportEvent::Progress(line));
             };
-            match state.runtime.import(&staged, &progress).await {
+            let result =
+                images::import_archive(state.runtime.as_ref(), &state.staging_dir, Path::new(&path), &progress);
+            match result.await {
                 Ok(images) => {
                     for image in images {
                         imported += 1;
@@ -363,10 +394,12 @@ async fn import_images<R: ContainerRuntime>(State(state): State<ApiState<R>>, bo
                     }
                 }
                 Err(e) => {
-                    let _ = tx.send(ImportEvent::Error(ApiError {
-                        kind: ErrorKind::Failed,
-                        message: format!("{path}: {e}"),
-                    }));
+                    let kind = match e {
+                        ImportError::Archive(_) => ErrorKind::BadRequest,
+                        ImportError::Runtime { .. } => ErrorKind::Failed,
+                        ImportError::Interrupted { .. } => ErrorKind::Internal,
+                    };
+                    let _ = tx.send(ImportEvent::Error(ApiError { kind, message: e.to_string() }));
                     state.handle.send(Event::ImagesChanged);
                     return;
                 }

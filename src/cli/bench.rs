@@ -153,12 +153,7 @@ pub async fn run(config_path: &Path, restart: Option<String>, crash: Option<Stri
     );
     let host = config.host_settings();
     let prober = Arc::new(Prober::new(Arc::clone(&runtime), host.clone()));
-    let sink = LogSink {
-        program: std::env::current_exe().map_err(fail)?,
-        dir: config.paths.logs.clone(),
-        max_bytes: config.daemon.log_max_bytes,
-        max_files: config.daemon.log_max_files,
-    };
+    let sink = config.log_sink(std::env::current_exe().map_err(fail)?);
     let enabled = manifests.services().filter(|s| s.manifest.service.enabled).map(|s| s.name.clone()).collect();
     let chain: Vec<ServiceName> = manifests.graph().longest_chain(&enabled);
 

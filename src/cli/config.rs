@@ -31,7 +31,7 @@ pub async fn reload(client: &Client, file: Option<PathBuf>, force: bool) -> CliR
                 ReloadEvent::Progress(p) => eprintln!("config reload: {p}"),
                 ReloadEvent::Done { .. } | ReloadEvent::Failed(_) => outcome = Some(event.clone()),
             }
-            Ok(())
+            Ok(std::ops::ControlFlow::Continue(()))
         })
         .await?;
     match outcome {

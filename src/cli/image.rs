@@ -26,7 +26,7 @@ pub async fn import(client: &Client, files: &[std::path::PathBuf]) -> CliResult 
                 ImportEvent::Error(e) => failure = Some(e),
                 ImportEvent::Done { .. } => {}
             }
-            Ok(())
+            Ok(std::ops::ControlFlow::Continue(()))
         })
         .await?;
     match failure {

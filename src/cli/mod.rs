@@ -11,6 +11,7 @@ mod image;
 mod intent;
 mod manifests;
 mod service;
+mod unit;
 
 use std::path::PathBuf;
 
@@ -117,6 +118,21 @@ pub enum Command {
         #[arg(long)]
         stop_services: bool,
     },
+    /// What a service's systemd unit runs (its ExecStart and ExecStop).
+    Unit {
+        #[command(subcommand)]
+        command: UnitCommand,
+    },
+    /// Write a facade unit per service into DIR (run by systemd as soniclet-generator).
+    GenerateUnits {
+        #[arg(long, default_value = DEFAULT_CONFIG_PATH)]
+        config: PathBuf,
+        /// systemd's normal generator directory.
+        dir: PathBuf,
+        /// systemd also passes its early and late directories; they are not used.
+        #[arg(hide = true)]
+        other_dirs: Vec<PathBuf>,
+    },
     /// Run by the containerd shim as a task's logging process.
     #[command(hide = true)]
     LogShim { spec: String },
@@ -157,6 +173,19 @@ pub struct ActionArgs {
     /// Seconds to wait before giving up (the operation goes on).
     #[arg(long, default_value_t = 300)]
     pub timeout: u64,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum UnitCommand {
+    /// Ask the daemon to start SVC (unless it runs it already), report READY=1 once its probe
+    /// passes and STATUS= as it changes; exit when it is stopped (0) or failed (8).
+    Run { service: String },
+    /// Ask the daemon to stop SVC (when systemd stops a running unit).
+    Stop {
+        service: String,
+        #[arg(long, default_value_t = 300)]
+        timeout: u64,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -288,6 +317,11 @@ pub async fn run(cli: Cli) -> CliResult {
         }
         Command::Db { db_config, sonic_root, args } => db::run(db_config, &sonic_root, &args).await,
         Command::Shutdown { stop_services } => service::shutdown(&client, stop_services).await,
+        Command::Unit { command: UnitCommand::Run { service } } => unit::run(&client, &service).await,
+        Command::Unit { command: UnitCommand::Stop { service, timeout } } => {
+            unit::stop(&client, &service, timeout).await
+        }
+        Command::GenerateUnits { config, dir, other_dirs: _ } => unit::generate(&config, &dir),
         Command::BenchDb { socket, entries, samples, batch } => bench::appl_db(&socket, entries, samples, batch).await,
         Command::BenchRaw { config, restart, crash, repeat } => bench::run(&config, restart, crash, repeat).await,
         Command::Daemon { .. } | Command::LogShim { .. } => unreachable!("handled by main"),

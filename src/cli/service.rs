@@ -101,7 +101,7 @@ pub async fn logs(client: &Client, service: &str, follow: bool, lines: usize, ti
             } else {
                 println!("{}", parse_record(record).2);
             }
-            Ok(())
+            Ok(std::ops::ControlFlow::Continue(()))
         })
         .await
         .map_err(Failure::from)

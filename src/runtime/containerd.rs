@@ -552,7 +552,7 @@ fn log_uri(logs: &LogSink) -> String {
             })
             .collect()
     };
-    let arg = crate::logs::shim_arg(logs.max_bytes, logs.max_files, &logs.dir);
+    let arg = crate::logs::shim_arg(logs.max_bytes, logs.max_files, logs.journal, &logs.dir);
     format!("binary://{}?log-shim={}", encode(&logs.program), encode(Path::new(&arg)))
 }
 

@@ -119,6 +119,8 @@ pub struct LogSink {
     /// Size at which a log file is rotated, and how many rotated files are kept.
     pub max_bytes: u64,
     pub max_files: u32,
+    /// Also send each line to journald (`journalctl -u <svc>`).
+    pub journal: bool,
 }
 
 #[derive(Debug, thiserror::Error)]

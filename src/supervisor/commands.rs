@@ -19,8 +19,13 @@ impl<R: ContainerRuntime, P: Health> Supervisor<R, P> {
             }
             Command::Start { service, wait, reply } => {
                 let Some((name, reply)) = self.resolve_startable(&service, reply) else { return };
-                // A failure-group member comes up with its group and the group's dependents.
-                for member in self.with_group(&name) {
+                // A failure-group member comes up with its group and the group's dependents;
+                // a dependent (bgp) brings up what it is a dependent of (the swss group).
+                let mut roots = self.with_group(&name);
+                for target in &self.service(&name).manifest.service.dependent_of {
+                    roots.extend(self.peers(target));
+                }
+                for member in roots {
                     if member != name && self.disabled_by_feature(&member).is_some() {
                         continue;
                     }
@@ -147,6 +152,7 @@ impl<R: ContainerRuntime, P: Health> Supervisor<R, P> {
         let unit = self.unit(name);
         unit.failures.clear();
         unit.blocked = false;
+        unit.recovering = None;
         if matches!(unit.phase, Phase::Failed { .. } | Phase::Backoff { .. }) {
             unit.message = None;
             unit.set_phase(Phase::Stopped);

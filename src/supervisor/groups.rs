@@ -56,11 +56,14 @@ impl<R: ContainerRuntime, P: Health> Supervisor<R, P> {
     pub(super) fn group_down(&mut self, group: &str, cause: &ServiceName) {
         let affected = self.group_and_dependents(group);
         tracing::warn!(group, cause = %cause, services = ?affected, "failure group going down");
+        let why = format!("restarting with failure group {group}: {cause} went down");
         for name in &affected {
             let unit = self.unit(name);
             if unit.phase.is_active() && name != cause {
                 unit.cycle = true;
                 unit.stop_mode = StopMode::Cold;
+                unit.message = Some(why.clone());
+                unit.recovering = Some(why.clone());
             }
         }
         self.cleared.insert(group.to_owned(), GroupClear::Needed);
@@ -117,6 +120,14 @@ impl<R: ContainerRuntime, P: Health> Supervisor<R, P> {
                 set.insert(name.clone());
                 set
             }
+            None => BTreeSet::from([name.clone()]),
+        }
+    }
+
+    /// `name` and its failure-group peers (just `name` outside a group).
+    pub(super) fn peers(&self, name: &ServiceName) -> BTreeSet<ServiceName> {
+        match self.service(name).failure_group() {
+            Some(group) => self.manifests.group_members(group).into_iter().chain([name.clone()]).collect(),
             None => BTreeSet::from([name.clone()]),
         }
     }

@@ -25,7 +25,8 @@ impl<R: ContainerRuntime, P: Health> Supervisor<R, P> {
         self.save();
         let unit = self.unit(name);
         unit.generation = generation;
-        unit.message = None;
+        // After a crash, say so until the service is ready again (the unit's STATUS=).
+        unit.message = unit.recovering.clone();
         // A container left by a crash or a failed start is replaced; without one, skip the cleanup.
         let leftover = unit.has_container;
         unit.set_phase(Phase::Starting);
@@ -111,7 +112,9 @@ impl<R: ContainerRuntime, P: Health> Supervisor<R, P> {
         }
         if auto_restart {
             tracing::warn!(service = %name, process = %process, "critical process exited; restarting the container");
-            unit.failure_pending = Some(format!("critical process {process} exited"));
+            let reason = format!("critical process {process} exited");
+            unit.message = Some(format!("{reason}; restarting"));
+            unit.failure_pending = Some(reason);
             self.stop(name);
         } else {
             tracing::warn!(service = %name, process = %process, "critical process exited; auto-restart is disabled");
@@ -213,6 +216,7 @@ impl<R: ContainerRuntime, P: Health> Supervisor<R, P> {
     }
 
     pub(super) fn on_stopped(&mut self, name: &ServiceName, generation: u64, result: Result<(), String>) {
+        let wanted = self.want(name);
         let unit = self.unit(name);
         if unit.generation != generation || unit.phase != Phase::Stopping {
             return;
@@ -230,7 +234,12 @@ impl<R: ContainerRuntime, P: Health> Supervisor<R, P> {
         }
         match unit.failure_pending.take() {
             Some(reason) => self.on_failure(name, reason),
-            None => unit.set_phase(Phase::Stopped),
+            None => {
+                if !wanted {
+                    unit.recovering = None;
+                }
+                unit.set_phase(Phase::Stopped);
+            }
         }
     }
 
@@ -261,6 +270,7 @@ impl<R: ContainerRuntime, P: Health> Supervisor<R, P> {
             Ok(()) => {
                 tracing::info!(service = %name, generation, "ready");
                 unit.message = None;
+                unit.recovering = None;
                 unit.set_phase(Phase::Ready);
                 self.watch_critical(name);
             }
@@ -312,7 +322,15 @@ impl<R: ContainerRuntime, P: Health> Supervisor<R, P> {
         } else {
             let delay = backoff_delay(&service, unit.failures.len());
             unit.restarts += 1;
-            unit.message = Some(format!("{reason}; restart {} in {}ms", unit.failures.len(), delay.as_millis()));
+            // The systemd facade shows this as the unit's STATUS=.
+            let next = if delay.as_millis() % 1000 == 0 {
+                format!("{}s", delay.as_secs())
+            } else {
+                format!("{}ms", delay.as_millis())
+            };
+            let attempt = unit.failures.len();
+            unit.message = Some(format!("restarting after crash, attempt {attempt}, next in {next} ({reason})"));
+            unit.recovering = Some(format!("restarting after crash, attempt {attempt} ({reason})"));
             unit.set_phase(Phase::Backoff { until: now + delay });
         }
     }

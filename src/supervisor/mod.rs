@@ -257,6 +257,8 @@ struct Unit {
     degraded: Option<(String, Instant, Instant)>,
     /// How the next stop goes (warm restart of one member).
     stop_mode: StopMode,
+    /// Set by a crash until the service is ready again: why it is coming back.
+    recovering: Option<String>,
 }
 
 impl Unit {
@@ -278,6 +280,7 @@ impl Unit {
             tasks: CancellationToken::new(),
             degraded: None,
             stop_mode: StopMode::Cold,
+            recovering: None,
         }
     }
 
@@ -319,11 +322,17 @@ struct Waiter {
 #[derive(Debug, Clone)]
 pub struct Handle {
     tx: mpsc::UnboundedSender<Event>,
+    statuses: tokio::sync::broadcast::Sender<ServiceStatus>,
 }
 
 impl Handle {
     pub fn send(&self, event: Event) -> bool {
         self.tx.send(event).is_ok()
+    }
+
+    /// Every change of a service's status, as it happens.
+    pub fn statuses(&self) -> tokio::sync::broadcast::Receiver<ServiceStatus> {
+        self.statuses.subscribe()
     }
 
     /// Sends a command built around a fresh reply channel and awaits the reply.
@@ -347,6 +356,9 @@ pub struct Supervisor<R: ContainerRuntime, P: Health> {
     waiters: Vec<Waiter>,
     tx: mpsc::UnboundedSender<Event>,
     rx: mpsc::UnboundedReceiver<Event>,
+    /// Status changes, for the API's watchers (systemd facades).
+    statuses: tokio::sync::broadcast::Sender<ServiceStatus>,
+    last_statuses: BTreeMap<ServiceName, ServiceStatus>,
     tracker: TaskTracker,
     shutdown: CancellationToken,
     draining: Option<Reply<()>>,
@@ -439,6 +451,8 @@ impl<R: ContainerRuntime, P: Health> Supervisor<R, P> {
             waiters: Vec::new(),
             tx,
             rx,
+            statuses: tokio::sync::broadcast::channel(256).0,
+            last_statuses: BTreeMap::new(),
             tracker,
             shutdown,
             draining: None,
@@ -466,7 +480,7 @@ impl<R: ContainerRuntime, P: Health> Supervisor<R, P> {
     }
 
     pub fn handle(&self) -> Handle {
-        Handle { tx: self.tx.clone() }
+        Handle { tx: self.tx.clone(), statuses: self.statuses.clone() }
     }
 
     fn service(&self, name: &ServiceName) -> &Service {
@@ -561,6 +575,7 @@ impl<R: ContainerRuntime, P: Health> Supervisor<R, P> {
             self.advance_reload();
             self.report();
             self.report_degraded();
+            self.broadcast_statuses();
             if let Some(reply) = self.draining.take() {
                 if self.units.values().all(|u| !u.phase.is_active()) {
                     let _ = reply.send(Ok(()));
@@ -580,6 +595,18 @@ impl<R: ContainerRuntime, P: Health> Supervisor<R, P> {
         }
         for unit in self.units.values() {
             unit.tasks.cancel();
+        }
+    }
+
+    /// Tells watchers about every service whose status changed.
+    fn broadcast_statuses(&mut self) {
+        let names: Vec<ServiceName> = self.units.keys().cloned().collect();
+        for name in names {
+            let status = self.service_status(&name);
+            if self.last_statuses.get(&name) != Some(&status) {
+                let _ = self.statuses.send(status.clone());
+                self.last_statuses.insert(name, status);
+            }
         }
     }
 

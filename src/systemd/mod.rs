@@ -1,4 +1,18 @@
-//! The systemd side of soniclet: readiness and watchdog notifications for `soniclet.service`.
-//! Without systemd (a developer box, tests) every call is a no-op.
+//! The systemd side of soniclet (design §4: the daemon owns lifecycle; units are facades that
+//! tell the truth).
+//!
+//! - `notify`: `sd_notify` for `soniclet.service` (READY, WATCHDOG) and the facades.
+//! - `units`: the generator that renders one facade unit per NOS service.
+//! - `facade`: what a facade tells systemd, from the service's status stream.
+//! - `mirror`: the daemon starts a facade unit whenever it brings a service up on its own.
+//! - `dbus`: the one adapter that speaks D-Bus (zbus) to systemd's manager.
+//! - `journal`: journald's native protocol, for container output.
+//!
+//! Without systemd (a developer box, tests) every part is a no-op.
 
+pub mod dbus;
+pub mod facade;
+pub mod journal;
+pub mod mirror;
 pub mod notify;
+pub mod units;

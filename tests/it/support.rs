@@ -133,7 +133,7 @@ impl TestSwitch {
             &config,
             format!(
                 "[containerd]\nsocket = \"{cs}\"\nnamespace = \"{namespace}\"\n[paths]\nservices = \"{sv}\"\n\
-                 state = \"{r}/state\"\nlogs = \"{r}/logs\"\nsonic-root = \"{r}/root\"\n[api]\nsocket = \"{s}\"\n",
+                 state = \"{r}/state\"\nlogs = \"{r}/logs\"\nrun = \"{r}/run\"\nsonic-root = \"{r}/root\"\n[api]\nsocket = \"{s}\"\n",
                 cs = containerd_socket.display(),
                 sv = services.display(),
                 r = root.display(),
