@@ -177,15 +177,13 @@ pub async fn run(config: Config, signal: impl Future<Output = ()> + Send + 'stat
         intents
     });
 
+    // The archives a switch image carries are imported before anything starts, so no service
+    // is held for a missing image on first boot; later boots find nothing new, at once.
     let import_lock = Arc::new(tokio::sync::Mutex::new(()));
-    crate::images::spawn_preload(
-        &tracker,
-        Arc::clone(&runtime),
-        config.paths.images.clone(),
-        config.paths.state.clone(),
-        Arc::clone(&import_lock),
-        handle.clone(),
-    );
+    let preloaded = crate::images::preload(runtime.as_ref(), &config.paths.images, &config.paths.state, &import_lock);
+    if preloaded.await > 0 {
+        notify::notify("STATUS=images preloaded");
+    }
     let api_state = ApiState {
         handle: handle.clone(),
         runtime: Arc::clone(&runtime),
@@ -224,8 +222,24 @@ pub async fn run(config: Config, signal: impl Future<Output = ()> + Send + 'stat
     });
 
     if systemd::dbus::systemd_booted() {
-        let manager = systemd::dbus::SystemdManager::new();
-        tracker.spawn(systemd::mirror::run(manager, handle.statuses(), handle.clone(), shutdown.clone()));
+        let (handle, shutdown) = (handle.clone(), shutdown.clone());
+        let mut changes = handle.statuses();
+        tracker.spawn(async move {
+            // A panic in the mirror (a D-Bus surprise) must not leave systemd lying for the
+            // rest of the daemon's life: log it and mirror again.
+            loop {
+                let manager = systemd::dbus::SystemdManager::new();
+                let mirror = tokio::spawn(systemd::mirror::run(manager, changes, handle.clone(), shutdown.clone()));
+                match mirror.await {
+                    Err(e) if e.is_panic() && !shutdown.is_cancelled() => {
+                        tracing::error!("the systemd mirror panicked; restarting it");
+                        tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+                        changes = handle.statuses();
+                    }
+                    _ => return,
+                }
+            }
+        });
     }
 
     if let Some(interval) = notify::watchdog_interval() {

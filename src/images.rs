@@ -8,7 +8,6 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::time::UNIX_EPOCH;
 
 use serde::{Deserialize, Serialize};
@@ -109,20 +108,4 @@ pub async fn preload<R: ContainerRuntime>(
         }
     }
     imported
-}
-
-/// Preloads in the background, then tells the supervisor so held services can start.
-pub fn spawn_preload<R: ContainerRuntime>(
-    tracker: &tokio_util::task::TaskTracker,
-    runtime: Arc<R>,
-    dir: PathBuf,
-    state_dir: PathBuf,
-    lock: Arc<tokio::sync::Mutex<()>>,
-    handle: crate::supervisor::Handle,
-) {
-    tracker.spawn(async move {
-        if preload(runtime.as_ref(), &dir, &state_dir, &lock).await > 0 {
-            handle.send(crate::supervisor::Event::ImagesChanged);
-        }
-    });
 }

@@ -92,6 +92,18 @@ fn daemon(config_path: &std::path::Path) -> ExitCode {
     }
 }
 
+/// A CLI command piped into `head` should end quietly the way `ls | head` does, not panic on a
+/// closed stdout: Rust ignores SIGPIPE by default, so give it back its default action. The
+/// daemon and the log shim keep ignoring it; they handle EPIPE on their own sockets and pipes.
+#[allow(unsafe_code)]
+fn restore_sigpipe() {
+    // SAFETY: called before any thread or signal handler exists (the runtime is not built yet),
+    // and SIG_DFL is a valid disposition for SIGPIPE.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match &cli.command {
@@ -107,6 +119,7 @@ fn main() -> ExitCode {
         Command::Daemon { config } => return daemon(config),
         _ => {}
     }
+    restore_sigpipe();
     let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {

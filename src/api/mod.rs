@@ -21,6 +21,10 @@
 //! | POST | `/v1/shutdown` | [`ShutdownRequest`] | `{}` |
 //!
 //! Errors are `{"error": {"kind": ..., "message": ...}}` with a matching HTTP status.
+//!
+//! Requests are parsed strictly (unknown fields refused, naming the field). Answers are read
+//! tolerantly: a client started before an upgrade (a unit's facade) keeps working when a newer
+//! daemon adds a field.
 
 pub mod client;
 pub mod server;
@@ -28,7 +32,6 @@ pub mod server;
 use serde::{Deserialize, Serialize};
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct DaemonInfo {
     pub pid: u32,
     pub version: String,
@@ -37,7 +40,6 @@ pub struct DaemonInfo {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct ServiceStatus {
     pub name: String,
     /// stopped, waiting, starting, running, stopping, restarting or failed.
@@ -58,10 +60,13 @@ pub struct ServiceStatus {
     pub last_exit_code: Option<u32>,
     /// Why the service is where it is (waiting for what, failed how).
     pub message: Option<String>,
+    /// A restart under way, until the service is ready again: `requested` (an operator's or
+    /// API restart) or `crash` (after a failure, its own or its failure group's).
+    #[serde(default)]
+    pub restart: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct StatusResponse {
     pub daemon: DaemonInfo,
     pub services: Vec<ServiceStatus>,
@@ -78,7 +83,6 @@ pub struct ActionRequest {
 
 /// One row of `soniclet feature ls` (what `show feature status` shows).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct FeatureStatus {
     pub name: String,
     /// enabled, disabled, always_enabled or always_disabled.
@@ -142,7 +146,6 @@ pub struct ImportRequest {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct ImageSummary {
     pub name: String,
     pub digest: String,
@@ -155,7 +158,7 @@ pub struct ImageSummary {
 
 /// One line of an import's progress stream.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case", deny_unknown_fields)]
+#[serde(rename_all = "snake_case")]
 pub enum ImportEvent {
     Progress(String),
     Imported(ImageSummary),
@@ -185,7 +188,6 @@ pub enum ErrorKind {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
-#[serde(deny_unknown_fields)]
 #[error("{message}")]
 pub struct ApiError {
     pub kind: ErrorKind,
@@ -193,7 +195,6 @@ pub struct ApiError {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct ErrorBody {
     pub error: ApiError,
 }

@@ -72,6 +72,11 @@ pub async fn run(client: &Client, service: &str) -> CliResult {
                 println!("{service}: stopped");
                 return Ok(());
             }
+            Some(Outcome::Restarting) => {
+                notify("STATUS=restarting on request");
+                println!("{service}: restarting on request; the unit comes back with it");
+                return Ok(());
+            }
             Some(Outcome::Failed(reason)) => {
                 notify(&format!("STATUS=failed: {reason}"));
                 return Err(Failure {
@@ -99,17 +104,25 @@ pub async fn run(client: &Client, service: &str) -> CliResult {
 
 /// `soniclet unit stop SVC`: the unit's `ExecStop`. systemd runs it after the main process
 /// exited on its own too; then `$MAINPID` is unset and the service is already stopped.
+///
+/// Within `systemctl restart`, it asks the daemon for a restart and returns at once: the
+/// daemon brings the service down and up while systemd cycles the unit, and the unit's next
+/// facade reports READY when the new container is ready. A stop waits until the service is
+/// stopped and its container deleted.
 pub async fn stop(client: &Client, service: &str, timeout: u64) -> CliResult {
     if std::env::var_os("MAINPID").is_none_or(|pid| pid.is_empty()) {
         return Ok(());
     }
-    let request = ActionRequest { wait: true, timeout_secs: Some(timeout) };
-    let path = format!("/v1/services/{service}/stop");
+    let job = crate::systemd::dbus::unit_job_type(&units::unit_name(service)).await;
+    let restart = job.as_ref().is_ok_and(|job| job.as_deref().is_some_and(|t| t.contains("restart")));
+    let (verb, wait) = if restart { ("restart", false) } else { ("stop", true) };
+    let request = ActionRequest { wait, timeout_secs: Some(timeout) };
+    let path = format!("/v1/services/{service}/{verb}");
     let deadline = Instant::now() + STOP_REACH_TIMEOUT;
     loop {
         match client.post::<_, ServiceStatus>(&path, &request).await {
             Ok(_) => {
-                println!("{service}: stopped");
+                println!("{service}: {}", if restart { "restart requested" } else { "stopped" });
                 return Ok(());
             }
             Err(e) if e.kind() == ErrorKind::Unavailable && Instant::now() < deadline => {

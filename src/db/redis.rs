@@ -58,6 +58,12 @@ pub(crate) async fn bounded<T>(
 impl Db {
     /// Connects to `location`; socket paths are taken under `root` (the SONiC root).
     pub async fn open(location: DbLocation, root: &Path) -> Result<Self, DbError> {
+        Self::connect(location, root, 2).await
+    }
+
+    /// `retries` are reconnection attempts with the client's backoff (100 ms doubling): right for
+    /// a long-lived connection, wrong for a probe that already retries on its own schedule.
+    async fn connect(location: DbLocation, root: &Path, retries: usize) -> Result<Self, DbError> {
         let info = connection_info(&location, root);
         let target = match &info.addr {
             redis::ConnectionAddr::Unix(p) => p.display().to_string(),
@@ -67,7 +73,7 @@ impl Db {
         let config = redis::aio::ConnectionManagerConfig::new()
             .set_connection_timeout(Duration::from_secs(2))
             .set_response_timeout(Duration::from_secs(60))
-            .set_number_of_retries(2);
+            .set_number_of_retries(retries);
         let conn =
             tokio::time::timeout(Duration::from_secs(3), ConnectionManager::new_with_config(client.clone(), config))
                 .await
@@ -76,7 +82,8 @@ impl Db {
         Ok(Self { location, client, conn })
     }
 
-    /// A database on a Redis unix socket, by number (for probes and tests).
+    /// A database on a Redis unix socket, by number (for probes and tests). One attempt, no
+    /// backoff: a probe polling a Redis that is still starting must see it the moment it listens.
     pub async fn open_socket(socket: &Path, id: u8) -> Result<Self, DbError> {
         let location = DbLocation {
             name: id.to_string(),
@@ -91,7 +98,7 @@ impl Db {
             hostname: "127.0.0.1".to_owned(),
             port: 6379,
         };
-        Self::open(location, Path::new("/")).await
+        Self::connect(location, Path::new("/"), 0).await
     }
 
     pub fn name(&self) -> &str {

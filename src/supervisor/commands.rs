@@ -93,6 +93,7 @@ impl<R: ContainerRuntime, P: Health> Supervisor<R, P> {
                     if unit.phase.is_active() {
                         unit.cycle = true;
                         unit.stop_mode = if warm { mode } else { StopMode::Cold };
+                        unit.restart_requested = true;
                     }
                     affected.push(dep);
                 }
@@ -153,6 +154,7 @@ impl<R: ContainerRuntime, P: Health> Supervisor<R, P> {
         unit.failures.clear();
         unit.blocked = false;
         unit.recovering = None;
+        unit.restart_requested = false;
         if matches!(unit.phase, Phase::Failed { .. } | Phase::Backoff { .. }) {
             unit.message = None;
             unit.set_phase(Phase::Stopped);
@@ -290,6 +292,11 @@ impl<R: ContainerRuntime, P: Health> Supervisor<R, P> {
             since: rfc3339(unit.since),
             last_exit_code: unit.last_exit,
             message,
+            restart: if unit.restart_requested {
+                Some("requested".to_owned())
+            } else {
+                unit.recovering.as_ref().map(|_| "crash".to_owned())
+            },
         }
     }
 

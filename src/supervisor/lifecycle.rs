@@ -237,6 +237,7 @@ impl<R: ContainerRuntime, P: Health> Supervisor<R, P> {
             None => {
                 if !wanted {
                     unit.recovering = None;
+                    unit.restart_requested = false;
                 }
                 unit.set_phase(Phase::Stopped);
             }
@@ -271,6 +272,7 @@ impl<R: ContainerRuntime, P: Health> Supervisor<R, P> {
                 tracing::info!(service = %name, generation, "ready");
                 unit.message = None;
                 unit.recovering = None;
+                unit.restart_requested = false;
                 unit.set_phase(Phase::Ready);
                 self.watch_critical(name);
             }

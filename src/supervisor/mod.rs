@@ -259,6 +259,8 @@ struct Unit {
     stop_mode: StopMode,
     /// Set by a crash until the service is ready again: why it is coming back.
     recovering: Option<String>,
+    /// An operator's restart is under way, until the service is ready again.
+    restart_requested: bool,
 }
 
 impl Unit {
@@ -281,6 +283,7 @@ impl Unit {
             degraded: None,
             stop_mode: StopMode::Cold,
             recovering: None,
+            restart_requested: false,
         }
     }
 

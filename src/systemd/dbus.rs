@@ -1,5 +1,8 @@
 //! The D-Bus adapter: systemd's manager over the system bus, with zbus. The only module that
 //! imports zbus.
+//!
+//! Not systemd's private socket, though `systemctl` uses it as root: systemd names itself there
+//! as sender with a well-known name, which zbus refuses (it panics reading such a message).
 
 use std::path::Path;
 
@@ -11,6 +14,26 @@ const SYSTEMD: &str = "org.freedesktop.systemd1";
 const MANAGER_PATH: &str = "/org/freedesktop/systemd1";
 const MANAGER: &str = "org.freedesktop.systemd1.Manager";
 
+/// A connection to systemd's manager.
+#[derive(Debug, Clone)]
+struct Manager {
+    connection: zbus::Connection,
+}
+
+impl Manager {
+    async fn connect() -> Result<Self, String> {
+        let connection = zbus::Connection::system().await.map_err(|e| format!("cannot reach the system bus: {e}"))?;
+        Ok(Self { connection })
+    }
+
+    async fn call<B>(&self, path: &str, interface: &str, method: &str, body: &B) -> zbus::Result<zbus::Message>
+    where
+        B: serde::Serialize + zbus::zvariant::DynamicType,
+    {
+        self.connection.call_method(Some(SYSTEMD), path, Some(interface), method, body).await
+    }
+}
+
 /// Whether systemd is this system's init (`sd_booted`).
 pub fn systemd_booted() -> bool {
     Path::new("/run/systemd/system").is_dir()
@@ -19,7 +42,7 @@ pub fn systemd_booted() -> bool {
 /// systemd's manager, connected on first use and again after the bus goes away.
 #[derive(Debug, Default)]
 pub struct SystemdManager {
-    connection: Mutex<Option<zbus::Connection>>,
+    manager: Mutex<Option<Manager>>,
 }
 
 impl SystemdManager {
@@ -27,30 +50,55 @@ impl SystemdManager {
         Self::default()
     }
 
-    async fn connection(&self) -> Result<zbus::Connection, String> {
-        let mut slot = self.connection.lock().await;
-        if let Some(connection) = slot.as_ref() {
-            return Ok(connection.clone());
+    async fn manager(&self) -> Result<Manager, String> {
+        let mut slot = self.manager.lock().await;
+        if let Some(manager) = slot.as_ref() {
+            return Ok(manager.clone());
         }
-        let connection = zbus::Connection::system().await.map_err(|e| format!("cannot reach the system bus: {e}"))?;
-        *slot = Some(connection.clone());
-        Ok(connection)
+        let manager = Manager::connect().await?;
+        *slot = Some(manager.clone());
+        Ok(manager)
     }
 }
 
 impl UnitManager for SystemdManager {
     async fn start_unit(&self, unit: &str) -> Result<(), String> {
-        let connection = self.connection().await?;
-        let call =
-            connection.call_method(Some(SYSTEMD), MANAGER_PATH, Some(MANAGER), "StartUnit", &(unit, "fail")).await;
+        let manager = self.manager().await?;
+        let call = manager.call(MANAGER_PATH, MANAGER, "StartUnit", &(unit, "fail")).await;
         match call {
             Ok(_) => Ok(()),
             Err(zbus::Error::MethodError(name, detail, _)) => Err(format!("{name}: {}", detail.unwrap_or_default())),
             Err(e) => {
-                // The bus went away (dbus restarted): reconnect next time.
-                *self.connection.lock().await = None;
+                // systemd or the bus went away (re-exec, dbus restart): reconnect next time.
+                *self.manager.lock().await = None;
                 Err(e.to_string())
             }
         }
     }
+}
+
+fn dbus_error(e: zbus::Error) -> String {
+    e.to_string()
+}
+
+/// The type of the job systemd runs on `unit` now (`stop`, `restart`, ...), if any: a unit's
+/// `ExecStop` tells a restart from a stop with it. One call: `ListUnitsByNames` carries the job.
+pub async fn unit_job_type(unit: &str) -> Result<Option<String>, String> {
+    /// name, description, load, active, sub, following, path, job id, job type, job path.
+    type UnitRow = (
+        String,
+        String,
+        String,
+        String,
+        String,
+        String,
+        zbus::zvariant::OwnedObjectPath,
+        u32,
+        String,
+        zbus::zvariant::OwnedObjectPath,
+    );
+    let manager = Manager::connect().await?;
+    let reply = manager.call(MANAGER_PATH, MANAGER, "ListUnitsByNames", &(vec![unit],)).await.map_err(dbus_error)?;
+    let rows: Vec<UnitRow> = reply.body().deserialize().map_err(dbus_error)?;
+    Ok(rows.into_iter().find(|row| row.0 == unit && row.7 != 0).map(|row| row.8))
 }

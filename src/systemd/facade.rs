@@ -8,10 +8,13 @@
 //!   attempt 2, next in 4s, ...), so `systemctl status` tells the truth;
 //! - exit 0 once the service is stopped and no longer meant to run (an operator's stop, a
 //!   disabled FEATURE, a config reload): systemd marks the unit inactive;
+//! - exit 0 when an operator restarts the service (`systemctl restart`, `soniclet restart`,
+//!   or a restart of its failure group): the unit goes inactive with the service, and the
+//!   daemon starts it again once the service comes back, so the restart shows in systemd;
 //! - exit non-zero once the daemon gave up on it (failure budget spent): the unit fails.
 //!
-//! The unit stays active across crashes and restarts the daemon carries out, as the service
-//! is still meant to run.
+//! The unit stays active across crash recoveries, as the service is still meant to run, with
+//! `STATUS=` saying what happens.
 
 use crate::api::ServiceStatus;
 
@@ -20,6 +23,8 @@ use crate::api::ServiceStatus;
 pub enum Outcome {
     /// The service was stopped and is not meant to run.
     Stopped,
+    /// An operator restarts the service; the unit comes back with it.
+    Restarting,
     /// The daemon holds the service down until an operator acts.
     Failed(String),
 }
@@ -37,6 +42,9 @@ pub struct Step {
 /// The facade's memory across statuses.
 #[derive(Debug, Default)]
 pub struct Facade {
+    /// This facade has seen the service run outside a requested restart: a requested
+    /// restart from now on is one this unit goes through.
+    attached: bool,
     ready_sent: bool,
     last_status: Option<String>,
     last_state: Option<String>,
@@ -75,6 +83,14 @@ impl Facade {
         if status.state == "stopped" && !status.enabled {
             step.exit = Some(Outcome::Stopped);
             return step;
+        }
+        let requested = status.restart.as_deref() == Some("requested");
+        if requested && self.attached {
+            step.exit = Some(Outcome::Restarting);
+            return step;
+        }
+        if status.state == "running" && !requested {
+            self.attached = true;
         }
         let text = status_text(status);
         let mut notify = Vec::new();
@@ -126,7 +142,29 @@ mod tests {
             since: String::new(),
             last_exit_code: None,
             message: message.map(str::to_owned),
+            restart: None,
         }
+    }
+
+    #[test]
+    fn a_requested_restart_ends_the_unit_that_saw_the_service_run() {
+        let requested = |state: &str, ready: bool| ServiceStatus {
+            restart: Some("requested".into()),
+            ..status(state, ready, true, None)
+        };
+        let mut running = Facade::new();
+        running.observe(&status("running", true, true, None));
+        assert_eq!(running.observe(&requested("stopping", false)).exit, Some(Outcome::Restarting));
+        // The unit's next facade, started during the restart, follows it to the end.
+        let mut next = Facade::new();
+        assert_eq!(next.observe(&requested("stopping", false)).exit, None);
+        assert_eq!(next.observe(&requested("running", false)).exit, None);
+        let step = next.observe(&status("running", true, true, None));
+        assert_eq!(step.exit, None);
+        assert!(step.notify.unwrap().starts_with("READY=1"));
+        // A crash recovery keeps the unit.
+        let crash = ServiceStatus { restart: Some("crash".into()), ..status("starting", false, true, None) };
+        assert_eq!(next.observe(&crash).exit, None);
     }
 
     #[test]

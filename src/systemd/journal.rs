@@ -69,7 +69,8 @@ impl JournalLayer {
 }
 
 /// Fields this layer sets itself, which an event's fields must not replace.
-const OWN_FIELDS: &[&str] = &["MESSAGE", "PRIORITY", "SYSLOG_IDENTIFIER", "CODE_FILE", "CODE_LINE", "TARGET"];
+const OWN_FIELDS: &[&str] =
+    &["MESSAGE", "PRIORITY", "SYSLOG_IDENTIFIER", "CODE_FILE", "CODE_LINE", "TARGET", "MONOTONIC_USEC"];
 
 /// A journal field name from a tracing field name: upper case, `[A-Z0-9_]`, not starting
 /// with `_` (trusted fields) or a digit.
@@ -120,6 +121,11 @@ impl<S: tracing::Subscriber> tracing_subscriber::Layer<S> for JournalLayer {
             text.push_str(&format!(" {name}={value}"));
         }
         let line = metadata.line().map(|l| l.to_string()).unwrap_or_default();
+        // When the event happened, on the clock systemd's unit timestamps use: journald stamps
+        // entries when it reads them, which may be after systemd acted on what followed.
+        let monotonic = nix::time::clock_gettime(nix::time::ClockId::CLOCK_MONOTONIC)
+            .map(|t| (t.tv_sec() as u64 * 1_000_000 + t.tv_nsec() as u64 / 1000).to_string())
+            .unwrap_or_default();
         let mut entry: Vec<(String, Vec<u8>)> = vec![
             ("MESSAGE".into(), text.into_bytes()),
             ("PRIORITY".into(), priority.into()),
@@ -127,6 +133,7 @@ impl<S: tracing::Subscriber> tracing_subscriber::Layer<S> for JournalLayer {
             ("TARGET".into(), metadata.target().into()),
             ("CODE_FILE".into(), metadata.file().unwrap_or_default().into()),
             ("CODE_LINE".into(), line.into_bytes()),
+            ("MONOTONIC_USEC".into(), monotonic.into_bytes()),
         ];
         for (name, value) in visited.fields {
             if let Some(name) = journal_field_name(name) {

@@ -33,7 +33,7 @@ pub fn unit_must_start(previous: Option<&ServiceStatus>, now: &ServiceStatus) ->
 }
 
 /// Follows every status change until shutdown, starting units as services come up.
-/// `changes` is subscribed before the supervisor loop runs, so its first statuses are seen.
+/// `changes` is subscribed before the first status is asked for, so no change falls between.
 pub async fn run<M: UnitManager>(
     manager: M,
     mut changes: broadcast::Receiver<ServiceStatus>,
@@ -41,7 +41,15 @@ pub async fn run<M: UnitManager>(
     shutdown: CancellationToken,
 ) {
     let mut seen: BTreeMap<String, ServiceStatus> = BTreeMap::new();
+    // Start from the whole picture (a mirror started again after a panic has missed changes),
+    // then follow the changes.
+    let mut whole = true;
     loop {
+        if std::mem::take(&mut whole) {
+            let Ok(all) = handle.request(|reply| Command::Status { reply }).await else { return };
+            mirror(&manager, &mut seen, all.services).await;
+            continue;
+        }
         let statuses = tokio::select! {
             () = shutdown.cancelled() => return,
             change = changes.recv() => match change {
@@ -54,16 +62,20 @@ pub async fn run<M: UnitManager>(
                 Err(RecvError::Closed) => return,
             },
         };
-        for status in statuses {
-            if unit_must_start(seen.get(&status.name), &status) {
-                let unit = unit_name(&status.name);
-                match manager.start_unit(&unit).await {
-                    Ok(()) => tracing::debug!(unit = %unit, "unit started to mirror the service"),
-                    Err(e) => tracing::info!(unit = %unit, error = %e, "cannot start the unit"),
-                }
+        mirror(&manager, &mut seen, statuses).await;
+    }
+}
+
+async fn mirror<M: UnitManager>(manager: &M, seen: &mut BTreeMap<String, ServiceStatus>, statuses: Vec<ServiceStatus>) {
+    for status in statuses {
+        if unit_must_start(seen.get(&status.name), &status) {
+            let unit = unit_name(&status.name);
+            match manager.start_unit(&unit).await {
+                Ok(()) => tracing::debug!(unit = %unit, "unit started to mirror the service"),
+                Err(e) => tracing::info!(unit = %unit, error = %e, "cannot start the unit"),
             }
-            seen.insert(status.name.clone(), status);
         }
+        seen.insert(status.name.clone(), status);
     }
 }
 
@@ -86,6 +98,7 @@ mod tests {
             since: String::new(),
             last_exit_code: None,
             message: None,
+            restart: None,
         }
     }
 

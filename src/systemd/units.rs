@@ -82,9 +82,11 @@ pub fn render(manifests: &ManifestSet, service: &Service, context: &UnitContext)
          # after crashes (watch STATUS=) and starts this unit itself when it brings {name} up.\n\
          [Unit]\n\
          Description={description}\n\
-         Documentation=man:soniclet(8)\n\
+         Documentation=file:///usr/share/doc/soniclet/README.md\n\
          After={after}\n\
          Wants={DAEMON_UNIT}\n\
+         # The daemon starts this unit whenever it brings the service up: no start rate limit.\n\
+         StartLimitIntervalSec=0\n\
          \n\
          [Service]\n\
          Type=notify\n\
