@@ -27,7 +27,7 @@ pub struct Metric {
 }
 
 impl Metric {
-    fn new(name: &str, value: f64, unit: &str, baseline: Option<f64>, target: &str) -> Self {
+    pub fn new(name: &str, value: f64, unit: &str, baseline: Option<f64>, target: &str) -> Self {
         Self {
             name: name.to_owned(),
             value,
@@ -41,13 +41,14 @@ impl Metric {
 
 pub fn print_table(title: &str, metrics: &[Metric]) {
     println!("\n{title}\n");
-    println!("{:<48} {:>12} {:<5} {:>12} {:>7}  target", "metric", "value", "unit", "baseline", "ratio");
-    println!("{}", "-".repeat(100));
+    let width = metrics.iter().map(|m| m.name.chars().count()).max().unwrap_or(0).max(48);
+    println!("{:<width$} {:>12} {:<5} {:>12} {:>7}  target", "metric", "value", "unit", "baseline", "ratio");
+    println!("{}", "-".repeat(width + 52));
     for m in metrics {
         let baseline = m.baseline.map(|b| format!("{b:.1}")).unwrap_or_else(|| "-".into());
         let ratio = m.ratio.map(|r| format!("{r:.2}")).unwrap_or_else(|| "-".into());
         println!(
-            "{:<48} {:>12.2} {:<5} {:>12} {:>7}  {}",
+            "{:<width$} {:>12.2} {:<5} {:>12} {:>7}  {}",
             m.name,
             m.value,
             m.unit,
@@ -66,7 +67,7 @@ fn write_json(path: Option<&Path>, metrics: &[Metric]) -> Result<()> {
     Ok(())
 }
 
-fn median(values: &mut [f64]) -> f64 {
+pub fn median(values: &mut [f64]) -> f64 {
     values.sort_by(|a, b| a.total_cmp(b));
     let n = values.len();
     if n == 0 {
@@ -81,7 +82,7 @@ fn median(values: &mut [f64]) -> f64 {
 
 pub fn run_task(args: &[String]) -> Result<()> {
     let Some(name) = args.first() else {
-        bail!("usage: cargo xtask bench <boot | appl-db | lifecycle> [--json FILE] [--idle-secs N] [--repeat N]")
+        bail!("usage: cargo xtask bench <boot | appl-db | lifecycle | systemd> [--json FILE] [--idle-secs N] [--repeat N]")
     };
     let mut json = None;
     let mut idle_secs = 60u64;
@@ -103,7 +104,8 @@ pub fn run_task(args: &[String]) -> Result<()> {
         "boot" => boot(idle_secs, repeat)?,
         "appl-db" => appl_db(repeat.min(5))?,
         "lifecycle" => lifecycle(repeat.min(5))?,
-        other => bail!("unknown benchmark {other:?}; available: boot, appl-db, lifecycle"),
+        "systemd" => crate::bench_vs::systemd(repeat.min(5))?,
+        other => bail!("unknown benchmark {other:?}; available: boot, appl-db, lifecycle, systemd"),
     };
     print_table(&format!("cargo xtask bench {name}"), &metrics);
     write_json(json.as_deref(), &metrics)

@@ -1,15 +1,18 @@
 //! `cargo xtask ci`: the README's test command and what `.ci/run` runs. It installs every
-//! missing prerequisite (Debian packages), then runs each tier; nothing is skipped.
+//! missing prerequisite (Debian packages), then runs each tier; nothing is skipped: format,
+//! lint, unit, integration (real containerd and redis-server), and e2e (a virtual switch
+//! booted with systemd under systemd-nspawn).
 
-use std::process::Command;
 use std::time::Instant;
 
 use anyhow::{bail, Result};
 
 use crate::images;
+use crate::switch::Switch;
 use crate::util::{build_soniclet, cargo, ensure_packages, is_root, run, PREREQUISITES};
+use crate::vs;
 
-fn stage(name: &str, f: impl FnOnce() -> Result<()>) -> Result<()> {
+fn stage<T>(name: &str, f: impl FnOnce() -> Result<T>) -> Result<T> {
     eprintln!("\n=== ci: {name}");
     let started = Instant::now();
     let result = f();
@@ -44,7 +47,20 @@ pub fn run_task(args: &[String]) -> Result<()> {
             .args(["test", "--release", "--locked", "--test", "it", "--", "--test-threads=3"])
             .env("RUST_BACKTRACE", "1"))
     })?;
-    let _ = Command::new("true").status();
+    let rootfs = stage("switch rootfs", vs::build_rootfs)?;
+    stage("e2e tier", || {
+        let switch = Switch::new("e2e");
+        switch.down()?;
+        switch.uninstall()?;
+        let booted = vs::up_quiet(&switch, &rootfs);
+        let result = booted.and_then(|secs| {
+            eprintln!("ci: the e2e switch booted in {secs:.1}s");
+            run(cargo().args(["test", "--release", "--locked", "--test", "e2e", "--", "--nocapture"]))
+        });
+        // Power it off whatever happened; a failure keeps its disk for a look.
+        let down = switch.down();
+        result.and(down)
+    })?;
     eprintln!("\nci: every tier passed in {:.0}s", started.elapsed().as_secs_f64());
     Ok(())
 }

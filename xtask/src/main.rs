@@ -3,21 +3,26 @@
 //! | task | what it does |
 //! |---|---|
 //! | `images` | builds the VS image archives into `target/images/` |
-//! | `vs [--exec CMD] [--down]` | brings up (or drives, or stops) the virtual switch |
+//! | `rootfs` | builds the switch's root filesystem into `target/vs/rootfs/` |
+//! | `vs [--exec CMD] [--down] [--fresh] [--name NAME]` | boots (or drives, or stops) the virtual switch under systemd-nspawn |
 //! | `ci` | installs test prerequisites and runs every test tier (`.ci/run` calls it) |
-//! | `bench boot [--json FILE]` | runs a benchmark and prints its table |
+//! | `bench <boot, appl-db, lifecycle, systemd> [--json FILE]` | runs a benchmark and prints its table |
 //! | `deps` | installs the Debian packages soniclet needs |
 
 mod bench;
+mod bench_vs;
 mod ci;
 mod images;
 mod lab;
+mod rootfs;
+mod switch;
 mod util;
 mod vs;
 
 use anyhow::{bail, Result};
 
-const USAGE: &str = "usage: cargo xtask <images | vs [--exec CMD] [--down] | ci | bench boot [--json FILE] | deps>";
+const USAGE: &str = "usage: cargo xtask <images | rootfs | vs [--exec CMD] [--down] [--fresh] [--name NAME] | ci | \
+bench <boot | appl-db | lifecycle | systemd> [--json FILE] | deps>";
 
 fn main() -> std::process::ExitCode {
     match run() {
@@ -40,6 +45,7 @@ fn run() -> Result<u8> {
             images::run(Some(&soniclet))?;
             Ok(0)
         }
+        "rootfs" => vs::build_rootfs().map(|_| 0),
         "vs" => vs::run_task(rest),
         "ci" => ci::run_task(rest).map(|()| 0),
         "bench" => bench::run_task(rest).map(|()| 0),

@@ -1,94 +1,101 @@
-//! `cargo xtask vs`: the virtual switch on an embedded default.
+//! `cargo xtask vs`: the virtual switch on an embedded default, booted with systemd.
 //!
-//! - `cargo xtask vs` builds what is missing, starts a private containerd and the soniclet
-//!   daemon, imports the VS images, waits for every service and shows `soniclet status`.
-//!   Run again, it starts only what is not running; the daemon adopts the rest.
-//! - `cargo xtask vs --exec 'CMD'` runs CMD in the switch's network namespace with
-//!   `SONICLET_SOCKET` set and `soniclet` on PATH, and returns its exit code.
-//! - `cargo xtask vs --down` stops every service, the daemon and containerd.
+//! - `cargo xtask vs` builds what changed (soniclet, the VS images, the rootfs), boots the
+//!   switch under systemd-nspawn, waits until soniclet has every NOS service ready and shows
+//!   `soniclet status` from inside. Run again, it keeps a running switch, or reboots it onto
+//!   a new build.
+//! - `cargo xtask vs --exec 'CMD'` runs CMD inside the running switch (bash, from the same
+//!   directory: the checkout is visible at the same path) and returns its exit code.
+//! - `cargo xtask vs --down` powers it off.
+//! - `--name NAME` drives another switch beside the default one (the e2e tests use `e2e`).
+//! - `--fresh` reinstalls the switch's disk from the rootfs before booting.
 
-use std::path::PathBuf;
-use std::process::Command;
+use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 
 use crate::images;
-use crate::lab::Lab;
-use crate::util::{build_soniclet, ensure_packages, is_root, project_root, run, PREREQUISITES};
+use crate::rootfs::{self, Rootfs};
+use crate::switch::Switch;
+use crate::util::{build_soniclet, ensure_packages, is_root, PREREQUISITES};
 
-pub fn lab() -> Lab {
-    Lab {
-        data: PathBuf::from("/var/lib/soniclet-vs"),
-        run_dir: PathBuf::from("/run/soniclet-vs"),
-        logs: PathBuf::from("/var/log/soniclet-vs"),
-        netns: "soniclet-vs".to_owned(),
-        namespace: "sonic".to_owned(),
-        services: project_root().join("services"),
-        soniclet: project_root().join("target/release/soniclet"),
-    }
+/// Builds soniclet, the VS images and the rootfs, each only where something changed.
+pub fn build_rootfs() -> Result<Rootfs> {
+    ensure_packages(PREREQUISITES)?;
+    let soniclet = build_soniclet()?;
+    let built = images::run(Some(&soniclet))?;
+    let archives: Vec<_> = built.into_iter().map(|(_, path, _)| path).collect();
+    rootfs::build(&soniclet, &archives)
 }
 
 pub fn run_task(args: &[String]) -> Result<u8> {
     let mut exec = None;
     let mut down = false;
+    let mut fresh = false;
+    let mut name = "vs".to_owned();
     let mut iter = args.iter();
     while let Some(arg) = iter.next() {
         match arg.as_str() {
             "--exec" => exec = Some(iter.next().context("--exec needs a command")?.clone()),
             "--down" => down = true,
-            other => bail!("unknown vs option {other:?}: use --exec 'CMD' or --down"),
+            "--fresh" => fresh = true,
+            "--name" => name = iter.next().context("--name needs a name")?.clone(),
+            other => bail!("unknown vs option {other:?}: use --exec 'CMD', --down, --fresh or --name NAME"),
         }
     }
     if !is_root() {
-        bail!("the virtual switch needs root (containerd, network namespaces): run `sudo cargo xtask vs`");
+        bail!("the virtual switch needs root (systemd-nspawn, network namespaces): run `sudo cargo xtask vs`");
     }
-    let lab = lab();
+    let switch = Switch::new(&name);
     if down {
-        lab.down()?;
-        println!("virtual switch stopped (data kept in {})", lab.data.display());
+        switch.down()?;
+        println!("virtual switch {name} stopped (its disk is kept in {})", switch.root().display());
         return Ok(0);
     }
     if let Some(command) = exec {
-        if !lab.daemon_running() {
-            bail!("the virtual switch is not running: start it with `cargo xtask vs`");
-        }
-        let bin_dir = lab.soniclet.parent().unwrap_or(&lab.data).to_owned();
-        let path = format!("{}:{}", bin_dir.display(), std::env::var("PATH").unwrap_or_default());
-        let status = Command::new("nsenter")
-            .arg(format!("--net=/var/run/netns/{}", lab.netns))
-            .args(["sh", "-c", &command])
-            .env("SONICLET_SOCKET", lab.api_socket())
-            .env("PATH", path)
-            .status()
-            .context("cannot run the command")?;
+        let status = switch.command(&command)?.status().context("cannot run nsenter")?;
         return Ok(status.code().map_or(1, |c| c as u8));
     }
-    up(&lab)?;
+    if fresh {
+        switch.down()?;
+        switch.uninstall()?;
+    }
+    up(&switch)?;
     Ok(0)
 }
 
-fn up(lab: &Lab) -> Result<()> {
-    ensure_packages(PREREQUISITES)?;
-    let soniclet = build_soniclet()?;
-    let built = images::run(Some(&soniclet))?;
-    lab.ensure_containerd()?;
-    if lab.daemon_running() {
-        eprintln!("vs: the daemon is running; it keeps its services");
-    } else {
-        let pid = lab.start_daemon()?;
-        eprintln!("vs: daemon started (pid {pid}), log {}", lab.logs.join("soniclet.log").display());
+/// Boots the switch (or keeps it) and waits for every service; returns the seconds it took.
+pub fn up_quiet(switch: &Switch, rootfs: &Rootfs) -> Result<f64> {
+    if switch.leader().is_some() {
+        if switch.is_current(rootfs) {
+            eprintln!("vs: the switch {} is running this build", switch.name);
+        } else {
+            eprintln!("vs: the switch {} runs an older build; powering it off to install this one", switch.name);
+            switch.down()?;
+        }
     }
-    let archives: Vec<String> = built.iter().map(|(_, path, _)| path.display().to_string()).collect();
-    run(lab.cli().args(["image", "import"]).args(&archives))?;
-    eprintln!("vs: waiting for every service to be ready");
-    run(lab.cli().args(["wait", "--timeout", "180"]))?;
-    run(lab.cli().arg("status"))?;
+    switch.install(rootfs)?;
+    let started = Instant::now();
+    switch.boot()?;
+    eprintln!("vs: booting (systemd-nspawn, log {})", switch.log().display());
+    switch.wait_ready(Duration::from_secs(300))?;
+    Ok(started.elapsed().as_secs_f64())
+}
+
+fn up(switch: &Switch) -> Result<()> {
+    let rootfs = build_rootfs()?;
+    let secs = up_quiet(switch, &rootfs)?;
+    eprintln!("vs: every enabled service is ready ({secs:.1}s)\n");
+    let status = switch.command("soniclet status")?.status()?;
+    if !status.success() {
+        bail!("soniclet status failed inside the switch");
+    }
+    let name = if switch.name == "vs" { String::new() } else { format!(" --name {}", switch.name) };
     println!(
-        "\nThe virtual switch is up. Its network namespace is {ns}.\n\
-         \x20 run a command:   cargo xtask vs --exec 'soniclet status'\n\
-         \x20 get a shell:     cargo xtask vs --exec sh\n\
-         \x20 stop it:         cargo xtask vs --down",
-        ns = lab.netns
+        "\nThe virtual switch is up: systemd boots it under systemd-nspawn, soniclet runs its services.\n\
+         \x20 run a command:  cargo xtask vs{name} --exec 'systemctl status swss'\n\
+         \x20 get a shell:    cargo xtask vs{name} --exec bash\n\
+         \x20 stop it:        cargo xtask vs{name} --down"
     );
     Ok(())
 }

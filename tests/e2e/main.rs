@@ -1,0 +1,286 @@
+//! e2e tier: an operator's systemd habits on a booted virtual switch.
+//!
+//! The switch is the shipped rootfs booted by systemd-nspawn with systemd as PID 1, containerd
+//! and soniclet inside (`cargo xtask vs --name e2e --fresh`, which `cargo xtask ci` runs before
+//! this tier and powers off after it). Every check goes through `systemctl`, `journalctl` and
+//! the container task PIDs inside the switch, entered with `nsenter`.
+//!
+//! The steps share one switch and build on each other, so they run in order in one test.
+
+use std::collections::BTreeMap;
+use std::process::{Command, Output};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+const SWITCH_DIR: &str = "/var/lib/soniclet-vs/e2e";
+const PATH_INSIDE: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+
+/// The swss failure group and its dependents (services/*.toml).
+const SWSS_SET: &[&str] = &["swss", "syncd", "teamd", "bgp", "radv", "dhcp_relay"];
+/// Services a swss restart must not touch.
+const OUTSIDE_SWSS: &[&str] = &["database", "lldp", "pmon", "snmp", "telemetry", "mgmt-framework"];
+
+struct Switch {
+    leader: u32,
+}
+
+impl Switch {
+    fn attach() -> Self {
+        let leader = std::fs::read_to_string(format!("{SWITCH_DIR}/leader.pid"))
+            .ok()
+            .and_then(|s| s.trim().parse::<u32>().ok())
+            .filter(|pid| std::path::Path::new(&format!("/proc/{pid}")).exists());
+        let Some(leader) = leader else {
+            panic!(
+                "the e2e switch is not running: boot it with `cargo xtask vs --name e2e --fresh` \
+                 (`cargo xtask ci` does), then run this tier again"
+            );
+        };
+        Self { leader }
+    }
+
+    fn run(&self, script: &str) -> Output {
+        Command::new("nsenter")
+            .args(["--target", &self.leader.to_string(), "--all", "--", "/usr/bin/env", "-i"])
+            .arg(format!("PATH={PATH_INSIDE}"))
+            .args(["HOME=/root", "LANG=C.UTF-8", "SYSTEMD_PAGER=cat", "/bin/bash", "-c", script])
+            .output()
+            .expect("nsenter runs")
+    }
+
+    /// Runs `script` in the switch; its stdout. Panics with the output when it fails.
+    fn sh(&self, script: &str) -> String {
+        let out = self.run(script);
+        assert!(
+            out.status.success(),
+            "`{script}` failed ({}): {}{}",
+            out.status,
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    fn props(&self, unit: &str, names: &[&str]) -> BTreeMap<String, String> {
+        let out = self.sh(&format!("systemctl show {unit}.service -p {}", names.join(",")));
+        out.lines().filter_map(|l| l.split_once('=')).map(|(k, v)| (k.to_owned(), v.to_owned())).collect()
+    }
+
+    fn prop(&self, unit: &str, name: &str) -> String {
+        self.props(unit, &[name]).remove(name).unwrap_or_default()
+    }
+
+    fn status(&self) -> Value {
+        serde_json::from_str(&self.sh("soniclet status --json")).expect("status is JSON")
+    }
+
+    fn service(&self, name: &str) -> Value {
+        serde_json::from_str(&self.sh(&format!("soniclet status {name} --json"))).expect("status is JSON")
+    }
+
+    /// Container task PIDs by service (running ones only).
+    fn pids(&self) -> BTreeMap<String, u64> {
+        let status = self.status();
+        status["services"]
+            .as_array()
+            .expect("services")
+            .iter()
+            .filter_map(|s| Some((s["name"].as_str()?.to_owned(), s["pid"].as_u64()?)))
+            .collect()
+    }
+
+    fn invocations(&self, units: &[&str]) -> BTreeMap<String, String> {
+        units.iter().map(|u| (u.to_string(), self.prop(u, "InvocationID"))).collect()
+    }
+
+    fn containers(&self) -> Vec<String> {
+        self.sh("ctr --namespace sonic containers list --quiet").lines().map(str::to_owned).collect()
+    }
+
+    fn wait_until(&self, what: &str, timeout: Duration, mut done: impl FnMut(&Self) -> bool) {
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            if done(self) {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let status = self.sh("soniclet status; systemctl list-units --all --no-pager '*.service' | head -40");
+        panic!("timed out after {timeout:?} waiting until {what}\n{status}");
+    }
+
+    fn all_active(&self, units: &[&str]) -> bool {
+        units.iter().all(|u| self.prop(u, "ActiveState") == "active")
+    }
+
+    fn all_ready(&self) -> bool {
+        let status = self.status();
+        status["services"]
+            .as_array()
+            .expect("services")
+            .iter()
+            .all(|s| !s["enabled"].as_bool().unwrap() || s["ready"].as_bool().unwrap())
+    }
+}
+
+fn step(name: &str) {
+    eprintln!("e2e: {name}");
+}
+
+fn enabled_services(switch: &Switch) -> Vec<String> {
+    let status = switch.status();
+    status["services"]
+        .as_array()
+        .expect("services")
+        .iter()
+        .filter(|s| s["enabled"].as_bool() == Some(true))
+        .map(|s| s["name"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+/// CLOCK_MONOTONIC (µs) of the daemon's log entries for `service` in this boot whose message
+/// starts with `what` (`ready`, `starting`), oldest first.
+fn logged_at(switch: &Switch, service: &str, what: &str) -> Vec<u64> {
+    let out = switch.sh(&format!("journalctl -b -o json --no-pager SYSLOG_IDENTIFIER=soniclet SERVICE={service}"));
+    let times: Vec<u64> = out
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .filter(|e| e["MESSAGE"].as_str().is_some_and(|m| m.starts_with(&format!("{what} "))))
+        .filter_map(|e| e["MONOTONIC_USEC"].as_str()?.parse().ok())
+        .collect();
+    assert!(!times.is_empty(), "no {what:?} entry for {service} in the daemon's journal");
+    times
+}
+
+#[test]
+fn systemctl_tells_the_truth_on_a_booted_switch() {
+    let switch = Switch::attach();
+    switch.wait_until("every enabled service is ready", Duration::from_secs(120), Switch::all_ready);
+    let enabled = enabled_services(&switch);
+    let units: Vec<&str> = enabled.iter().map(String::as_str).collect();
+    assert!(units.len() >= 12, "the VS set runs: {units:?}");
+
+    step("1. every enabled unit is active, and became active only after its probe passed");
+    switch.wait_until("every enabled unit is active", Duration::from_secs(60), |s| s.all_active(&units));
+    for unit in &units {
+        let props = switch.props(unit, &["SubState", "ActiveEnterTimestampMonotonic", "StatusText"]);
+        assert_eq!(props["SubState"], "running", "{unit}");
+        assert!(props["StatusText"].ends_with(", ready"), "{unit}: {}", props["StatusText"]);
+        let active_at: u64 = props["ActiveEnterTimestampMonotonic"].parse().unwrap();
+        let ready_at = logged_at(&switch, unit, "ready")[0];
+        assert!(
+            active_at >= ready_at,
+            "{unit}.service became active at {active_at} µs, before its probe passed at {ready_at} µs"
+        );
+    }
+    let verify =
+        switch.run("systemd-analyze verify /usr/lib/systemd/system/soniclet.service /run/systemd/generator/*.service");
+    assert!(
+        verify.status.success() && verify.stderr.is_empty() && verify.stdout.is_empty(),
+        "systemd-analyze verify: {}{}",
+        String::from_utf8_lossy(&verify.stdout),
+        String::from_utf8_lossy(&verify.stderr)
+    );
+
+    step("2. systemctl restart swss restarts the group and its dependents, and nothing else");
+    let pids = switch.pids();
+    let invocations = switch.invocations(&units);
+    switch.sh("systemctl restart swss");
+    switch.wait_until("the swss group and its dependents are back", Duration::from_secs(90), |s| {
+        s.all_active(SWSS_SET) && s.all_ready()
+    });
+    let pids_after = switch.pids();
+    let invocations_after = switch.invocations(&units);
+    for unit in SWSS_SET {
+        assert_ne!(pids[*unit], pids_after[*unit], "{unit}'s container task restarted");
+        assert_ne!(invocations[*unit], invocations_after[*unit], "{unit}.service shows the restart");
+    }
+    for unit in OUTSIDE_SWSS {
+        assert_eq!(pids[*unit], pids_after[*unit], "{unit}'s task is untouched");
+        assert_eq!(invocations[*unit], invocations_after[*unit], "{unit}.service is untouched");
+    }
+
+    step("3. systemctl stop bgp: unit inactive, container gone; systemctl start bgp: both back");
+    switch.sh("systemctl stop bgp");
+    assert_eq!(switch.prop("bgp", "ActiveState"), "inactive");
+    assert_eq!(switch.prop("bgp", "Result"), "success", "a stop on request is not a failure");
+    assert!(!switch.containers().contains(&"bgp".to_owned()), "bgp's container is deleted");
+    assert_eq!(switch.service("bgp")["state"], "stopped");
+    switch.sh("systemctl start bgp");
+    assert_eq!(switch.prop("bgp", "ActiveState"), "active");
+    assert!(switch.containers().contains(&"bgp".to_owned()));
+    assert_eq!(switch.service("bgp")["ready"], true, "systemctl start returns once bgp is ready");
+
+    step("3b. systemctl start bgp while swss is stopped starts swss first");
+    switch.sh("systemctl stop swss");
+    for unit in SWSS_SET {
+        assert_eq!(switch.prop(unit, "ActiveState"), "inactive", "{unit} stopped with swss");
+    }
+    switch.sh("systemctl start bgp");
+    switch.wait_until("swss, syncd and teamd units are active", Duration::from_secs(60), |s| {
+        s.all_active(&["swss", "syncd", "teamd", "bgp"])
+    });
+    assert_eq!(switch.service("swss")["ready"], true);
+    let swss_ready = *logged_at(&switch, "swss", "ready").last().unwrap();
+    let bgp_start = *logged_at(&switch, "bgp", "starting").last().unwrap();
+    assert!(swss_ready < bgp_start, "swss was ready ({swss_ready} µs) before bgp started ({bgp_start} µs)");
+    // radv and dhcp_relay went down with swss; bring them back for the next steps.
+    switch.sh("systemctl start radv dhcp_relay");
+    switch.wait_until("every unit is active again", Duration::from_secs(60), |s| s.all_active(&units) && s.all_ready());
+
+    step("4. systemctl restart soniclet leaves every container task PID unchanged");
+    let pids = switch.pids();
+    let invocations = switch.invocations(&units);
+    let daemon = switch.status()["daemon"]["pid"].as_u64();
+    switch.sh("systemctl restart soniclet && soniclet wait --timeout 60 >/dev/null");
+    assert_ne!(switch.status()["daemon"]["pid"].as_u64(), daemon, "the daemon restarted");
+    assert_eq!(switch.pids(), pids);
+    assert_eq!(switch.invocations(&units), invocations, "no unit restarted");
+
+    step("5. kill -9 of lldp's main process shows in STATUS=, then the unit is plain active again");
+    let old = switch.service("lldp")["pid"].as_u64().unwrap();
+    let trace = switch.sh(&format!(
+        "kill -9 {old}; for i in $(seq 1500); do \
+           line=$(systemctl show lldp.service -p ActiveState -p StatusText | sort | paste -sd'|'); \
+           echo \"$line\"; case \"$line\" in *'pid {old},'*) ;; *'StatusText=running, pid '*', ready') break;; esac; \
+           sleep 0.01; done"
+    ));
+    let lines: Vec<&str> = trace.lines().collect();
+    assert!(lines.iter().all(|l| l.starts_with("ActiveState=active|")), "the unit stayed active: {lines:?}");
+    assert!(lines.iter().any(|l| l.contains("restart")), "STATUS= explained the restart: {lines:?}");
+    let last = lines.last().unwrap();
+    assert!(last.ends_with(", ready") && !last.contains(&format!("pid {old},")), "plain active again: {lines:?}");
+    let restarted = switch.service("lldp");
+    assert_ne!(restarted["pid"].as_u64(), Some(old));
+    assert_eq!(restarted["restarts"], 1);
+
+    step("6. journalctl -u swss shows the container's output");
+    let journal = switch.sh("journalctl -u swss -b -o json --no-pager");
+    let entries: Vec<Value> = journal.lines().filter_map(|l| serde_json::from_str(l).ok()).collect();
+    let output = entries.iter().find(|e| {
+        e["SYSLOG_IDENTIFIER"] == "swss" && e["MESSAGE"].as_str().is_some_and(|m| m.contains("started orchagent"))
+    });
+    let output = output.unwrap_or_else(|| panic!("no container output for swss in journalctl -u swss"));
+    assert_eq!(output["OBJECT_SYSTEMD_UNIT"], "swss.service");
+    assert_eq!(output["_SYSTEMD_UNIT"], "containerd.service", "written by the log shim, under containerd");
+
+    step("7. a crash loop ends with the unit failed");
+    let deadline = Instant::now() + Duration::from_secs(90);
+    while switch.prop("pmon", "ActiveState") != "failed" {
+        assert!(Instant::now() < deadline, "pmon.service never failed");
+        if let Some(pid) = switch.service("pmon")["pid"].as_u64() {
+            let _ = switch.run(&format!("kill -9 {pid}"));
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let props = switch.props("pmon", &["Result", "ExecMainStatus", "StatusText"]);
+    assert_eq!(props["Result"], "exit-code");
+    assert_eq!(props["ExecMainStatus"], "8", "soniclet's exit code for a failed service");
+    assert!(props["StatusText"].starts_with("failed: "), "{props:?}");
+    assert_eq!(switch.service("pmon")["state"], "failed");
+    // An operator's start clears the failure.
+    switch.sh("systemctl start pmon");
+    assert_eq!(switch.prop("pmon", "ActiveState"), "active");
+    assert_eq!(switch.service("pmon")["ready"], true);
+}

@@ -1,0 +1,262 @@
+//! `cargo xtask rootfs`: the switch's root filesystem, the tree the virtual switch boots and
+//! the ONIE installer carries.
+//!
+//! Two layers, each cached:
+//! - the **base**: Debian bookworm from debootstrap with systemd, containerd, runc and an
+//!   operator's tools, rebuilt only when its package list or mirror changes (about a minute);
+//! - the **overlay**: soniclet, its config, units and generator, `services/` and the VS image
+//!   archives (imported by the daemon at first boot), rewritten file by file where changed.
+//!
+//! A rebuild with nothing changed takes seconds. `target/vs/rootfs.id` names the result: the
+//! virtual switch reinstalls its machine when the id changes.
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use anyhow::{bail, Context, Result};
+use sha2::{Digest, Sha256};
+
+use crate::util::{ensure_packages, project_root, run};
+
+const SUITE: &str = "bookworm";
+const DEFAULT_MIRROR: &str = "http://deb.debian.org/debian";
+
+/// The base system's packages beyond debootstrap's minbase.
+const PACKAGES: &[&str] = &[
+    "systemd",
+    "systemd-sysv",
+    "dbus",
+    "containerd",
+    "runc",
+    "iproute2",
+    "iputils-ping",
+    "procps",
+    "less",
+    "redis-tools",
+    "ca-certificates",
+];
+
+/// Host tools the build and the virtual switch need.
+pub const TOOLS: &[(&str, &str)] = &[("debootstrap", "debootstrap"), ("systemd-nspawn", "systemd-container")];
+
+pub fn vs_dir() -> PathBuf {
+    project_root().join("target/vs")
+}
+
+/// A built root filesystem.
+#[derive(Debug, Clone)]
+pub struct Rootfs {
+    pub dir: PathBuf,
+    /// Digest of the base and every overlay file.
+    pub id: String,
+}
+
+/// One file the overlay puts into the tree.
+enum Entry {
+    File { path: String, data: Vec<u8>, mode: u32 },
+    Symlink { path: String, target: String },
+}
+
+fn mirror() -> String {
+    std::env::var("SONICLET_DEBIAN_MIRROR").unwrap_or_else(|_| DEFAULT_MIRROR.to_owned())
+}
+
+fn base_key(mirror: &str) -> String {
+    let mut hasher = Sha256::new();
+    hasher.update(format!("{SUITE}\n{mirror}\nminbase\n{}", PACKAGES.join(",")));
+    format!("{:x}", hasher.finalize())
+}
+
+/// The debootstrapped base, built unless the cached one has the same key.
+fn base(dir: &Path) -> Result<String> {
+    let mirror = mirror();
+    let key = base_key(&mirror);
+    let base = dir.join("base");
+    let key_file = dir.join("base.key");
+    if base.join("usr/bin/systemctl").exists() && std::fs::read_to_string(&key_file).ok().as_deref() == Some(&key) {
+        return Ok(key);
+    }
+    let tmp = dir.join("base.tmp");
+    if tmp.exists() {
+        std::fs::remove_dir_all(&tmp)?;
+    }
+    std::fs::create_dir_all(dir)?;
+    eprintln!("rootfs: debootstrap {SUITE} from {mirror} (about a minute)");
+    let log = dir.join("debootstrap.log");
+    let status = Command::new("debootstrap")
+        .args(["--variant=minbase", &format!("--include={}", PACKAGES.join(",")), SUITE])
+        .arg(&tmp)
+        .arg(&mirror)
+        .stdout(std::fs::File::create(&log)?)
+        .stderr(std::fs::File::options().append(true).open(&log)?)
+        .status()
+        .context("cannot run debootstrap")?;
+    if !status.success() {
+        let text = std::fs::read_to_string(&log).unwrap_or_default();
+        let tail: Vec<&str> = text.lines().rev().take(5).collect::<Vec<_>>().into_iter().rev().collect();
+        let unreachable = text.contains("Failed getting release file")
+            || text.contains("Couldn't download")
+            || text.contains("Could not resolve")
+            || text.contains("Connection refused");
+        if unreachable {
+            bail!(
+                "debootstrap cannot reach Debian at {mirror}: {}\n(set SONICLET_DEBIAN_MIRROR to a reachable mirror; log: {})",
+                tail.join(" | "),
+                log.display()
+            );
+        }
+        bail!("debootstrap failed ({status}): {}\n(log: {})", tail.join(" | "), log.display());
+    }
+    if base.exists() {
+        std::fs::remove_dir_all(&base)?;
+    }
+    std::fs::rename(&tmp, &base)?;
+    std::fs::write(&key_file, &key)?;
+    Ok(key)
+}
+
+const CONTAINERD_CONFIG: &str = "\
+# containerd for soniclet: no Kubernetes CRI until the switch joins a cluster.
+version = 2
+disabled_plugins = [\"io.containerd.grpc.v1.cri\"]
+";
+
+const SONICLET_CONFIG: &str = "\
+# soniclet's configuration. Every field has a default that is right on a SONiC switch;
+# see `soniclet daemon --help` and ARCHITECTURE.md. For example:
+#
+# [daemon]
+# boot-type = \"auto\"          # cold, warm or fast; auto reads SONIC_BOOT_TYPE
+# delayed-start-timeout = 180
+";
+
+fn overlay(soniclet: &Path, archives: &[PathBuf]) -> Result<Vec<Entry>> {
+    let root = project_root();
+    let read = |p: &Path| std::fs::read(p).with_context(|| format!("cannot read {}", p.display()));
+    let mut entries = vec![
+        Entry::File { path: "usr/bin/soniclet".into(), data: read(soniclet)?, mode: 0o755 },
+        Entry::File {
+            path: "usr/lib/systemd/system/soniclet.service".into(),
+            data: read(&root.join("systemd/soniclet.service"))?,
+            mode: 0o644,
+        },
+        Entry::File {
+            path: "usr/lib/systemd/system-generators/soniclet-generator".into(),
+            data: read(&root.join("systemd/soniclet-generator"))?,
+            mode: 0o755,
+        },
+        Entry::Symlink {
+            path: "etc/systemd/system/multi-user.target.wants/soniclet.service".into(),
+            target: "/usr/lib/systemd/system/soniclet.service".into(),
+        },
+        Entry::File { path: "etc/soniclet/config.toml".into(), data: SONICLET_CONFIG.into(), mode: 0o644 },
+        Entry::File { path: "etc/containerd/config.toml".into(), data: CONTAINERD_CONFIG.into(), mode: 0o644 },
+        Entry::File { path: "etc/hostname".into(), data: b"sonic\n".to_vec(), mode: 0o644 },
+    ];
+    // The units' Documentation=.
+    for doc in ["README.md", "ARCHITECTURE.md", "DEVELOPERS.md"] {
+        entries.push(Entry::File {
+            path: format!("usr/share/doc/soniclet/{doc}"),
+            data: read(&root.join(doc))?,
+            mode: 0o644,
+        });
+    }
+    let mut services: Vec<PathBuf> = std::fs::read_dir(root.join("services"))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|e| e == "toml"))
+        .collect();
+    services.sort();
+    for path in services {
+        let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+        entries.push(Entry::File {
+            path: format!("usr/share/soniclet/services/{name}"),
+            data: read(&path)?,
+            mode: 0o644,
+        });
+    }
+    for path in archives {
+        let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+        entries.push(Entry::File { path: format!("usr/share/soniclet/images/{name}"), data: read(path)?, mode: 0o644 });
+    }
+    Ok(entries)
+}
+
+/// Directories the overlay owns: files in them that it does not write are removed.
+const OWNED_DIRS: &[&str] = &["usr/share/soniclet/services", "usr/share/soniclet/images"];
+
+fn apply(tree: &Path, entries: &[Entry]) -> Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    let mut written = BTreeSet::new();
+    for entry in entries {
+        match entry {
+            Entry::File { path, data, mode } => {
+                let dest = tree.join(path);
+                written.insert(dest.clone());
+                if std::fs::read(&dest).ok().as_deref() != Some(data.as_slice()) {
+                    std::fs::create_dir_all(dest.parent().context("no parent")?)?;
+                    let tmp = dest.with_extension("xtask-tmp");
+                    std::fs::write(&tmp, data)?;
+                    std::fs::rename(&tmp, &dest)?;
+                }
+                std::fs::set_permissions(&dest, std::fs::Permissions::from_mode(*mode))?;
+            }
+            Entry::Symlink { path, target } => {
+                let dest = tree.join(path);
+                if std::fs::read_link(&dest).ok().as_deref() != Some(Path::new(target)) {
+                    std::fs::create_dir_all(dest.parent().context("no parent")?)?;
+                    let _ = std::fs::remove_file(&dest);
+                    std::os::unix::fs::symlink(target, &dest)?;
+                }
+            }
+        }
+    }
+    for dir in OWNED_DIRS {
+        let Ok(listing) = std::fs::read_dir(tree.join(dir)) else { continue };
+        for entry in listing {
+            let path = entry?.path();
+            if !written.contains(&path) {
+                std::fs::remove_file(&path)?;
+            }
+        }
+    }
+    Ok(())
+}
+
+fn overlay_digest(base_key: &str, entries: &[Entry]) -> String {
+    let mut hasher = Sha256::new();
+    hasher.update(base_key.as_bytes());
+    for entry in entries {
+        match entry {
+            Entry::File { path, data, mode } => {
+                hasher.update(format!("\nF {path} {mode:o} {}\n", data.len()));
+                hasher.update(data);
+            }
+            Entry::Symlink { path, target } => hasher.update(format!("\nL {path} {target}\n")),
+        }
+    }
+    format!("{:x}", hasher.finalize())
+}
+
+/// Builds (or refreshes) `target/vs/rootfs` from the built soniclet and image archives.
+pub fn build(soniclet: &Path, archives: &[PathBuf]) -> Result<Rootfs> {
+    ensure_packages(TOOLS)?;
+    let dir = vs_dir();
+    let key = base(&dir)?;
+    let tree = dir.join("rootfs");
+    let tree_key = tree.join(".soniclet-base");
+    if std::fs::read_to_string(&tree_key).ok().as_deref() != Some(key.as_str()) {
+        eprintln!("rootfs: copying the base");
+        if tree.exists() {
+            std::fs::remove_dir_all(&tree)?;
+        }
+        run(Command::new("cp").args(["-a", "--reflink=auto"]).arg(dir.join("base")).arg(&tree))?;
+        std::fs::write(&tree_key, &key)?;
+    }
+    let entries = overlay(soniclet, archives)?;
+    apply(&tree, &entries)?;
+    let id = overlay_digest(&key, &entries);
+    std::fs::write(dir.join("rootfs.id"), &id)?;
+    eprintln!("rootfs: {} ({})", tree.display(), &id[..12]);
+    Ok(Rootfs { dir: tree, id })
+}
