@@ -51,3 +51,4 @@ pub mod runtime;
 pub mod store;
 pub mod supervisor;
 pub mod systemd;
+pub mod vasic;

@@ -104,6 +104,34 @@ fn restore_sigpipe() {
     }
 }
 
+/// A virtual ASIC process: logs like the daemon, stops on SIGTERM.
+fn vasic(role: cli::VasicRole, db_config: Option<std::path::PathBuf>, sonic_root: &std::path::Path) -> ExitCode {
+    init_tracing();
+    let runtime = match tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("soniclet: cannot start the async runtime: {e}");
+            return Exit::Failure.into();
+        }
+    };
+    let shutdown = tokio_util::sync::CancellationToken::new();
+    let token = shutdown.clone();
+    let result = runtime.block_on(async move {
+        tokio::spawn(async move {
+            termination().await;
+            token.cancel();
+        });
+        cli::vasic::run(role, db_config, sonic_root, shutdown).await
+    });
+    match result {
+        Ok(()) => Exit::Ok.into(),
+        Err(e) => {
+            tracing::error!("{}", chain(&e));
+            Exit::Failure.into()
+        }
+    }
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match &cli.command {
@@ -117,6 +145,7 @@ fn main() -> ExitCode {
             }
         }
         Command::Daemon { config } => return daemon(config),
+        Command::Vasic { role, db_config, sonic_root } => return vasic(*role, db_config.clone(), sonic_root),
         _ => {}
     }
     restore_sigpipe();

@@ -1,11 +1,14 @@
 #!/bin/sh
 # Stand-in for a SONiC container's supervisord in the virtual switch: starts each program of
-# $PROGRAMS under its SONiC process name, says so on stdout, and stops them all on SIGTERM.
+# $PROGRAMS under its SONiC process name (an idle stand-in), and each process of $VASIC
+# (`name:role`) as `soniclet vasic <role>` under that name; says so on stdout, and stops them
+# all on SIGTERM.
 name="${CONTAINER_NAME:-container}"
 pids=""
 stop() {
     echo "$name: stopping"
     kill $pids 2>/dev/null
+    for pid in $pids; do wait "$pid"; done
     exit 0
 }
 trap stop TERM INT
@@ -14,10 +17,13 @@ for program in $PROGRAMS; do
     pids="$pids $!"
     echo "$name: started $program (pid $!)"
 done
+for entry in $VASIC; do
+    process="${entry%%:*}"
+    "/usr/bin/$process" vasic "${entry#*:}" &
+    pids="$pids $!"
+    echo "$name: started $process (pid $!)"
+done
 echo "$name: ready"
-if [ -x /usr/bin/vs-post-start.sh ]; then
-    /usr/bin/vs-post-start.sh &
-fi
 while :; do
     sleep 2147483647 &
     wait $!

@@ -12,6 +12,7 @@ mod intent;
 mod manifests;
 mod service;
 mod unit;
+pub mod vasic;
 
 use std::path::PathBuf;
 
@@ -149,6 +150,19 @@ pub enum Command {
         #[arg(long, default_value_t = 1024)]
         batch: usize,
     },
+    /// The virtual ASIC's processes, as the VS swss and syncd images run them: `orch` plays
+    /// orchagent, `syncd` plays syncd over a software SAI on the kernel, `portsyncd` plays
+    /// portsyncd. Work without the daemon.
+    Vasic {
+        #[arg(value_enum)]
+        role: VasicRole,
+        /// database_config.json to use (default: the switch's, under --sonic-root).
+        #[arg(long)]
+        db_config: Option<PathBuf>,
+        /// Where SONiC's host paths live.
+        #[arg(long, env = "SONICLET_SONIC_ROOT", default_value = "/")]
+        sonic_root: PathBuf,
+    },
     /// The raw-containerd baseline of `cargo xtask bench boot` (no daemon may run).
     #[command(hide = true)]
     BenchRaw {
@@ -162,6 +176,13 @@ pub enum Command {
         #[arg(long, default_value_t = 1)]
         repeat: usize,
     },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum VasicRole {
+    Orch,
+    Syncd,
+    Portsyncd,
 }
 
 #[derive(Debug, Args)]
@@ -324,7 +345,7 @@ pub async fn run(cli: Cli) -> CliResult {
         Command::GenerateUnits { config, dir, other_dirs: _ } => unit::generate(&config, &dir),
         Command::BenchDb { socket, entries, samples, batch } => bench::appl_db(&socket, entries, samples, batch).await,
         Command::BenchRaw { config, restart, crash, repeat } => bench::run(&config, restart, crash, repeat).await,
-        Command::Daemon { .. } | Command::LogShim { .. } => unreachable!("handled by main"),
+        Command::Daemon { .. } | Command::LogShim { .. } | Command::Vasic { .. } => unreachable!("handled by main"),
     }
 }
 

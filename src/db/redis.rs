@@ -151,6 +151,13 @@ impl Db {
         bounded("GET", CALL_TIMEOUT, async move { conn.get(key).await }).await
     }
 
+    /// `PUBLISH channel message` (syncd's NOTIFICATIONS, for one).
+    pub async fn publish(&self, channel: &str, message: &str) -> Result<(), DbError> {
+        let mut conn = self.conn.clone();
+        let (channel, message) = (channel.to_owned(), message.to_owned());
+        bounded("PUBLISH", CALL_TIMEOUT, async move { conn.publish::<_, _, ()>(channel, message).await }).await
+    }
+
     pub async fn set(&self, key: &str, value: &str) -> Result<(), DbError> {
         let mut conn = self.conn();
         bounded("SET", CALL_TIMEOUT, async move { conn.set(key, value).await }).await

@@ -9,3 +9,4 @@ mod intent;
 mod lifecycle;
 mod lifecycle_sonic;
 mod support;
+mod vasic;

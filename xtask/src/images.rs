@@ -27,6 +27,10 @@ pub struct Recipe {
     /// Host executables, copied with their shared libraries. `@soniclet` is the built agent.
     #[serde(default)]
     pub binaries: Vec<String>,
+    /// Processes played by soniclet itself: process name -> `soniclet vasic` role. Each is a
+    /// link to the agent under its SONiC name, so critical-process checks see that name.
+    #[serde(default)]
+    pub vasic: BTreeMap<String, String>,
     #[serde(default)]
     pub files: Vec<FileSpec>,
     #[serde(default)]
@@ -183,6 +187,12 @@ fn image_layer(root: &Path, recipe: &Recipe, soniclet: Option<&Path>) -> Result<
     for program in &recipe.programs {
         layer.symlink(&format!("/usr/bin/{program}"), "/bin/busybox");
     }
+    if !recipe.vasic.is_empty() && !recipe.binaries.iter().any(|b| b == "@soniclet") {
+        bail!("{}: vasic processes need \"@soniclet\" in binaries", recipe.name);
+    }
+    for process in recipe.vasic.keys() {
+        layer.symlink(&format!("/usr/bin/{process}"), "/usr/bin/soniclet");
+    }
     for binary in &recipe.binaries {
         if binary == "@soniclet" {
             let path = soniclet.context("this image needs the soniclet binary; build it first")?;
@@ -227,6 +237,10 @@ fn write_archive(out: &Path, recipe: &Recipe, layers: &[&Blob]) -> Result<String
     ];
     if !recipe.programs.is_empty() {
         env.push(format!("PROGRAMS={}", recipe.programs.join(" ")));
+    }
+    if !recipe.vasic.is_empty() {
+        let pairs: Vec<String> = recipe.vasic.iter().map(|(process, role)| format!("{process}:{role}")).collect();
+        env.push(format!("VASIC={}", pairs.join(" ")));
     }
     env.extend(recipe.env.iter().cloned());
     let config = serde_json::to_vec(&json!({

@@ -153,6 +153,12 @@ fn overlay(soniclet: &Path, archives: &[PathBuf]) -> Result<Vec<Entry>> {
         Entry::File { path: "etc/soniclet/config.toml".into(), data: SONICLET_CONFIG.into(), mode: 0o644 },
         Entry::File { path: "etc/containerd/config.toml".into(), data: CONTAINERD_CONFIG.into(), mode: 0o644 },
         Entry::File { path: "etc/hostname".into(), data: b"sonic\n".to_vec(), mode: 0o644 },
+        // The VS's startup config: its MAC and eight front-panel ports (Ethernet0..Ethernet28).
+        Entry::File {
+            path: "etc/sonic/config_db.json".into(),
+            data: read(&root.join("images/files/vs-config_db.json"))?,
+            mode: 0o644,
+        },
     ];
     // The units' Documentation=.
     for doc in ["README.md", "ARCHITECTURE.md", "DEVELOPERS.md"] {

@@ -52,6 +52,8 @@ pub const PREREQUISITES: &[(&str, &str)] = &[
     ("redis-server", "redis-server"),
     ("busybox", "busybox-static"),
     ("ip", "iproute2"),
+    // The virtual ASIC tests send real packets across the switch.
+    ("ping", "iputils-ping"),
 ];
 
 /// Installs whatever of `wanted` is missing with apt-get; fails clearly when it cannot.

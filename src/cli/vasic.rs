@@ -1,0 +1,41 @@
+//! `soniclet vasic orch|syncd|portsyncd`: opens the databases the role needs and runs it.
+
+use std::path::{Path, PathBuf};
+
+use tokio_util::sync::CancellationToken;
+
+use super::VasicRole;
+use crate::db::config::DbConfig;
+use crate::db::{Db, DbError};
+use crate::vasic::netlink::Netlink;
+use crate::vasic::run::{self, Dbs};
+use crate::vasic::VasicError;
+
+const DEFAULT_DB_CONFIG: &str = "var/run/redis/sonic-db/database_config.json";
+
+async fn open(config: &DbConfig, name: &str, sonic_root: &Path) -> Result<Db, VasicError> {
+    let location = config.locate(name).ok_or_else(|| DbError::UnknownDb(name.to_owned()))?;
+    Ok(Db::open(location, sonic_root).await?)
+}
+
+pub async fn run(
+    role: VasicRole,
+    db_config: Option<PathBuf>,
+    sonic_root: &Path,
+    shutdown: CancellationToken,
+) -> Result<(), VasicError> {
+    let path = db_config.unwrap_or_else(|| sonic_root.join(DEFAULT_DB_CONFIG));
+    let config = DbConfig::load(&path).map_err(DbError::from)?;
+    let dbs = Dbs {
+        appl: open(&config, "APPL_DB", sonic_root).await?,
+        asic: open(&config, "ASIC_DB", sonic_root).await?,
+        counters: open(&config, "COUNTERS_DB", sonic_root).await?,
+        state: open(&config, "STATE_DB", sonic_root).await?,
+        config: open(&config, "CONFIG_DB", sonic_root).await?,
+    };
+    match role {
+        VasicRole::Orch => run::orch(dbs, shutdown).await,
+        VasicRole::Syncd => run::syncd(dbs, Netlink::connect()?, shutdown).await,
+        VasicRole::Portsyncd => run::portsyncd(dbs, Netlink::connect()?, shutdown).await,
+    }
+}
