@@ -298,3 +298,75 @@ pub async fn appl_db(socket: &Path, entries: usize, samples: usize, batch: usize
     );
     Ok(())
 }
+
+/// `soniclet bench-route-latency`: one route at a time, from its APPL_DB write (the
+/// ProducerStateTable protocol) to its entry in ASIC_STATE; `samples` routes via `nexthop` on
+/// `ifname`, removed afterwards. Prints JSON with the p50 and p99 in milliseconds.
+pub async fn route_latency(socket: &Path, samples: usize, ifname: &str, nexthop: &str) -> CliResult {
+    use crate::db::producer_state::ProducerStateTable;
+    use crate::db::Db;
+    use crate::vasic::sai;
+
+    let appl = Db::open_socket(socket, 0).await.map_err(fail)?;
+    let asic = Db::open_socket(socket, 1).await.map_err(fail)?;
+    let producer = ProducerStateTable::new(&appl, "ROUTE_TABLE");
+    let fields = vec![("nexthop".to_owned(), nexthop.to_owned()), ("ifname".to_owned(), ifname.to_owned())];
+    let mut latencies = Vec::with_capacity(samples);
+    let mut written = Vec::with_capacity(samples);
+    for i in 0..samples {
+        let prefix = format!("10.201.{}.{}/32", i / 256, i % 256);
+        let started = Instant::now();
+        producer.set(&prefix, &fields).await.map_err(fail)?;
+        let deadline = started + Duration::from_secs(10);
+        // The route entry's key names the default router's VID, which only orch knows: match
+        // the dest among the route entries.
+        let pattern = format!("ASIC_STATE:{}:{{\"dest\":\"{prefix}\"*", sai::ObjectType::RouteEntry.name());
+        loop {
+            if !asic.keys(&pattern).await.map_err(fail)?.is_empty() {
+                break;
+            }
+            if Instant::now() > deadline {
+                return Err(Failure { exit: Exit::Timeout, message: format!("{prefix} never reached ASIC_STATE") });
+            }
+            tokio::time::sleep(Duration::from_micros(200)).await;
+        }
+        latencies.push(started.elapsed().as_secs_f64() * 1000.0);
+        written.push(prefix);
+    }
+    for prefix in &written {
+        producer.del(prefix).await.map_err(fail)?;
+    }
+    latencies.sort_by(f64::total_cmp);
+    let at = |q: f64| latencies[((latencies.len() - 1) as f64 * q).round() as usize];
+    println!("{}", json!({ "samples": samples, "p50_ms": at(0.5), "p99_ms": at(0.99) }));
+    Ok(())
+}
+
+/// `soniclet bench-netlink-routes`: the baseline of `cargo xtask bench vasic`: `count` /32
+/// routes via `nexthop` on `dev` straight over rtnetlink (the virtual ASIC's own adapter, no
+/// Redis), into table `table`, then removed. Prints JSON with the seconds the adds took.
+pub async fn netlink_routes(count: usize, dev: &str, nexthop: &str, table: u32) -> CliResult {
+    use crate::vasic::kernel::Kernel;
+    use crate::vasic::netlink::Netlink;
+    use crate::vasic::syncd::{KernelOp, RouteVia};
+
+    let kernel = Netlink::connect().map_err(fail)?;
+    let gateway: std::net::IpAddr =
+        nexthop.parse().map_err(|_| Failure { exit: Exit::Usage, message: format!("{nexthop:?} is not an IP") })?;
+    let route = |i: usize, add: bool| KernelOp::Route {
+        table,
+        dest: (std::net::IpAddr::V4(std::net::Ipv4Addr::new(10, 100, (i / 256) as u8, (i % 256) as u8)), 32),
+        via: RouteVia::Gateways(vec![(gateway, dev.to_owned())]),
+        add,
+    };
+    let started = Instant::now();
+    for i in 0..count {
+        kernel.apply(&route(i, true)).await.map_err(fail)?;
+    }
+    let took = started.elapsed().as_secs_f64();
+    for i in 0..count {
+        kernel.apply(&route(i, false)).await.map_err(fail)?;
+    }
+    println!("{}", json!({ "routes": count, "seconds": took }));
+    Ok(())
+}

@@ -163,6 +163,30 @@ pub enum Command {
         #[arg(long, env = "SONICLET_SONIC_ROOT", default_value = "/")]
         sonic_root: PathBuf,
     },
+    /// `cargo xtask bench vasic`: single-route latency, APPL_DB write to ASIC_STATE.
+    #[command(hide = true)]
+    BenchRouteLatency {
+        #[arg(long)]
+        socket: PathBuf,
+        #[arg(long, default_value_t = 200)]
+        samples: usize,
+        #[arg(long)]
+        ifname: String,
+        #[arg(long)]
+        nexthop: String,
+    },
+    /// `cargo xtask bench vasic`'s baseline: routes straight over rtnetlink.
+    #[command(hide = true)]
+    BenchNetlinkRoutes {
+        #[arg(long, default_value_t = 10_000)]
+        count: usize,
+        #[arg(long)]
+        dev: String,
+        #[arg(long)]
+        nexthop: String,
+        #[arg(long, default_value_t = 200)]
+        table: u32,
+    },
     /// The raw-containerd baseline of `cargo xtask bench boot` (no daemon may run).
     #[command(hide = true)]
     BenchRaw {
@@ -344,6 +368,12 @@ pub async fn run(cli: Cli) -> CliResult {
         }
         Command::GenerateUnits { config, dir, other_dirs: _ } => unit::generate(&config, &dir),
         Command::BenchDb { socket, entries, samples, batch } => bench::appl_db(&socket, entries, samples, batch).await,
+        Command::BenchRouteLatency { socket, samples, ifname, nexthop } => {
+            bench::route_latency(&socket, samples, &ifname, &nexthop).await
+        }
+        Command::BenchNetlinkRoutes { count, dev, nexthop, table } => {
+            bench::netlink_routes(count, &dev, &nexthop, table).await
+        }
         Command::BenchRaw { config, restart, crash, repeat } => bench::run(&config, restart, crash, repeat).await,
         Command::Daemon { .. } | Command::LogShim { .. } | Command::Vasic { .. } => unreachable!("handled by main"),
     }

@@ -268,6 +268,7 @@ pub async fn syncd<K: Kernel>(dbs: Dbs, kernel: K, shutdown: CancellationToken) 
             entries = requests.next() => entries?,
         };
         let mut new_ports = false;
+        let mut writes = AsicWrites::default();
         for entry in entries {
             new_ports |= entry.key.starts_with(ObjectType::Hostif.name());
             let (status, statuses) = match entry.op.as_str() {
@@ -278,7 +279,7 @@ pub async fn syncd<K: Kernel>(dbs: Dbs, kernel: K, shutdown: CancellationToken) 
                         _ => SaiKind::Remove,
                     };
                     let status = match sai_op(kind, &entry.key, entry.fields.clone()) {
-                        Some(op) => execute(&dbs.asic, kernel.as_ref(), &mut sai, &op).await?,
+                        Some(op) => execute(kernel.as_ref(), &mut sai, &op, &mut writes).await,
                         None => {
                             tracing::warn!(key = %entry.key, "unknown object type");
                             "SAI_STATUS_INVALID_OBJECT_TYPE".to_owned()
@@ -297,7 +298,7 @@ pub async fn syncd<K: Kernel>(dbs: Dbs, kernel: K, shutdown: CancellationToken) 
                             .filter_map(|a| a.split_once('=').map(|(f, v)| (f.to_owned(), v.to_owned())))
                             .collect();
                         let status = match sai_op(kind, &format!("{type_name}:{id}"), attrs) {
-                            Some(op) => execute(&dbs.asic, kernel.as_ref(), &mut sai, &op).await?,
+                            Some(op) => execute(kernel.as_ref(), &mut sai, &op, &mut writes).await,
                             None => "SAI_STATUS_INVALID_OBJECT_TYPE".to_owned(),
                         };
                         statuses.push((status, String::new()));
@@ -307,6 +308,8 @@ pub async fn syncd<K: Kernel>(dbs: Dbs, kernel: K, shutdown: CancellationToken) 
                 // INIT_VIEW / APPLY_VIEW and queries: nothing to keep in a software SAI.
                 _ => ("SAI_STATUS_SUCCESS".to_owned(), Vec::new()),
             };
+            // ASIC_STATE first: an answered object is in ASIC_STATE.
+            writes.flush(&dbs.asic).await?;
             responses.send(&[(status, statuses, "Sgetresponse".to_owned())]).await?;
         }
         if new_ports {
@@ -355,19 +358,43 @@ async fn port_notifier<K: Kernel>(
     }
 }
 
-/// One SAI call: plan, kernel, commit, ASIC_STATE. Returns the SAI status.
-async fn execute<K: Kernel>(asic: &Db, kernel: &K, sai: &mut Sai, op: &SaiOp) -> Result<String, VasicError> {
+/// ASIC_STATE writes of one pop, sent in one pipeline before the answers go out.
+#[derive(Debug, Default)]
+struct AsicWrites {
+    sets: Vec<(String, Fields)>,
+    dels: Vec<String>,
+    unmapped: Vec<Vid>,
+}
+
+impl AsicWrites {
+    async fn flush(&mut self, asic: &Db) -> Result<(), VasicError> {
+        if !self.sets.is_empty() {
+            asic.hset_many(&std::mem::take(&mut self.sets)).await?;
+        }
+        if !self.dels.is_empty() {
+            asic.del(&std::mem::take(&mut self.dels)).await?;
+        }
+        for vid in std::mem::take(&mut self.unmapped) {
+            asic.hdel("VIDTORID", &[vid.to_string().as_str()]).await?;
+            asic.hdel("RIDTOVID", &[rid(vid).as_str()]).await?;
+        }
+        Ok(())
+    }
+}
+
+/// One SAI call: plan, kernel, commit, then its ASIC_STATE writes queued. Returns the status.
+async fn execute<K: Kernel>(kernel: &K, sai: &mut Sai, op: &SaiOp, writes: &mut AsicWrites) -> String {
     let work = match sai.plan(op) {
         Ok(work) => work,
         Err(refusal) => {
             tracing::warn!(key = %op.key(), status = refusal.status, reason = %refusal.reason, "refused");
-            return Ok(refusal.status.to_owned());
+            return refusal.status.to_owned();
         }
     };
     for step in &work {
         if let Err(e) = kernel.apply(step).await {
             tracing::warn!(key = %op.key(), error = %e, "the kernel refused");
-            return Ok("SAI_STATUS_FAILURE".to_owned());
+            return "SAI_STATUS_FAILURE".to_owned();
         }
     }
     let key = format!("ASIC_STATE:{}", op.key());
@@ -375,25 +402,18 @@ async fn execute<K: Kernel>(asic: &Db, kernel: &K, sai: &mut Sai, op: &SaiOp) ->
     match sai.commit(op) {
         Some(attrs) => {
             let attrs = if attrs.is_empty() { vec![("NULL".into(), "NULL".into())] } else { attrs };
-            if op.kind == SaiKind::Set {
-                asic.hset(&key, &op.attrs).await?;
-            } else {
-                asic.hset(&key, &attrs).await?;
-            }
+            writes.sets.push((key, if op.kind == SaiKind::Set { op.attrs.clone() } else { attrs }));
             if let (SaiKind::Create, Some(vid)) = (op.kind, vid) {
-                asic.hset("VIDTORID", &vec![(vid.to_string(), rid(vid))]).await?;
-                asic.hset("RIDTOVID", &vec![(rid(vid), vid.to_string())]).await?;
+                writes.sets.push(("VIDTORID".into(), vec![(vid.to_string(), rid(vid))]));
+                writes.sets.push(("RIDTOVID".into(), vec![(rid(vid), vid.to_string())]));
             }
         }
         None => {
-            asic.del(&[key]).await?;
-            if let Some(vid) = vid {
-                asic.hdel("VIDTORID", &[vid.to_string().as_str()]).await?;
-                asic.hdel("RIDTOVID", &[rid(vid).as_str()]).await?;
-            }
+            writes.dels.push(key);
+            writes.unmapped.extend(vid);
         }
     }
-    Ok("SAI_STATUS_SUCCESS".to_owned())
+    "SAI_STATUS_SUCCESS".to_owned()
 }
 
 /// `soniclet vasic portsyncd`: CONFIG_DB `PORT` into APPL_DB `PORT_TABLE`, `PortConfigDone`,

@@ -105,14 +105,15 @@ pub fn run_task(args: &[String]) -> Result<()> {
         "appl-db" => appl_db(repeat.min(5))?,
         "lifecycle" => lifecycle(repeat.min(5))?,
         "systemd" => crate::bench_vs::systemd(repeat.min(5))?,
-        other => bail!("unknown benchmark {other:?}; available: boot, appl-db, lifecycle, systemd"),
+        "vasic" => crate::bench_vasic::vasic(repeat.min(5))?,
+        other => bail!("unknown benchmark {other:?}; available: boot, appl-db, lifecycle, systemd, vasic"),
     };
     print_table(&format!("cargo xtask bench {name}"), &metrics);
     write_json(json.as_deref(), &metrics)
 }
 
 /// A throwaway lab under /tmp for one benchmark run.
-fn bench_lab(soniclet: &Path) -> Lab {
+pub(crate) fn bench_lab(soniclet: &Path) -> Lab {
     let base = std::env::temp_dir().join(format!("soniclet-bench-{}", std::process::id()));
     Lab {
         data: base.join("data"),

@@ -4,12 +4,13 @@
 //! |---|---|
 //! | `images` | builds the VS image archives into `target/images/` |
 //! | `rootfs` | builds the switch's root filesystem into `target/vs/rootfs/` |
-//! | `vs [--exec CMD] [--down] [--fresh] [--name NAME]` | boots (or drives, or stops) the virtual switch under systemd-nspawn |
+//! | `vs [--exec CMD] [--down] [--fresh] [--name NAME] [--link PORT=SWITCH:PORT]` | boots (or drives, or stops) the virtual switch under systemd-nspawn |
 //! | `ci` | installs test prerequisites and runs every test tier (`.ci/run` calls it) |
 //! | `bench <boot, appl-db, lifecycle, systemd> [--json FILE]` | runs a benchmark and prints its table |
 //! | `deps` | installs the Debian packages soniclet needs |
 
 mod bench;
+mod bench_vasic;
 mod bench_vs;
 mod ci;
 mod images;
@@ -21,8 +22,8 @@ mod vs;
 
 use anyhow::{bail, Result};
 
-const USAGE: &str = "usage: cargo xtask <images | rootfs | vs [--exec CMD] [--down] [--fresh] [--name NAME] | ci | \
-bench <boot | appl-db | lifecycle | systemd> [--json FILE] | deps>";
+const USAGE: &str = "usage: cargo xtask <images | rootfs | vs [--exec CMD] [--down] [--fresh] [--name NAME] [--link PORT=SWITCH:PORT] | ci | \
+bench <boot | appl-db | lifecycle | systemd | vasic> [--json FILE] | deps>";
 
 fn main() -> std::process::ExitCode {
     match run() {

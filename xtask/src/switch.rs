@@ -230,12 +230,79 @@ impl Switch {
         }
     }
 
-    fn ensure_netns(&self) -> Result<()> {
+    pub fn ensure_netns(&self) -> Result<()> {
         let netns = self.netns();
         if !Path::new("/run/netns").join(&netns).exists() {
             run(Command::new("ip").args(["netns", "add", &netns]))?;
         }
         run(Command::new("ip").args(["-n", &netns, "link", "set", "lo", "up"]))
+    }
+
+    /// The default topology's hosts: network namespaces cabled to Ethernet0 and Ethernet4.
+    /// The default switch's are `h1` and `h2`; another switch's are `<name>-h1`, `<name>-h2`.
+    pub fn hosts(&self) -> Vec<(String, &'static str)> {
+        let prefix = if self.name == "vs" { String::new() } else { format!("{}-", self.name) };
+        vec![(format!("{prefix}h1"), "Ethernet0"), (format!("{prefix}h2"), "Ethernet4")]
+    }
+
+    fn has_port(&self, port: &str) -> bool {
+        Command::new("ip")
+            .args(["-n", &self.netns(), "link", "show", port])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success())
+    }
+
+    /// Cables the hosts in: `eth1` in each host (no address; users and tests pick theirs),
+    /// the other end in the switch under the port's name. Done before the switch boots, so
+    /// syncd finds the ports' netdevs.
+    fn ensure_topology(&self) -> Result<()> {
+        for (i, (host, port)) in self.hosts().into_iter().enumerate() {
+            if !Path::new("/run/netns").join(&host).exists() {
+                run(Command::new("ip").args(["netns", "add", &host]))?;
+            }
+            run(Command::new("ip").args(["-n", &host, "link", "set", "lo", "up"]))?;
+            if self.has_port(port) {
+                continue;
+            }
+            let (outside, inside) =
+                (format!("sv{}-{i}a", std::process::id()), format!("sv{}-{i}b", std::process::id()));
+            run(Command::new("ip").args(["link", "add", &outside, "type", "veth", "peer", "name", &inside]))?;
+            run(Command::new("ip").args(["link", "set", &inside, "netns", &self.netns(), "name", port]))?;
+            run(Command::new("ip").args(["link", "set", &outside, "netns", &host, "name", "eth1"]))?;
+            run(Command::new("ip").args(["-n", &host, "link", "set", "eth1", "up"]))?;
+        }
+        Ok(())
+    }
+
+    /// Cables `port` of this switch to `other_port` of `other`, port to port. A port the other
+    /// switch's syncd stood in for (nothing was cabled to it) is replaced, and the other
+    /// switch's ASIC restarted so that it finds the cable.
+    pub fn link(&self, port: &str, other: &Switch, other_port: &str) -> Result<()> {
+        self.ensure_netns()?;
+        other.ensure_netns()?;
+        if self.has_port(port) {
+            bail!("{port} of switch {} is already cabled; stop the switch (--down) to recable it", self.name);
+        }
+        let mut restart_other = false;
+        if other.has_port(other_port) {
+            let peer = format!("{other_port}-nc");
+            if !other.has_port(&peer) {
+                bail!("{other_port} of switch {} is already cabled", other.name);
+            }
+            run(Command::new("ip").args(["-n", &other.netns(), "link", "del", other_port]))?;
+            restart_other = other.leader().is_some();
+        }
+        let (a, b) = (format!("sl{}a", std::process::id()), format!("sl{}b", std::process::id()));
+        run(Command::new("ip").args(["link", "add", &a, "type", "veth", "peer", "name", &b]))?;
+        run(Command::new("ip").args(["link", "set", &a, "netns", &self.netns(), "name", port]))?;
+        run(Command::new("ip").args(["link", "set", &b, "netns", &other.netns(), "name", other_port]))?;
+        if restart_other {
+            eprintln!("vs: {} restarts its ASIC (syncd) to find the cable on {other_port}", other.name);
+            other.sh("soniclet restart syncd >/dev/null")?;
+        }
+        Ok(())
     }
 
     /// Boots the machine; returns its PID 1 once it exists (systemd then boots on its own).
@@ -244,6 +311,7 @@ impl Switch {
             return Ok(leader);
         }
         self.ensure_netns()?;
+        self.ensure_topology()?;
         self.ensure_cgroups()?;
         let log = std::fs::File::create(self.log())?;
         // nspawn starts in the machine's cgroup (`--keep-unit`), which becomes the root of the
@@ -359,6 +427,9 @@ impl Switch {
             let _ = std::fs::remove_file(self.dir.join(file));
         }
         let _ = Command::new("ip").args(["netns", "del", &self.netns()]).stderr(Stdio::null()).status();
+        for (host, _) in self.hosts() {
+            let _ = Command::new("ip").args(["netns", "del", &host]).stderr(Stdio::null()).status();
+        }
         Ok(())
     }
 }

@@ -9,6 +9,10 @@
 //! - `cargo xtask vs --down` powers it off.
 //! - `--name NAME` drives another switch beside the default one (the e2e tests use `e2e`).
 //! - `--fresh` reinstalls the switch's disk from the rootfs before booting.
+//! - The default topology: host namespaces `h1` and `h2` (`<name>-h1`, `<name>-h2` for another
+//!   switch) cabled by veth to Ethernet0 and Ethernet4, `eth1` on the host side.
+//! - `--link PORT=SWITCH:PORT` cables a port of this switch to a port of another one before
+//!   it boots, so a small fabric runs on one machine.
 
 use std::time::{Duration, Instant};
 
@@ -33,6 +37,7 @@ pub fn run_task(args: &[String]) -> Result<u8> {
     let mut down = false;
     let mut fresh = false;
     let mut name = "vs".to_owned();
+    let mut links = Vec::new();
     let mut iter = args.iter();
     while let Some(arg) = iter.next() {
         match arg.as_str() {
@@ -40,7 +45,10 @@ pub fn run_task(args: &[String]) -> Result<u8> {
             "--down" => down = true,
             "--fresh" => fresh = true,
             "--name" => name = iter.next().context("--name needs a name")?.clone(),
-            other => bail!("unknown vs option {other:?}: use --exec 'CMD', --down, --fresh or --name NAME"),
+            "--link" => links.push(iter.next().context("--link needs PORT=SWITCH:PORT")?.clone()),
+            other => bail!(
+                "unknown vs option {other:?}: use --exec 'CMD', --down, --fresh, --name NAME or --link PORT=SWITCH:PORT"
+            ),
         }
     }
     if !is_root() {
@@ -59,6 +67,19 @@ pub fn run_task(args: &[String]) -> Result<u8> {
     if fresh {
         switch.down()?;
         switch.uninstall()?;
+    }
+    for link in &links {
+        let parsed = link.split_once('=').and_then(|(port, rest)| Some((port, rest.split_once(':')?)));
+        let Some((port, (other, other_port))) = parsed else {
+            bail!("--link {link:?}: write PORT=SWITCH:PORT, e.g. --link Ethernet8=vs:Ethernet8");
+        };
+        if other == name {
+            bail!("--link {link:?}: a switch is not cabled to itself");
+        }
+        if switch.leader().is_some() {
+            bail!("--link: the switch {name} runs; cable it before it boots (--down first)");
+        }
+        switch.link(port, &Switch::new(other), other_port)?;
     }
     up(&switch)?;
     Ok(0)
@@ -91,11 +112,18 @@ fn up(switch: &Switch) -> Result<()> {
         bail!("soniclet status failed inside the switch");
     }
     let name = if switch.name == "vs" { String::new() } else { format!(" --name {}", switch.name) };
+    let hosts = switch.hosts();
     println!(
         "\nThe virtual switch is up: systemd boots it under systemd-nspawn, soniclet runs its services.\n\
          \x20 run a command:  cargo xtask vs{name} --exec 'systemctl status swss'\n\
          \x20 get a shell:    cargo xtask vs{name} --exec bash\n\
-         \x20 stop it:        cargo xtask vs{name} --down"
+         \x20 hosts:          {h1} on {p1}, {h2} on {p2} (eth1):  ip netns exec {h1} ping ...\n\
+         \x20 first intent:   cargo xtask vs{name} --exec 'soniclet intent apply tests/fixtures/vlan10.yaml'\n\
+         \x20 stop it:        cargo xtask vs{name} --down",
+        h1 = hosts[0].0,
+        p1 = hosts[0].1,
+        h2 = hosts[1].0,
+        p2 = hosts[1].1,
     );
     Ok(())
 }
