@@ -5,7 +5,8 @@
 //! this tier and powers off after it). Every check goes through `systemctl`, `journalctl` and
 //! the container task PIDs inside the switch, entered with `nsenter`.
 //!
-//! The steps share one switch and build on each other, so they run in order in one test.
+//! The steps share one switch and build on each other, so they run in order in one test. The
+//! last one sends packets through the switch's virtual ASIC from the hosts cabled to it.
 
 use std::collections::BTreeMap;
 use std::process::{Command, Output};
@@ -283,4 +284,23 @@ fn systemctl_tells_the_truth_on_a_booted_switch() {
     switch.sh("systemctl start pmon");
     assert_eq!(switch.prop("pmon", "ActiveState"), "active");
     assert_eq!(switch.service("pmon")["ready"], true);
+
+    step("8. the README's first intent: e2e-h1 pings e2e-h2 across VLAN 10 of the booted switch");
+    for (host, address) in [("e2e-h1", "192.168.10.1/24"), ("e2e-h2", "192.168.10.2/24")] {
+        let out = Command::new("ip").args(["-n", host, "addr", "replace", address, "dev", "eth1"]).output().unwrap();
+        assert!(out.status.success(), "{host}: {}", String::from_utf8_lossy(&out.stderr));
+    }
+    let fixture = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/vlan10.yaml");
+    switch.sh(&format!("soniclet intent apply {fixture}"));
+    let ping = || {
+        Command::new("ip")
+            .args(["netns", "exec", "e2e-h1", "ping", "-c", "1", "-W", "1", "192.168.10.2"])
+            .output()
+            .is_ok_and(|o| o.status.success())
+    };
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !ping() {
+        assert!(Instant::now() < deadline, "e2e-h1 cannot reach e2e-h2: {}", switch.sh("soniclet intent status"));
+    }
+    assert!(switch.sh("soniclet intent status").contains("5 programmed, 0 pending, 0 failed"));
 }
