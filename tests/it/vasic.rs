@@ -11,6 +11,8 @@ use crate::support::{wait_until, TestSwitch};
 
 const PORTS: &[&str] = &["Ethernet0", "Ethernet4", "Ethernet8"];
 
+static CABLES: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
 fn config_db() -> String {
     let ports: Vec<String> = PORTS
         .iter()
@@ -48,8 +50,9 @@ impl Hosts {
         let mut names = Vec::new();
         for (i, port) in ports.iter().enumerate() {
             let name = format!("{}-h{}", sw.netns, i + 1);
-            let (a, b) =
-                (format!("vh{}{i}", std::process::id() % 10000), format!("vp{}{i}", std::process::id() % 10000));
+            // Unique among tests running at once: the cables' temporary names share one namespace.
+            let n = CABLES.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            let (a, b) = (format!("vh{}-{n}", std::process::id()), format!("vp{}-{n}", std::process::id()));
             ok(&["ip", "netns", "add", &name]);
             ok(&["ip", "link", "add", &a, "type", "veth", "peer", "name", &b]);
             ok(&["ip", "link", "set", &b, "netns", &sw.netns, "name", port]);
