@@ -45,7 +45,7 @@ pub fn print_table(title: &str, metrics: &[Metric]) {
     println!("{:<width$} {:>12} {:<5} {:>12} {:>7}  target", "metric", "value", "unit", "baseline", "ratio");
     println!("{}", "-".repeat(width + 52));
     for m in metrics {
-        let baseline = m.baseline.map(|b| format!("{b:.1}")).unwrap_or_else(|| "-".into());
+        let baseline = m.baseline.map(|b| format!("{b:.2}")).unwrap_or_else(|| "-".into());
         let ratio = m.ratio.map(|r| format!("{r:.2}")).unwrap_or_else(|| "-".into());
         println!(
             "{:<width$} {:>12.2} {:<5} {:>12} {:>7}  {}",
