@@ -1032,8 +1032,6 @@ mod tests {
     #[test]
     fn routes_wait_for_vrf_and_rif_and_share_next_hops() {
         let mut orch = switch_with_ports();
-        let route = set("ROUTE_TABLE_IGNORED", &[]);
-        let _ = route;
         assert!(matches!(
             orch.apply("ROUTE_TABLE", &set("10.1.0.0/24", &[("nexthop", "10.0.0.2"), ("ifname", "Ethernet0")])),
             Outcome::Wait(_)
