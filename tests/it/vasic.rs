@@ -47,21 +47,22 @@ struct Hosts {
 
 impl Hosts {
     fn attach(sw: &TestSwitch, ports: &[&str]) -> Self {
-        let mut names = Vec::new();
+        // Built first, so that a failure halfway still removes what was made.
+        let mut hosts = Self { names: Vec::new() };
         for (i, port) in ports.iter().enumerate() {
             let name = format!("{}-h{}", sw.netns, i + 1);
             // Unique among tests running at once: the cables' temporary names share one namespace.
             let n = CABLES.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
             let (a, b) = (format!("vh{}-{n}", std::process::id()), format!("vp{}-{n}", std::process::id()));
             ok(&["ip", "netns", "add", &name]);
+            hosts.names.push(name.clone());
             ok(&["ip", "link", "add", &a, "type", "veth", "peer", "name", &b]);
             ok(&["ip", "link", "set", &b, "netns", &sw.netns, "name", port]);
             ok(&["ip", "link", "set", &a, "netns", &name, "name", "eth1"]);
             ok(&["ip", "-n", &name, "link", "set", "eth1", "up"]);
             ok(&["ip", "-n", &name, "link", "set", "lo", "up"]);
-            names.push(name);
         }
-        Self { names }
+        hosts
     }
 
     fn host(&self, n: usize) -> &str {
