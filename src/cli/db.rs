@@ -14,7 +14,7 @@ use std::time::Instant;
 use serde_json::Value;
 
 use super::{CliResult, Failure};
-use crate::db::config::{DbConfig, DEFAULT_DB_CONFIG};
+use crate::db::config::DbConfig;
 use crate::db::producer_state::ProducerStateTable;
 use crate::db::{Db, DbError, Fields, Op};
 use crate::exit::Exit;
@@ -31,9 +31,7 @@ fn usage(message: impl Into<String>) -> Failure {
 }
 
 fn load_config(db_config: Option<&Path>, sonic_root: &Path) -> Result<DbConfig, Failure> {
-    let path =
-        db_config.map(Path::to_owned).unwrap_or_else(|| sonic_root.join(DEFAULT_DB_CONFIG.trim_start_matches('/')));
-    DbConfig::load(&path).map_err(|e| Failure { exit: Exit::Invalid, message: e.to_string() })
+    DbConfig::load_under(db_config, sonic_root).map_err(|e| Failure { exit: Exit::Invalid, message: e.to_string() })
 }
 
 async fn open(config: &DbConfig, name: &str, sonic_root: &Path) -> Result<Db, Failure> {

@@ -11,8 +11,6 @@ use crate::vasic::netlink::Netlink;
 use crate::vasic::run::{self, Dbs};
 use crate::vasic::VasicError;
 
-const DEFAULT_DB_CONFIG: &str = "var/run/redis/sonic-db/database_config.json";
-
 async fn open(config: &DbConfig, name: &str, sonic_root: &Path) -> Result<Db, VasicError> {
     let location = config.locate(name).ok_or_else(|| DbError::UnknownDb(name.to_owned()))?;
     Ok(Db::open(location, sonic_root).await?)
@@ -24,8 +22,7 @@ pub async fn run(
     sonic_root: &Path,
     shutdown: CancellationToken,
 ) -> Result<(), VasicError> {
-    let path = db_config.unwrap_or_else(|| sonic_root.join(DEFAULT_DB_CONFIG));
-    let config = DbConfig::load(&path).map_err(DbError::from)?;
+    let config = DbConfig::load_under(db_config.as_deref(), sonic_root).map_err(DbError::from)?;
     let dbs = Dbs {
         appl: open(&config, "APPL_DB", sonic_root).await?,
         asic: open(&config, "ASIC_DB", sonic_root).await?,

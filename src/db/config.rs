@@ -101,6 +101,13 @@ impl DbConfig {
         Ok(config)
     }
 
+    /// `explicit`, or the switch's `database_config.json` under `sonic_root`.
+    pub fn load_under(explicit: Option<&Path>, sonic_root: &Path) -> Result<Self, DbConfigError> {
+        let path =
+            explicit.map(Path::to_owned).unwrap_or_else(|| sonic_root.join(DEFAULT_DB_CONFIG.trim_start_matches('/')));
+        Self::load(&path)
+    }
+
     pub fn load(path: &Path) -> Result<Self, DbConfigError> {
         let text =
             std::fs::read_to_string(path).map_err(|source| DbConfigError::Read { path: path.to_owned(), source })?;

@@ -161,11 +161,7 @@ impl Orch {
                     (attr::SWITCH_SRC_MAC.into(), self.src_mac.clone()),
                 ],
             ),
-            SaiOp::create(
-                ObjectType::VirtualRouter,
-                vr.to_string(),
-                vec![(attr::VR_V4.into(), "true".into()), (attr::VR_V6.into(), "true".into())],
-            ),
+            virtual_router(vr),
         ]
     }
 
@@ -343,11 +339,7 @@ impl Orch {
                 let vid = self.vid(ObjectType::VirtualRouter);
                 self.vrfs.insert(name.clone(), vid);
                 self.notes.push(Note::VrfReady { name, ready: true });
-                Outcome::Apply(vec![SaiOp::create(
-                    ObjectType::VirtualRouter,
-                    vid.to_string(),
-                    vec![(attr::VR_V4.into(), "true".into()), (attr::VR_V6.into(), "true".into())],
-                )])
+                Outcome::Apply(vec![virtual_router(vid)])
             }
             Op::Del { .. } => {
                 let Some(vid) = self.vrfs.get(&name).copied() else { return Outcome::Apply(Vec::new()) };
@@ -908,6 +900,15 @@ impl Orch {
             },
         }
     }
+}
+
+/// A virtual router with IPv4 and IPv6 on: the default one and every VRF's.
+fn virtual_router(vid: Vid) -> SaiOp {
+    SaiOp::create(
+        ObjectType::VirtualRouter,
+        vid.to_string(),
+        vec![(attr::VR_V4.into(), "true".into()), (attr::VR_V6.into(), "true".into())],
+    )
 }
 
 /// SONiC's default port MTU.
