@@ -195,6 +195,8 @@ pub async fn run(config: Config, signal: impl Future<Output = ()> + Send + 'stat
         intents,
         sonic_root: config.paths.sonic_root.clone(),
         shutdown: shutdown.clone(),
+        state_dir: config.paths.state.clone(),
+        change_lock: Arc::new(tokio::sync::Mutex::new(())),
     };
     let api_token = shutdown.clone();
     tracker.spawn(async move {

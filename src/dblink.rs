@@ -77,6 +77,10 @@ pub enum DbMessage {
     ColdStart { group: String, flush: Vec<String>, delete_state: Vec<String> },
     /// Replace CONFIG_DB with `init_cfg.json` and `config`; answered with [`Event::ConfigReloaded`].
     Reload { config: ConfigContent },
+    /// STATE_DB `WARM_RESTART_ENABLE_TABLE|<service> enable`; `None` deletes the entry.
+    Warm { service: String, enable: Option<bool> },
+    /// STATE_DB `SERVICE_UPGRADE_TABLE|<service>`: the last image change and its outcome.
+    Upgrade { service: String, fields: Fields },
 }
 
 /// Shared with the API (CONFIG_DB writes for `soniclet feature`) and the intent engine.
@@ -292,6 +296,21 @@ async fn handle_message(link: &DbLink, conns: &Connections, handle: &Handle, mes
             let result = cold_start(link, conns, flush, delete_state).await;
             handle.send(Event::ColdStartDone { group: group.clone(), result });
         }
+        DbMessage::Warm { service, enable } => {
+            let table = conns.state_db.table("WARM_RESTART_ENABLE_TABLE");
+            let result = match enable {
+                Some(enable) => table.set(service, &vec![("enable".to_owned(), enable.to_string())]).await,
+                None => table.del(service).await,
+            };
+            if let Err(e) = result {
+                tracing::warn!(service = %service, error = %e, "cannot write STATE_DB WARM_RESTART_ENABLE_TABLE");
+            }
+        }
+        DbMessage::Upgrade { service, fields } => {
+            if let Err(e) = conns.state_db.table("SERVICE_UPGRADE_TABLE").set(service, fields).await {
+                tracing::warn!(service = %service, error = %e, "cannot write STATE_DB SERVICE_UPGRADE_TABLE");
+            }
+        }
         DbMessage::Reload { config } => {
             let result = reload(link, conns, config.clone()).await;
             if result.is_ok() {
@@ -319,6 +338,7 @@ async fn reload(link: &DbLink, conns: &Connections, config: ConfigContent) -> Re
 struct Latest {
     features: BTreeMap<String, FeatureReport>,
     system: Option<(String, String)>,
+    upgrades: BTreeMap<String, Fields>,
 }
 
 impl Latest {
@@ -328,6 +348,9 @@ impl Latest {
                 self.features.insert(report.name.clone(), report.clone());
             }
             DbMessage::System { status, reason } => self.system = Some((status.clone(), reason.clone())),
+            DbMessage::Upgrade { service, fields } => {
+                self.upgrades.insert(service.clone(), fields.clone());
+            }
             _ => {}
         }
     }
@@ -353,7 +376,7 @@ pub async fn run(
                 changed = database_ready.changed() => if changed.is_err() { return },
                 Some(message) = messages.recv() => {
                     latest.keep(&message);
-                    if matches!(message, DbMessage::ColdStart { .. } | DbMessage::Reload { .. }) {
+                    if matches!(message, DbMessage::ColdStart { .. } | DbMessage::Reload { .. } | DbMessage::Warm { .. }) {
                         waiting.push(message);
                     }
                 }
@@ -417,6 +440,9 @@ pub async fn run(
         }
         if let Some((status, reason)) = latest.system.clone() {
             handle_message(&link, &conns, &handle, &DbMessage::System { status, reason }).await;
+        }
+        for (service, fields) in latest.upgrades.clone() {
+            handle_message(&link, &conns, &handle, &DbMessage::Upgrade { service, fields }).await;
         }
         for message in std::mem::take(&mut waiting) {
             handle_message(&link, &conns, &handle, &message).await;

@@ -11,6 +11,7 @@
 //! | 6 | timed out waiting; the operation goes on in the background |
 //! | 7 | conflict with another operation in progress |
 //! | 8 | the service failed: its failure budget is spent or it cannot be created |
+//! | 9 | an upgrade failed its health gate and was rolled back: the old image serves |
 //! | 78 | the daemon's configuration or manifests are invalid (`EX_CONFIG`; the unit's `RestartPreventExitStatus=`) |
 
 use std::process::ExitCode;
@@ -29,6 +30,7 @@ pub enum Exit {
     Timeout = 6,
     Conflict = 7,
     ServiceFailed = 8,
+    RolledBack = 9,
     Config = 78,
 }
 

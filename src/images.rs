@@ -39,12 +39,33 @@ pub async fn import_archive<R: ContainerRuntime>(
     path: &Path,
     progress: &(dyn Fn(String) + Send + Sync),
 ) -> Result<Vec<ImageInfo>, ImportError> {
+    let staged = stage_archive(staging_dir, path, progress).await?;
+    import_staged(runtime, &staged, progress).await
+}
+
+/// Verifies one archive and stages its blobs; nothing reaches the runtime.
+pub async fn stage_archive(
+    staging_dir: &Path,
+    path: &Path,
+    progress: &(dyn Fn(String) + Send + Sync),
+) -> Result<archive::StagedArchive, ImportError> {
     progress(format!("{}: verifying", path.display()));
     let (source, staging) = (path.to_owned(), staging_dir.to_owned());
-    let staged = tokio::task::spawn_blocking(move || archive::stage(&source, &staging))
+    Ok(tokio::task::spawn_blocking(move || archive::stage(&source, &staging))
         .await
-        .map_err(|_| ImportError::Interrupted { path: path.to_owned() })??;
-    runtime.import(&staged, progress).await.map_err(|source| ImportError::Runtime { path: path.to_owned(), source })
+        .map_err(|_| ImportError::Interrupted { path: path.to_owned() })??)
+}
+
+/// Imports a verified archive's images.
+pub async fn import_staged<R: ContainerRuntime>(
+    runtime: &R,
+    staged: &archive::StagedArchive,
+    progress: &(dyn Fn(String) + Send + Sync),
+) -> Result<Vec<ImageInfo>, ImportError> {
+    runtime
+        .import(staged, progress)
+        .await
+        .map_err(|source| ImportError::Runtime { path: staged.source.clone(), source })
 }
 
 /// What preloading imported: archive file name to `<size>:<mtime>`.

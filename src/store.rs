@@ -28,6 +28,74 @@ pub struct ServiceRecord {
     /// The generation of the newest container created for the service; never reused.
     #[serde(default)]
     pub generation: u64,
+    /// The image the service runs, once an upgrade or rollback chose it; `None`: the
+    /// manifest's image.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image: Option<ImagePin>,
+    /// The image it ran before, for `soniclet rollback`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub previous: Option<ImagePin>,
+}
+
+/// An image by name and digest. The name is soniclet's own record (`repo@sha256:...`), so it
+/// stays stored and unchanged whatever is imported later.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ImagePin {
+    pub reference: String,
+    pub digest: String,
+}
+
+/// Which images a service runs: what an upgrade changes and a rollback restores.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ImagePins {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image: Option<ImagePin>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub previous: Option<ImagePin>,
+}
+
+/// Why an image change was started.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ChangeKind {
+    Upgrade,
+    Rollback,
+}
+
+/// Where an image change stands; written before the step it names begins.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", deny_unknown_fields)]
+pub enum ChangeStep {
+    /// The new rootfs and spec are being prepared; the running service is untouched.
+    Preparing,
+    /// The pins name the new image: the old container goes, the new one starts and must
+    /// pass the gate (ready within the timeout, then alive for the settle window).
+    Switching,
+    /// The gate failed; the pins name the old image again, which must come back ready.
+    RollingBack { reason: String },
+}
+
+/// The journal of the one image change in flight (`soniclet upgrade` or `rollback`). A
+/// daemon that finds it at start completes the change or rolls it back.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ChangeJournal {
+    pub service: String,
+    pub kind: ChangeKind,
+    pub step: ChangeStep,
+    pub from: ImagePin,
+    pub to: ImagePin,
+    /// The service's pins before the change, restored by a rollback.
+    pub before: ImagePins,
+    /// The rootfs prepared for the new container.
+    pub rootfs: String,
+    pub warm: bool,
+    pub timeout_secs: u64,
+    pub settle_secs: u64,
+    /// Unix time in milliseconds.
+    pub started_ms: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -36,11 +104,24 @@ pub struct PersistedState {
     pub version: u32,
     #[serde(default)]
     pub services: BTreeMap<String, ServiceRecord>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub change: Option<ChangeJournal>,
 }
 
 impl Default for PersistedState {
     fn default() -> Self {
-        Self { version: STATE_VERSION, services: BTreeMap::new() }
+        Self { version: STATE_VERSION, services: BTreeMap::new(), change: None }
+    }
+}
+
+impl ServiceRecord {
+    pub fn pins(&self) -> ImagePins {
+        ImagePins { image: self.image.clone(), previous: self.previous.clone() }
+    }
+
+    pub fn set_pins(&mut self, pins: ImagePins) {
+        self.image = pins.image;
+        self.previous = pins.previous;
     }
 }
 
@@ -133,7 +214,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let mut store = StateStore::open(dir.path()).unwrap();
         assert_eq!(store.state(), &PersistedState::default());
-        let record = ServiceRecord { desired: Some(Desired::Stopped), generation: 3 };
+        let record = ServiceRecord { desired: Some(Desired::Stopped), generation: 3, ..Default::default() };
         store.state_mut().services.insert("bgp".into(), record.clone());
         store.save().unwrap();
         assert_eq!(StateStore::open(dir.path()).unwrap().state().services["bgp"], record);

@@ -8,6 +8,10 @@
 //! | GET | `/v1/status` | | [`StatusResponse`] |
 //! | GET | `/v1/services/{name}` | | [`ServiceStatus`] |
 //! | POST | `/v1/services/{name}/start`, `/stop`, `/restart` | [`ActionRequest`] | [`ServiceStatus`] |
+//! | POST | `/v1/services/{name}/upgrade` | [`UpgradeRequest`] | [`crate::supervisor::ChangeEvent`] lines (NDJSON) |
+//! | POST | `/v1/services/{name}/rollback` | [`UpgradeRequest`] (gate only) | [`crate::supervisor::ChangeEvent`] lines |
+//! | GET | `/v1/services/{name}/history` | | `[`[`crate::history::HistoryEntry`]`]` |
+//! | POST | `/v1/release` | [`ReleaseRequest`] | [`crate::supervisor::ChangeEvent`] lines, then a `release` line |
 //! | GET | `/v1/services/{name}/logs?lines=N&follow=true` | | log records, one per line |
 //! | GET | `/v1/services/{name}/watch` | | [`ServiceStatus`] now and on every change (NDJSON) |
 //! | GET | `/v1/images` | | `[`[`ImageSummary`]`]` |
@@ -28,6 +32,7 @@
 
 pub mod client;
 pub mod server;
+mod upgrade;
 
 use serde::{Deserialize, Serialize};
 
@@ -64,6 +69,12 @@ pub struct ServiceStatus {
     /// API restart) or `crash` (after a failure, its own or its failure group's).
     #[serde(default)]
     pub restart: Option<String>,
+    /// The last image change (upgrade or rollback) and how it ended.
+    #[serde(default)]
+    pub upgrade: Option<String>,
+    /// How long the service was down the last time, from its stop (or crash) to ready.
+    #[serde(default)]
+    pub downtime_ms: Option<u64>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -136,6 +147,47 @@ pub struct WaitRequest {
     /// Wait until they are stopped instead of ready.
     pub stopped: bool,
     pub timeout_secs: Option<u64>,
+}
+
+/// `soniclet upgrade SVC` (and the gate settings of `soniclet rollback SVC`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct UpgradeRequest {
+    /// An OCI or docker archive, by absolute path (the daemon reads it).
+    pub archive: Option<String>,
+    /// An image already stored in containerd.
+    pub reference: Option<String>,
+    /// The digest the image must have (`sha256:...`).
+    pub digest: Option<String>,
+    /// Warm semantics: the service's warm restart flag, its warm stop, its peers untouched.
+    pub warm: bool,
+    /// How long the new container has to become ready.
+    pub timeout_secs: Option<u64>,
+    /// How long it must then stay up, critical processes included.
+    pub settle_secs: Option<u64>,
+}
+
+/// `soniclet upgrade --release FILE`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ReleaseRequest {
+    /// The file's absolute path: names errors and anchors relative archive paths.
+    pub file: String,
+    pub text: String,
+    pub timeout_secs: Option<u64>,
+    pub settle_secs: Option<u64>,
+}
+
+/// How a release upgrade ended (the last line of its stream).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReleaseOutcome {
+    pub release: String,
+    pub upgraded: Vec<String>,
+    /// Already on the release's digest.
+    pub unchanged: Vec<String>,
+    /// The service whose upgrade failed (rolled back); the ones after it were not touched.
+    pub failed: Option<String>,
+    pub untouched: Vec<String>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]

@@ -55,6 +55,10 @@ pub struct ApiState<R> {
     pub sonic_root: PathBuf,
     /// Ends the endless streams (watch, log follow) so a graceful shutdown does not wait on them.
     pub shutdown: CancellationToken,
+    /// The daemon's state directory (the image change history).
+    pub state_dir: PathBuf,
+    /// One image change (upgrade, rollback, release) at a time, from import to outcome.
+    pub change_lock: Arc<tokio::sync::Mutex<()>>,
 }
 
 impl<R> std::fmt::Debug for ApiState<R> {
@@ -76,6 +80,8 @@ impl<R> Clone for ApiState<R> {
             intents: self.intents.clone(),
             sonic_root: self.sonic_root.clone(),
             shutdown: self.shutdown.clone(),
+            state_dir: self.state_dir.clone(),
+            change_lock: Arc::clone(&self.change_lock),
         }
     }
 }
@@ -119,7 +125,7 @@ pub fn bind(path: &Path, group: Option<&str>) -> Result<UnixListener, BindError>
     Ok(listener)
 }
 
-fn error_response(kind: ErrorKind, message: impl Into<String>) -> Response {
+pub(super) fn error_response(kind: ErrorKind, message: impl Into<String>) -> Response {
     let status = match kind {
         ErrorKind::NotFound => StatusCode::NOT_FOUND,
         ErrorKind::BadRequest => StatusCode::BAD_REQUEST,
@@ -139,7 +145,20 @@ impl IntoResponse for CommandError {
 }
 
 /// Parses a JSON body strictly; an empty body means the type's default.
-fn parse_body<T: DeserializeOwned + Default>(body: &Bytes) -> Result<T, Box<Response>> {
+/// A stream of JSON lines, one per item.
+pub(super) fn ndjson<T: serde::Serialize + Send + 'static>(rx: tokio::sync::mpsc::UnboundedReceiver<T>) -> Response {
+    let stream = tokio_stream::wrappers::UnboundedReceiverStream::new(rx).map(|event| {
+        let mut line = serde_json::to_vec(&event).unwrap_or_default();
+        line.push(b'\n');
+        Ok::<_, std::io::Error>(Bytes::from(line))
+    });
+    Response::builder()
+        .header(header::CONTENT_TYPE, "application/x-ndjson")
+        .body(Body::from_stream(stream))
+        .unwrap_or_else(|_| error_response(ErrorKind::Internal, "response"))
+}
+
+pub(super) fn parse_body<T: DeserializeOwned + Default>(body: &Bytes) -> Result<T, Box<Response>> {
     if body.iter().all(u8::is_ascii_whitespace) {
         return Ok(T::default());
     }
@@ -154,6 +173,8 @@ pub fn router<R: ContainerRuntime>(state: ApiState<R>) -> Router {
         .route("/v1/services/{name}/{action}", post(service_action::<R>))
         .route("/v1/services/{name}/logs", get(service_logs::<R>))
         .route("/v1/services/{name}/watch", get(watch_service::<R>))
+        .route("/v1/services/{name}/history", get(super::upgrade::history::<R>))
+        .route("/v1/release", post(super::upgrade::release::<R>))
         .route("/v1/images", get(list_images::<R>))
         .route("/v1/images/import", post(import_images::<R>))
         .route("/v1/features", get(list_features::<R>))
@@ -203,6 +224,9 @@ async fn service_action<R: ContainerRuntime>(
     UrlPath((name, action)): UrlPath<(String, String)>,
     body: Bytes,
 ) -> Response {
+    if matches!(action.as_str(), "upgrade" | "rollback") {
+        return super::upgrade::change(state, name, action == "rollback", body).await;
+    }
     let request: ActionRequest = match parse_body(&body) {
         Ok(r) => r,
         Err(response) => return *response,
@@ -210,7 +234,10 @@ async fn service_action<R: ContainerRuntime>(
     let wait = request.wait;
     let service = name.clone();
     if !matches!(action.as_str(), "start" | "stop" | "restart") {
-        return error_response(ErrorKind::NotFound, format!("unknown action {action:?}: use start, stop or restart"));
+        return error_response(
+            ErrorKind::NotFound,
+            format!("unknown action {action:?}: use start, stop, restart, upgrade or rollback"),
+        );
     }
     let verb = action.clone();
     let fut = state.handle.request(move |reply| match verb.as_str() {
@@ -408,15 +435,7 @@ async fn import_images<R: ContainerRuntime>(State(state): State<ApiState<R>>, bo
         state.handle.send(Event::ImagesChanged);
         let _ = tx.send(ImportEvent::Done { imported });
     });
-    let stream = tokio_stream::wrappers::UnboundedReceiverStream::new(rx).map(|event| {
-        let mut line = serde_json::to_vec(&event).unwrap_or_default();
-        line.push(b'\n');
-        Ok::<_, std::io::Error>(Bytes::from(line))
-    });
-    Response::builder()
-        .header(header::CONTENT_TYPE, "application/x-ndjson")
-        .body(Body::from_stream(stream))
-        .unwrap_or_else(|_| error_response(ErrorKind::Internal, "response"))
+    ndjson(rx)
 }
 
 async fn wait<R: ContainerRuntime>(State(state): State<ApiState<R>>, body: Bytes) -> Response {
@@ -608,15 +627,7 @@ async fn config_reload<R: ContainerRuntime>(State(state): State<ApiState<R>>, bo
     if !state.handle.send(Event::Command(Command::Reload { config, force: request.force, progress: tx })) {
         return error_response(ErrorKind::Unavailable, "the daemon is shutting down");
     }
-    let stream = tokio_stream::wrappers::UnboundedReceiverStream::new(rx).map(|event| {
-        let mut line = serde_json::to_vec(&event).unwrap_or_default();
-        line.push(b'\n');
-        Ok::<_, std::io::Error>(Bytes::from(line))
-    });
-    Response::builder()
-        .header(header::CONTENT_TYPE, "application/x-ndjson")
-        .body(Body::from_stream(stream))
-        .unwrap_or_else(|_| error_response(ErrorKind::Internal, "response"))
+    ndjson(rx)
 }
 
 async fn shutdown<R: ContainerRuntime>(State(state): State<ApiState<R>>, body: Bytes) -> Response {

@@ -47,7 +47,7 @@ async fn bare_start(
     .into_iter()
     .collect();
     runtime
-        .create(CreateContainer { id: id.clone(), image, spec: spec::to_json(&rendered), labels })
+        .create(CreateContainer { id: id.clone(), image, spec: spec::to_json(&rendered), labels, rootfs: None })
         .await
         .map_err(fail)?;
     runtime.start(&id, sink).await.map_err(fail)?;

@@ -12,6 +12,7 @@ mod intent;
 mod manifests;
 mod service;
 mod unit;
+mod upgrade;
 pub mod vasic;
 
 use std::path::PathBuf;
@@ -34,7 +35,7 @@ pub struct Cli {
 }
 
 const EXIT_CODES_HELP: &str = "Exit codes: 0 ok, 1 failed, 2 usage, 3 daemon unreachable, 4 not found, \
-5 invalid input, 6 timeout, 7 conflict, 8 service failed, 78 invalid configuration.";
+5 invalid input, 6 timeout, 7 conflict, 8 service failed, 9 rolled back, 78 invalid configuration.";
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
@@ -60,6 +61,39 @@ pub enum Command {
         services: Vec<String>,
         #[arg(long, default_value_t = 300)]
         timeout: u64,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Upgrade one service's image, gated on its health, rolling back by itself on failure;
+    /// or, with --release, every service of a release manifest, one at a time.
+    #[command(arg_required_else_help = true)]
+    Upgrade {
+        #[arg(required_unless_present = "release", conflicts_with = "release")]
+        service: Option<String>,
+        /// An OCI or docker archive, or an image already stored in containerd.
+        #[arg(long, value_name = "FILE|REF", required_unless_present = "release")]
+        image: Option<String>,
+        /// Refuse the image unless it has this digest (sha256:...).
+        #[arg(long)]
+        digest: Option<String>,
+        /// Warm upgrade: warm restart flag, warm stop, failure-group peers untouched.
+        #[arg(long)]
+        warm: bool,
+        /// A release manifest (service -> image and digest), applied one service at a time.
+        #[arg(long, value_name = "FILE", conflicts_with_all = ["image", "digest", "warm"])]
+        release: Option<PathBuf>,
+        #[command(flatten)]
+        gate: GateArgs,
+    },
+    /// Return a service to the image it ran before its last upgrade or rollback.
+    Rollback {
+        service: String,
+        #[command(flatten)]
+        gate: GateArgs,
+    },
+    /// List a service's upgrades and rollbacks: from, to, when, result, downtime, reason.
+    History {
+        service: String,
         #[arg(long)]
         json: bool,
     },
@@ -233,6 +267,23 @@ pub enum UnitCommand {
     },
 }
 
+/// The health gate of an image change.
+#[derive(Debug, Clone, Copy, Args)]
+pub struct GateArgs {
+    /// Seconds the new container has to become ready (default: the manifest's readiness timeout).
+    #[arg(long, value_name = "SECS")]
+    pub timeout: Option<u64>,
+    /// Seconds it must then stay up, critical processes included (default 10).
+    #[arg(long, value_name = "SECS")]
+    pub settle: Option<u64>,
+}
+
+impl From<GateArgs> for upgrade::Gate {
+    fn from(args: GateArgs) -> Self {
+        upgrade::Gate { timeout: args.timeout, settle: args.settle }
+    }
+}
+
 #[derive(Debug, Subcommand)]
 pub enum ImageCommand {
     /// Import OCI or docker-save archives (optionally gzipped); every digest is checked.
@@ -338,6 +389,15 @@ pub async fn run(cli: Cli) -> CliResult {
         Command::Stop(args) => service::action(&client, "stop", &args).await,
         Command::Restart(args) => service::action(&client, "restart", &args).await,
         Command::Wait { services, timeout, json } => service::wait(&client, services, timeout, json).await,
+        Command::Upgrade { release: Some(file), gate, .. } => upgrade::release(&client, &file, gate.into()).await,
+        Command::Upgrade { service: Some(service), image: Some(image), digest, warm, gate, release: None } => {
+            upgrade::upgrade(&client, &service, &image, digest, warm, gate.into()).await
+        }
+        Command::Upgrade { .. } => {
+            Err(Failure { exit: Exit::Usage, message: "give SERVICE --image FILE|REF, or --release FILE".into() })
+        }
+        Command::Rollback { service, gate } => upgrade::rollback(&client, &service, gate.into()).await,
+        Command::History { service, json } => upgrade::history(&client, &service, json).await,
         Command::Logs { service, follow, lines, timestamps } => {
             service::logs(&client, &service, follow, lines, timestamps).await
         }

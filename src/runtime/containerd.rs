@@ -18,10 +18,11 @@ use containerd_client::services::v1::snapshots::{
 };
 use containerd_client::services::v1::{
     ApplyRequest, Container, CreateContainerRequest, CreateImageRequest, CreateRequest as CreateLeaseRequest,
-    CreateTaskRequest, DeleteContainerRequest, DeleteProcessRequest, DeleteRequest as DeleteLeaseRequest,
-    DeleteTaskRequest, ExecProcessRequest, GetContainerRequest, GetImageRequest, GetRequest, Image, InfoRequest,
-    KillRequest, ListContainersRequest, ListImagesRequest, ListPidsRequest, ListTasksRequest, ReadContentRequest,
-    StartRequest, UpdateImageRequest, UpdateRequest, WaitRequest, WriteAction, WriteContentRequest,
+    CreateTaskRequest, DeleteContainerRequest, DeleteImageRequest, DeleteProcessRequest,
+    DeleteRequest as DeleteLeaseRequest, DeleteTaskRequest, ExecProcessRequest, GetContainerRequest, GetImageRequest,
+    GetRequest, Image, InfoRequest, KillRequest, ListContainersRequest, ListImagesRequest, ListPidsRequest,
+    ListTasksRequest, ReadContentRequest, StartRequest, UpdateImageRequest, UpdateRequest, WaitRequest, WriteAction,
+    WriteContentRequest,
 };
 use containerd_client::tonic::{self, transport::Channel, Code, Request, Status};
 use containerd_client::types::v1::Status as ProcessStatus;
@@ -140,6 +141,13 @@ impl Containerd {
         let mut request = self.req(message);
         request.metadata_mut().insert("containerd-lease", lease.parse().expect("lease ids are ASCII"));
         request
+    }
+
+    fn maybe_leased<T>(&self, message: T, lease: Option<&str>) -> Request<T> {
+        match lease {
+            Some(lease) => self.leased(message, lease),
+            None => self.req(message),
+        }
     }
 
     async fn read_blob(&self, digest: &str) -> Result<Vec<u8>, RuntimeError> {
@@ -440,6 +448,68 @@ impl Containerd {
         }
     }
 
+    /// The snapshot a container's rootfs lives in: its own ID, or the key prepared ahead.
+    async fn snapshot_key(&self, id: &str) -> Result<String, RuntimeError> {
+        let request = GetContainerRequest { id: id.to_owned() };
+        let container = bounded("get container", id, CALL_TIMEOUT, self.client.containers().get(self.req(request)))
+            .await?
+            .container
+            .ok_or_else(|| RuntimeError::NotFound { what: format!("container {id}") })?;
+        Ok(if container.snapshot_key.is_empty() { id.to_owned() } else { container.snapshot_key })
+    }
+
+    async fn prepare_snapshot(
+        &self,
+        key: &str,
+        parent: &str,
+        labels: HashMap<String, String>,
+    ) -> Result<(), RuntimeError> {
+        let prepare = PrepareSnapshotRequest {
+            snapshotter: SNAPSHOTTER.to_owned(),
+            key: key.to_owned(),
+            parent: parent.to_owned(),
+            labels,
+        };
+        bounded("prepare rootfs", key, CALL_TIMEOUT, self.client.snapshots().prepare(self.req(prepare))).await?;
+        Ok(())
+    }
+
+    async fn put_image(&self, record: Image) -> Result<(), RuntimeError> {
+        self.put_image_leased(record, None).await
+    }
+
+    /// Creates the image record, or points an existing one of that name at the new target.
+    async fn put_image_leased(&self, record: Image, lease: Option<&str>) -> Result<(), RuntimeError> {
+        let name = record.name.clone();
+        let create = CreateImageRequest { image: Some(record.clone()), source_date_epoch: None };
+        match bounded(
+            "create image",
+            &name,
+            CALL_TIMEOUT,
+            self.client.images().create(self.maybe_leased(create, lease)),
+        )
+        .await
+        {
+            Ok(_) => Ok(()),
+            Err(RuntimeError::Call { message, .. }) if message.contains("already exists") => {
+                let update = UpdateImageRequest {
+                    image: Some(record),
+                    update_mask: Some(prost_types::FieldMask { paths: vec!["target".into(), "labels".into()] }),
+                    source_date_epoch: None,
+                };
+                bounded(
+                    "update image",
+                    &name,
+                    CALL_TIMEOUT,
+                    self.client.images().update(self.maybe_leased(update, lease)),
+                )
+                .await?;
+                Ok(())
+            }
+            Err(e) => Err(e),
+        }
+    }
+
     async fn import_image(
         &self,
         lease: &str,
@@ -475,32 +545,7 @@ impl Containerd {
             created_at: None,
             updated_at: None,
         };
-        let create = CreateImageRequest { image: Some(record.clone()), source_date_epoch: None };
-        match bounded(
-            "create image",
-            &image.name,
-            CALL_TIMEOUT,
-            self.client.images().create(self.leased(create, lease)),
-        )
-        .await
-        {
-            Ok(_) => {}
-            Err(RuntimeError::Call { message, .. }) if message.contains("already exists") => {
-                let update = UpdateImageRequest {
-                    image: Some(record),
-                    update_mask: Some(prost_types::FieldMask { paths: vec!["target".into(), "labels".into()] }),
-                    source_date_epoch: None,
-                };
-                bounded(
-                    "update image",
-                    &image.name,
-                    CALL_TIMEOUT,
-                    self.client.images().update(self.leased(update, lease)),
-                )
-                .await?;
-            }
-            Err(e) => return Err(e),
-        }
+        self.put_image_leased(record, Some(lease)).await?;
         progress(format!("{}: imported {}", image.name, image.manifest.digest));
         Ok(ImageInfo {
             name: image.name.clone(),
@@ -622,6 +667,7 @@ impl ContainerRuntime for Containerd {
 
     async fn create(&self, request: CreateContainer) -> Result<(), RuntimeError> {
         let id = request.id.clone();
+        let key = request.rootfs.clone().unwrap_or_else(|| id.clone());
         let container = Container {
             id: id.clone(),
             labels: request.labels.into_iter().collect(),
@@ -629,7 +675,7 @@ impl ContainerRuntime for Containerd {
             runtime: Some(Runtime { name: RUNC.to_owned(), options: None }),
             spec: Some(Any { type_url: SPEC_TYPE.to_owned(), value: request.spec }),
             snapshotter: SNAPSHOTTER.to_owned(),
-            snapshot_key: id.clone(),
+            snapshot_key: key.clone(),
             ..Default::default()
         };
         // The container record first: it references the snapshot, which keeps the snapshot
@@ -641,18 +687,14 @@ impl ContainerRuntime for Containerd {
             self.client.containers().create(self.req(CreateContainerRequest { container: Some(container) })),
         )
         .await?;
-        if self.snapshot_exists(&id).await? {
-            self.remove_snapshot(&id).await;
+        let exists = self.snapshot_exists(&key).await?;
+        if exists && request.rootfs.is_some() {
+            return Ok(());
         }
-        let prepare = PrepareSnapshotRequest {
-            snapshotter: SNAPSHOTTER.to_owned(),
-            key: id.clone(),
-            parent: request.image.chain_id.clone(),
-            labels: HashMap::new(),
-        };
-        if let Err(e) =
-            bounded("prepare rootfs", &id, CALL_TIMEOUT, self.client.snapshots().prepare(self.req(prepare))).await
-        {
+        if exists {
+            self.remove_snapshot(&key).await;
+        }
+        if let Err(e) = self.prepare_snapshot(&key, &request.image.chain_id, HashMap::new()).await {
             let _ = self.remove(&id).await;
             return Err(e);
         }
@@ -660,13 +702,12 @@ impl ContainerRuntime for Containerd {
     }
 
     async fn start(&self, id: &str, logs: &LogSink) -> Result<u32, RuntimeError> {
+        let key = self.snapshot_key(id).await?;
         let mounts: Vec<Mount> = bounded(
             "rootfs mounts",
             id,
             CALL_TIMEOUT,
-            self.client
-                .snapshots()
-                .mounts(self.req(MountsRequest { snapshotter: SNAPSHOTTER.to_owned(), key: id.to_owned() })),
+            self.client.snapshots().mounts(self.req(MountsRequest { snapshotter: SNAPSHOTTER.to_owned(), key })),
         )
         .await?
         .mounts;
@@ -700,6 +741,11 @@ impl ContainerRuntime for Containerd {
     }
 
     async fn remove(&self, id: &str) -> Result<(), RuntimeError> {
+        let key = match self.snapshot_key(id).await {
+            Ok(key) => key,
+            Err(RuntimeError::NotFound { .. }) => id.to_owned(),
+            Err(e) => return Err(e),
+        };
         if let Some(process) = self.task(id).await? {
             if matches!(
                 task_state(&process),
@@ -722,8 +768,55 @@ impl ContainerRuntime for Containerd {
             Ok(_) | Err(RuntimeError::NotFound { .. }) => {}
             Err(e) => return Err(e),
         }
-        self.remove_snapshot(id).await;
+        self.remove_snapshot(&key).await;
         Ok(())
+    }
+
+    async fn prepare_rootfs(&self, key: &str, image: &ImageInfo) -> Result<(), RuntimeError> {
+        if self.snapshot_exists(key).await? {
+            self.remove_snapshot(key).await;
+        }
+        // Nothing references it until its container exists: a GC root until then.
+        let root = humantime::format_rfc3339_seconds(SystemTime::now()).to_string();
+        self.prepare_snapshot(key, &image.chain_id, HashMap::from([("containerd.io/gc.root".to_owned(), root)])).await
+    }
+
+    async fn discard_rootfs(&self, key: &str) -> Result<(), RuntimeError> {
+        let request = RemoveSnapshotRequest { snapshotter: SNAPSHOTTER.to_owned(), key: key.to_owned() };
+        match bounded("remove snapshot", key, CALL_TIMEOUT, self.client.snapshots().remove(self.req(request))).await {
+            Ok(_) => Ok(()),
+            Err(e) if e.is_not_found() => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+
+    async fn tag_image(&self, source: &str, name: &str) -> Result<ImageInfo, RuntimeError> {
+        let request = GetImageRequest { name: source.to_owned() };
+        let found = bounded("get image", source, CALL_TIMEOUT, self.client.images().get(self.req(request)))
+            .await
+            .map_err(|e| match e {
+                RuntimeError::NotFound { .. } => RuntimeError::NotFound { what: format!("image {source}") },
+                other => other,
+            })?
+            .image
+            .ok_or_else(|| RuntimeError::NotFound { what: format!("image {source}") })?;
+        let record = Image {
+            name: name.to_owned(),
+            labels: HashMap::from([(super::labels::PINNED.to_owned(), "true".to_owned())]),
+            target: found.target,
+            created_at: None,
+            updated_at: None,
+        };
+        self.put_image(record.clone()).await?;
+        self.describe(record).await
+    }
+
+    async fn remove_image(&self, name: &str) -> Result<(), RuntimeError> {
+        let request = DeleteImageRequest { name: name.to_owned(), sync: false, target: None };
+        match bounded("delete image", name, CALL_TIMEOUT, self.client.images().delete(self.req(request))).await {
+            Ok(_) | Err(RuntimeError::NotFound { .. }) => Ok(()),
+            Err(e) => Err(e),
+        }
     }
 
     async fn exec(&self, id: &str, args: Vec<String>, timeout: Duration) -> Result<u32, RuntimeError> {

@@ -24,6 +24,8 @@ pub mod labels {
     pub const IMAGE_DIGEST: &str = "io.soniclet.image-digest";
     /// Counts the containers created for a service; the highest is the current one.
     pub const GENERATION: &str = "io.soniclet.generation";
+    /// On image records soniclet made to pin a service's image by digest (`repo@sha256:...`).
+    pub const PINNED: &str = "io.soniclet.pinned";
 }
 
 /// What an image tells the runtime about how to run it.
@@ -50,6 +52,29 @@ pub struct ImageInfo {
     pub config: ImageConfig,
     /// Chain ID of the top layer: the snapshot a container's rootfs is prepared from.
     pub chain_id: String,
+}
+
+/// The image platform this switch runs (OCI names: `amd64`, `arm64`).
+pub fn host_architecture() -> &'static str {
+    match std::env::consts::ARCH {
+        "x86_64" => "amd64",
+        "aarch64" => "arm64",
+        "x86" => "386",
+        "arm" => "arm",
+        other => other,
+    }
+}
+
+/// Refuses an image built for another OS or architecture than this switch's.
+pub fn check_platform(image: &ImageInfo) -> Result<(), String> {
+    let host = host_architecture();
+    if image.os != "linux" || image.architecture != host {
+        return Err(format!(
+            "image {} is for {}/{}, but this switch is linux/{host}",
+            image.name, image.os, image.architecture
+        ));
+    }
+    Ok(())
 }
 
 /// A task's state as containerd reports it.
@@ -99,6 +124,9 @@ pub struct CreateContainer {
     /// The OCI runtime spec, as JSON.
     pub spec: Vec<u8>,
     pub labels: BTreeMap<String, String>,
+    /// A rootfs made ahead by [`ContainerRuntime::prepare_rootfs`] under this key; prepared
+    /// now when `None` or when it no longer exists.
+    pub rootfs: Option<String>,
 }
 
 /// How a task ended.
@@ -193,6 +221,21 @@ pub trait ContainerRuntime: Send + Sync + 'static {
 
     /// PIDs (in soniclet's PID namespace) of every process in the task.
     fn pids(&self, id: &str) -> impl Future<Output = Result<Vec<u32>, RuntimeError>> + Send;
+
+    /// Prepares a container rootfs from `image` under `key` ahead of [`ContainerRuntime::create`],
+    /// so that a switch-over only creates and starts. It survives garbage collection until
+    /// a container takes it or [`ContainerRuntime::discard_rootfs`] removes it.
+    fn prepare_rootfs(&self, key: &str, image: &ImageInfo) -> impl Future<Output = Result<(), RuntimeError>> + Send;
+
+    /// Removes a rootfs prepared ahead; removing what does not exist is not an error.
+    fn discard_rootfs(&self, key: &str) -> impl Future<Output = Result<(), RuntimeError>> + Send;
+
+    /// Names the image `source` names also `name` (labelled [`labels::PINNED`]), so it stays
+    /// stored whatever happens to `source`.
+    fn tag_image(&self, source: &str, name: &str) -> impl Future<Output = Result<ImageInfo, RuntimeError>> + Send;
+
+    /// Deletes the image record `name`; containerd collects what nothing else references.
+    fn remove_image(&self, name: &str) -> impl Future<Output = Result<(), RuntimeError>> + Send;
 
     /// Stores a verified archive's images (content, snapshots, image records).
     fn import(

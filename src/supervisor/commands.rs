@@ -4,7 +4,7 @@ use super::plan::Phase;
 use std::collections::BTreeSet;
 
 use super::{
-    rfc3339, Command, CommandError, GroupClear, Health, Reply, StopMode, Supervisor, Unit, WaitFor, Waiter, WaiterReply,
+    rfc3339, Command, CommandError, GroupClear, Health, Reply, Supervisor, Unit, WaitFor, Waiter, WaiterReply,
 };
 use crate::api::{ErrorKind, ServiceStatus, StatusResponse};
 use crate::manifest::ServiceName;
@@ -76,30 +76,11 @@ impl<R: ContainerRuntime, P: Health> Supervisor<R, P> {
                 // As on a crash: a failure-group member restarts its group cold, or restarts
                 // alone with warm restart enabled.
                 let warm = self.warm_enabled(&name);
-                let roots = if warm { BTreeSet::from([name.clone()]) } else { self.with_group(&name) };
-                if let (false, Some(group)) = (warm, self.service(&name).failure_group()) {
-                    self.cleared.insert(group.to_owned(), GroupClear::Needed);
-                }
-                let mut affected = Vec::new();
-                for dep in
-                    roots.iter().flat_map(|r| self.manifests.graph().dependent_closure(r)).collect::<BTreeSet<_>>()
-                {
-                    if dep != name && !self.want(&dep) {
-                        continue;
-                    }
-                    self.reset(&dep);
-                    let mode = self.stop_mode(&dep);
-                    let unit = self.unit(&dep);
-                    if unit.phase.is_active() {
-                        unit.cycle = true;
-                        unit.stop_mode = if warm { mode } else { StopMode::Cold };
-                        unit.restart_requested = true;
-                    }
-                    affected.push(dep);
-                }
+                let affected = self.cycle_for_restart(&name, warm);
                 self.save();
                 self.respond(name, affected, WaitFor::Ready, wait, reply);
             }
+            Command::Change { request, progress } => self.begin_change(request, progress),
             Command::Reload { config, force, progress } => self.begin_reload(config, force, progress),
             Command::Features { reply } => {
                 let _ = reply.send(Ok(self.features_status()));
@@ -266,7 +247,6 @@ impl<R: ContainerRuntime, P: Health> Supervisor<R, P> {
 
     pub(super) fn service_status(&self, name: &ServiceName) -> ServiceStatus {
         let unit = &self.units[name];
-        let service = self.service(name);
         let mut message = unit.message.clone();
         if let Some(deps) = self.waiting.get(name) {
             let deps: Vec<&str> = deps.iter().map(|d| d.as_str()).collect();
@@ -285,13 +265,15 @@ impl<R: ContainerRuntime, P: Health> Supervisor<R, P> {
             enabled: self.want(name),
             pid: unit.pid,
             restarts: unit.restarts,
-            image: service.manifest.container.image.clone(),
+            image: self.image_ref(name),
             image_digest: unit.image_digest.clone(),
             container_id: unit.has_container.then(|| name.to_string()),
             generation: unit.generation,
             since: rfc3339(unit.since),
             last_exit_code: unit.last_exit,
             message,
+            upgrade: unit.upgrade_note.clone(),
+            downtime_ms: unit.last_downtime.map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX)),
             restart: if unit.restart_requested {
                 Some("requested".to_owned())
             } else {

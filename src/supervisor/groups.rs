@@ -25,7 +25,7 @@ impl<R: ContainerRuntime, P: Health> Supervisor<R, P> {
     /// Warm restart is enabled for the system or for `name`.
     pub(super) fn warm_enabled(&self, name: &ServiceName) -> bool {
         let flag = |key: &str| self.warm.warm.get(key).copied().unwrap_or(false);
-        flag("system") || flag(name.as_str())
+        flag("system") || flag(name.as_str()) || self.change_is_warm(name)
     }
 
     /// How `name` goes down now: fast when a fast reboot is under way, warm when warm restart

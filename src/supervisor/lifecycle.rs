@@ -10,11 +10,12 @@ use tokio_util::sync::CancellationToken;
 
 use super::plan::Phase;
 use super::{
-    backoff_delay, container_digest, Event, Health, StartFailure, Started, StopMode, Supervisor, SupervisorConfig,
+    backoff_delay, container_digest, Event, Health, Prepared, StartFailure, Started, StopMode, Supervisor,
+    SupervisorConfig,
 };
 use crate::manifest::{Service, ServiceName};
 use crate::runtime::spec;
-use crate::runtime::{labels, ContainerRuntime, CreateContainer, ExitStatus, RuntimeError};
+use crate::runtime::{labels, ContainerRuntime, CreateContainer, ExitStatus, ImageInfo, RuntimeError};
 
 impl<R: ContainerRuntime, P: Health> Supervisor<R, P> {
     pub(super) fn start(&mut self, name: &ServiceName) {
@@ -32,13 +33,17 @@ impl<R: ContainerRuntime, P: Health> Supervisor<R, P> {
         unit.set_phase(Phase::Starting);
         tracing::info!(service = %name, generation, "starting");
 
+        let prepared = unit.prepared.take();
+        let rootfs = unit.resume_rootfs.take();
+        let reference = self.image_ref(name);
         let service = self.service(name).clone();
         let runtime = Arc::clone(&self.runtime);
         let config = self.config.clone();
         let tx = self.tx.clone();
         let name = name.clone();
         self.tracker.spawn(async move {
-            let result = start_container(&*runtime, &config, &service, generation, leftover).await;
+            let how = StartFrom { reference, prepared, rootfs, leftover };
+            let result = start_container(&*runtime, &config, &service, generation, how).await;
             let _ = tx.send(Event::Started { service: name, generation, result });
         });
     }
@@ -59,6 +64,7 @@ impl<R: ContainerRuntime, P: Health> Supervisor<R, P> {
         let unit = self.unit(name);
         unit.set_phase(Phase::Stopping);
         unit.stop_mode = StopMode::Cold;
+        unit.down_since.get_or_insert_with(Instant::now);
         let generation = unit.generation;
         tracing::info!(service = %name, generation, mode = ?mode, "stopping");
         let runtime = Arc::clone(&self.runtime);
@@ -110,6 +116,10 @@ impl<R: ContainerRuntime, P: Health> Supervisor<R, P> {
         if unit.generation != generation || !matches!(unit.phase, Phase::Ready | Phase::Probing) {
             return;
         }
+        if self.gated(name) {
+            return self.gate_failed(name, format!("critical process {process} exited"));
+        }
+        let unit = self.unit(name);
         if auto_restart {
             tracing::warn!(service = %name, process = %process, "critical process exited; restarting the container");
             let reason = format!("critical process {process} exited");
@@ -189,6 +199,7 @@ impl<R: ContainerRuntime, P: Health> Supervisor<R, P> {
     }
 
     pub(super) fn on_started(&mut self, name: &ServiceName, generation: u64, result: Result<Started, StartFailure>) {
+        let gated = self.gated(name);
         let unit = self.unit(name);
         if unit.generation != generation || unit.phase != Phase::Starting {
             return;
@@ -201,6 +212,14 @@ impl<R: ContainerRuntime, P: Health> Supervisor<R, P> {
                 unit.has_container = true;
                 unit.set_phase(Phase::Probing);
                 self.watch(name);
+                if gated {
+                    self.on_gated_start(name, started.pid);
+                }
+            }
+            Err(StartFailure::Blocked(reason) | StartFailure::Failed(reason)) if gated => {
+                unit.has_container = false;
+                unit.set_phase(Phase::Stopped);
+                self.gate_failed(name, format!("the new container did not start: {reason}"));
             }
             Err(StartFailure::Blocked(reason)) => {
                 tracing::error!(service = %name, reason = %reason, "cannot start");
@@ -252,12 +271,16 @@ impl<R: ContainerRuntime, P: Health> Supervisor<R, P> {
         unit.tasks.cancel();
         unit.pid = None;
         unit.last_exit = Some(status.code);
+        unit.down_since.get_or_insert_with(Instant::now);
         let reason = if status.code > 128 {
             format!("killed by signal {}", status.code - 128)
         } else {
             format!("exited with code {}", status.code)
         };
         tracing::warn!(service = %name, generation, code = status.code, "task ended unexpectedly");
+        if self.gated(name) {
+            return self.gate_failed(name, format!("the new container {reason}"));
+        }
         self.on_failure(name, reason);
     }
 
@@ -270,14 +293,19 @@ impl<R: ContainerRuntime, P: Health> Supervisor<R, P> {
         match result {
             Ok(()) => {
                 tracing::info!(service = %name, generation, "ready");
+                unit.last_downtime = unit.down_since.take().map(|t| t.elapsed());
                 unit.message = None;
                 unit.recovering = None;
                 unit.restart_requested = false;
                 unit.set_phase(Phase::Ready);
                 self.watch_critical(name);
             }
+            Err(detail) if self.gated(name) => {
+                self.gate_failed(name, format!("not ready within {timeout}s: {detail}"));
+            }
             Err(detail) => {
                 tracing::warn!(service = %name, detail = %detail, "not ready in time");
+                let unit = self.unit(name);
                 unit.failure_pending = Some(format!("not ready within {timeout}s: {detail}"));
                 self.stop(name);
             }
@@ -338,15 +366,64 @@ impl<R: ContainerRuntime, P: Health> Supervisor<R, P> {
     }
 }
 
+/// Where a start takes its container from.
+struct StartFrom {
+    /// The image reference the service runs.
+    reference: String,
+    /// Made ahead by an image change: image, spec and rootfs, ready to create.
+    prepared: Option<Prepared>,
+    /// A rootfs key to use (an image change resumed after a restart of the daemon).
+    rootfs: Option<String>,
+    /// A container left by a crash or a failed start is in the way.
+    leftover: bool,
+}
+
 /// Creates and starts a service's container.
 async fn start_container<R: ContainerRuntime>(
     runtime: &R,
     config: &SupervisorConfig,
     service: &Service,
     generation: u64,
-    leftover: bool,
+    how: StartFrom,
 ) -> Result<Started, StartFailure> {
-    let reference = &service.manifest.container.image;
+    let id = service.name.to_string();
+    if how.leftover {
+        runtime.remove(&id).await.map_err(|e| StartFailure::Failed(e.to_string()))?;
+    }
+    let (image, spec_json, rootfs) = match how.prepared {
+        Some(prepared) => (prepared.image, prepared.spec, Some(prepared.rootfs)),
+        None => {
+            let (image, spec_json) = resolve_container(runtime, config, service, &how.reference).await?;
+            (image, spec_json, how.rootfs)
+        }
+    };
+    let labels = BTreeMap::from([
+        (labels::SERVICE.to_owned(), id.clone()),
+        (labels::MANIFEST_DIGEST.to_owned(), container_digest(service, &config.host)),
+        (labels::IMAGE_DIGEST.to_owned(), image.digest.clone()),
+        (labels::GENERATION.to_owned(), generation.to_string()),
+    ]);
+    let image_digest = image.digest.clone();
+    runtime
+        .create(CreateContainer { id: id.clone(), image, spec: spec_json, labels, rootfs })
+        .await
+        .map_err(|e| StartFailure::Failed(e.to_string()))?;
+    match runtime.start(&id, &config.logs).await {
+        Ok(pid) => Ok(Started { pid, image_digest }),
+        Err(e) => {
+            let _ = runtime.remove(&id).await;
+            Err(StartFailure::Failed(e.to_string()))
+        }
+    }
+}
+
+/// The stored image `reference` and the spec to run `service` from it, its bind sources made.
+async fn resolve_container<R: ContainerRuntime>(
+    runtime: &R,
+    config: &SupervisorConfig,
+    service: &Service,
+    reference: &str,
+) -> Result<(ImageInfo, Vec<u8>), StartFailure> {
     let image = match runtime.image(reference).await {
         Ok(image) => image,
         Err(RuntimeError::NotFound { .. }) => {
@@ -364,29 +441,7 @@ async fn start_container<R: ContainerRuntime>(
             }
         }
     }
-    let spec_json = spec::to_json(&spec);
-    let id = service.name.to_string();
-    if leftover {
-        runtime.remove(&id).await.map_err(|e| StartFailure::Failed(e.to_string()))?;
-    }
-    let labels = BTreeMap::from([
-        (labels::SERVICE.to_owned(), id.clone()),
-        (labels::MANIFEST_DIGEST.to_owned(), container_digest(service, &config.host)),
-        (labels::IMAGE_DIGEST.to_owned(), image.digest.clone()),
-        (labels::GENERATION.to_owned(), generation.to_string()),
-    ]);
-    let image_digest = image.digest.clone();
-    runtime
-        .create(CreateContainer { id: id.clone(), image, spec: spec_json, labels })
-        .await
-        .map_err(|e| StartFailure::Failed(e.to_string()))?;
-    match runtime.start(&id, &config.logs).await {
-        Ok(pid) => Ok(Started { pid, image_digest }),
-        Err(e) => {
-            let _ = runtime.remove(&id).await;
-            Err(StartFailure::Failed(e.to_string()))
-        }
-    }
+    Ok((image, spec::to_json(&spec)))
 }
 
 /// SIGKILL to every process, then removal (a warm or fast stop, after its steps).

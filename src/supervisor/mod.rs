@@ -15,9 +15,11 @@ mod groups;
 mod lifecycle;
 pub mod plan;
 mod reload;
+mod upgrade;
 
 pub use lifecycle::{probe_until_ready, stop_container};
 pub use reload::ReloadEvent;
+pub use upgrade::{pin_reference, ChangeEvent, ChangeRequest, Prepared};
 
 use std::collections::{BTreeMap, VecDeque};
 use std::future::Future;
@@ -115,6 +117,11 @@ pub enum Command {
         force: bool,
         progress: mpsc::UnboundedSender<ReloadEvent>,
     },
+    /// `upgrade` or `rollback` of one service's image; progress and the outcome on `progress`.
+    Change {
+        request: ChangeRequest,
+        progress: mpsc::UnboundedSender<ChangeEvent>,
+    },
     /// Stop every service in order, then end the loop.
     Shutdown {
         stop_services: bool,
@@ -148,6 +155,11 @@ pub enum Event {
     },
     /// Images were imported: services held for a missing image may start now.
     ImagesChanged,
+    /// An image change's new container was prepared (or could not be).
+    ChangePrepared {
+        service: ServiceName,
+        result: Result<Prepared, String>,
+    },
     /// A critical process of the current container exited.
     CriticalExited {
         service: ServiceName,
@@ -261,6 +273,16 @@ struct Unit {
     recovering: Option<String>,
     /// An operator's restart is under way, until the service is ready again.
     restart_requested: bool,
+    /// The next start uses this container, made ahead by an image change.
+    prepared: Option<Prepared>,
+    /// The next start uses this rootfs key (an image change resumed after a restart).
+    resume_rootfs: Option<String>,
+    /// Since when the service has been down (its stop or crash), until it is ready again.
+    down_since: Option<Instant>,
+    /// How long it was down the last time, stop (or crash) to ready.
+    last_downtime: Option<Duration>,
+    /// The last image change's outcome, for `soniclet status`.
+    upgrade_note: Option<String>,
 }
 
 impl Unit {
@@ -284,6 +306,11 @@ impl Unit {
             stop_mode: StopMode::Cold,
             recovering: None,
             restart_requested: false,
+            prepared: None,
+            resume_rootfs: None,
+            down_since: None,
+            last_downtime: None,
+            upgrade_note: None,
         }
     }
 
@@ -385,6 +412,8 @@ pub struct Supervisor<R: ContainerRuntime, P: Health> {
     /// Every enabled service was ready at least once since start (or the last reload).
     settled: bool,
     system_reported: Option<(String, String)>,
+    /// The image change in flight (its journal is in the store).
+    change: Option<upgrade::Change>,
 }
 
 /// A failure group's cold-start state.
@@ -472,6 +501,7 @@ impl<R: ContainerRuntime, P: Health> Supervisor<R, P> {
             reload: None,
             settled: false,
             system_reported: None,
+            change: None,
         }
     }
 
@@ -546,7 +576,7 @@ impl<R: ContainerRuntime, P: Health> Supervisor<R, P> {
                     let expected = container_digest(&service, &self.config.host);
                     let mut stale = container.label(labels::MANIFEST_DIGEST) != Some(expected.as_str());
                     let image_digest = container.label(labels::IMAGE_DIGEST).map(str::to_owned);
-                    if let Ok(image) = self.runtime.image(&service.manifest.container.image).await {
+                    if let Ok(image) = self.runtime.image(&self.image_ref(&name)).await {
                         stale |= image_digest.as_deref() != Some(image.digest.as_str());
                     }
                     tracing::info!(service = %name, pid, generation, stale, "adopted running container");
@@ -567,6 +597,7 @@ impl<R: ContainerRuntime, P: Health> Supervisor<R, P> {
         }
         self.save();
         self.init_groups();
+        self.resume_change();
         Ok(())
     }
 
@@ -576,6 +607,7 @@ impl<R: ContainerRuntime, P: Health> Supervisor<R, P> {
             self.reconcile();
             self.resolve_waiters();
             self.advance_reload();
+            self.advance_change();
             self.report();
             self.report_degraded();
             self.broadcast_statuses();
@@ -621,7 +653,7 @@ impl<R: ContainerRuntime, P: Health> Supervisor<R, P> {
         let degraded =
             self.units.values().filter_map(|u| u.degraded.as_ref().map(|(_, _, last)| *last + DEGRADED_REPORT));
         let delayed = self.delayed_deadline.filter(|_| !self.delayed_released);
-        backoffs.chain(degraded).chain(delayed).min()
+        backoffs.chain(degraded).chain(delayed).chain(self.change_wake()).min()
     }
 
     fn reconcile(&mut self) {
@@ -657,6 +689,7 @@ impl<R: ContainerRuntime, P: Health> Supervisor<R, P> {
             Event::Stopped { service, generation, result } => self.on_stopped(&service, generation, result),
             Event::Exited { service, generation, status } => self.on_exited(&service, generation, status),
             Event::Probed { service, generation, result } => self.on_probed(&service, generation, result),
+            Event::ChangePrepared { service, result } => self.on_change_prepared(&service, result),
             Event::CriticalExited { service, generation, process } => {
                 self.on_critical_exit(&service, generation, process)
             }

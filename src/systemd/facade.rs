@@ -143,6 +143,8 @@ mod tests {
             last_exit_code: None,
             message: message.map(str::to_owned),
             restart: None,
+            upgrade: None,
+            downtime_ms: None,
         }
     }
 

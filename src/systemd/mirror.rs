@@ -99,6 +99,8 @@ mod tests {
             last_exit_code: None,
             message: None,
             restart: None,
+            upgrade: None,
+            downtime_ms: None,
         }
     }
 
