@@ -2,7 +2,8 @@
 # Stand-in for a SONiC container's supervisord in the virtual switch: starts each program of
 # $PROGRAMS under its SONiC process name (an idle stand-in), and each process of $VASIC
 # (`name:role`) as `soniclet vasic <role>` under that name; says so on stdout, and stops them
-# all on SIGTERM.
+# all on SIGTERM. $LIFETIMES (`name:seconds ...`) makes a program exit after that long (the
+# upgrade tests' image whose critical process dies).
 name="${CONTAINER_NAME:-container}"
 pids=""
 stop() {
@@ -12,8 +13,14 @@ stop() {
     exit 0
 }
 trap stop TERM INT
+lifetime() {
+    for entry in $LIFETIMES; do
+        if [ "${entry%%:*}" = "$1" ]; then echo "${entry#*:}"; return; fi
+    done
+    echo 2147483647
+}
 for program in $PROGRAMS; do
-    (exec -a sleep "/usr/bin/$program" 2147483647) &
+    (exec -a sleep "/usr/bin/$program" "$(lifetime "$program")") &
     pids="$pids $!"
     echo "$name: started $program (pid $!)"
 done

@@ -185,6 +185,9 @@ pub struct ReleaseOutcome {
     pub upgraded: Vec<String>,
     /// Already on the release's digest.
     pub unchanged: Vec<String>,
+    /// Not running (stopped or disabled): no gate to pass, so left as they are.
+    #[serde(default)]
+    pub skipped: Vec<String>,
     /// The service whose upgrade failed (rolled back); the ones after it were not touched.
     pub failed: Option<String>,
     pub untouched: Vec<String>,

@@ -289,7 +289,13 @@ pub(super) async fn release<R: ContainerRuntime>(State(state): State<ApiState<R>
         let mut entries = release.entries.into_iter();
         for entry in entries.by_ref() {
             let service = entry.service.to_string();
-            let current = running.iter().find(|s| s.name == service).and_then(|s| s.image_digest.clone());
+            let status = running.iter().find(|s| s.name == service);
+            if !status.is_some_and(|s| s.ready) {
+                let _ = tx.send(ChangeEvent::Progress(format!("{service}: not running and ready; left as it is")));
+                outcome.skipped.push(service);
+                continue;
+            }
+            let current = status.and_then(|s| s.image_digest.clone());
             if current.as_deref() == Some(entry.digest.as_str()) {
                 let _ = tx.send(ChangeEvent::Progress(format!("{service}: already runs {}", entry.digest)));
                 outcome.unchanged.push(service);

@@ -89,10 +89,11 @@ fn release_result(outcome: ReleaseOutcome) -> CliResult {
     match outcome.failed {
         None => {
             println!(
-                "release {}: upgraded {}; already current {}",
+                "release {}: upgraded {}; already current {}; not running, skipped {}",
                 outcome.release,
                 list(&outcome.upgraded),
-                list(&outcome.unchanged)
+                list(&outcome.unchanged),
+                list(&outcome.skipped)
             );
             Ok(())
         }

@@ -66,6 +66,9 @@ impl<R: ContainerRuntime, P: Health> Supervisor<R, P> {
         if self.reload.is_some() {
             return refuse("a config reload is already in progress");
         }
+        if let Some(change) = &self.store.state().change {
+            return refuse(&format!("an image change of {} is in progress; wait for it to end", change.service));
+        }
         if self.db.is_none() || self.manifests.database().is_none() {
             return refuse("config reload needs the database service (a manifest with database = true)");
         }

@@ -16,7 +16,8 @@ const CONFIG_DB: &str = r#"{
     "PORT": {"Ethernet0": {"lanes": "25,26,27,28", "mtu": 9100, "admin_status": "up"}}
 }"#;
 
-fn booted_vs() -> TestSwitch {
+/// The full VS set booted from a CONFIG_DB with snmp disabled, every enabled service ready.
+pub(crate) fn booted_vs() -> TestSwitch {
     let mut sw = TestSwitch::vs();
     sw.sonic_file("etc/sonic/config_db.json", CONFIG_DB);
     sw.sonic_file("etc/sonic/init_cfg.json", r#"{"FEATURE": {"database": {"state": "always_enabled"}}}"#);

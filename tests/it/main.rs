@@ -9,4 +9,5 @@ mod intent;
 mod lifecycle;
 mod lifecycle_sonic;
 mod support;
+mod upgrade;
 mod vasic;

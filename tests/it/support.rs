@@ -82,6 +82,8 @@ pub struct TestSwitch {
     containerd_socket: PathBuf,
     containerd: Child,
     daemon: Option<Child>,
+    /// Extra environment of the next daemon started (a test's failpoint).
+    pub daemon_env: Vec<(String, String)>,
 }
 
 impl TestSwitch {
@@ -142,7 +144,18 @@ impl TestSwitch {
         )
         .unwrap();
         std::fs::create_dir_all(root.join("root/shared")).unwrap();
-        Self { dir, netns, namespace, socket, config, services, containerd_socket, containerd, daemon: None }
+        Self {
+            dir,
+            netns,
+            namespace,
+            socket,
+            config,
+            services,
+            containerd_socket,
+            containerd,
+            daemon: None,
+            daemon_env: Vec::new(),
+        }
     }
 
     /// The project's manifest for `name` (from `services/`).
@@ -192,6 +205,7 @@ impl TestSwitch {
             .args(["daemon", "--config"])
             .arg(&self.config)
             .env("SONICLET_LOG", "info,soniclet=debug")
+            .envs(self.daemon_env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
             .stdout(log.try_clone().unwrap())
             .stderr(log)
             .spawn()
@@ -223,6 +237,22 @@ impl TestSwitch {
             .env("SONICLET_SONIC_ROOT", self.root().join("root"))
             .output()
             .unwrap()
+    }
+
+    /// Runs the CLI in the background (its output discarded).
+    pub fn cli_spawn(&self, args: &[&str]) -> Child {
+        Command::new(SONICLET)
+            .args(args)
+            .env("SONICLET_SOCKET", &self.socket)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap()
+    }
+
+    /// The daemon's `state.json`.
+    pub fn state_file(&self) -> Value {
+        serde_json::from_str(&std::fs::read_to_string(self.root().join("state/state.json")).unwrap()).unwrap()
     }
 
     /// `soniclet db DB ARGS...` against this switch's databases.

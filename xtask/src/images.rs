@@ -40,6 +40,9 @@ pub struct Recipe {
     /// SONiC's `IMAGE_VERSION` in the container environment.
     #[serde(default = "default_version")]
     pub version: String,
+    /// The platform the image says it is for.
+    #[serde(default = "default_architecture")]
+    pub architecture: String,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -52,6 +55,9 @@ pub struct FileSpec {
 
 fn default_tag() -> String {
     "latest".to_owned()
+}
+fn default_architecture() -> String {
+    "amd64".to_owned()
 }
 fn default_version() -> String {
     "vs-1".to_owned()
@@ -244,7 +250,7 @@ fn write_archive(out: &Path, recipe: &Recipe, layers: &[&Blob]) -> Result<String
     }
     env.extend(recipe.env.iter().cloned());
     let config = serde_json::to_vec(&json!({
-        "architecture": "amd64",
+        "architecture": recipe.architecture,
         "os": "linux",
         "created": "1970-01-01T00:00:00Z",
         "config": {
@@ -307,7 +313,8 @@ pub fn load_recipes(root: &Path) -> Result<Vec<Recipe>> {
     let mut recipes = Vec::new();
     let mut paths: Vec<PathBuf> = std::fs::read_dir(root.join("images"))?
         .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| p.extension().is_some_and(|x| x == "toml") && p.file_name().is_some_and(|n| n != "release.toml"))
+        .filter(|p| p.extension().is_some_and(|x| x == "toml"))
+        .filter(|p| p.file_name().is_some_and(|n| n != "release.toml" && n != "variants.toml"))
         .collect();
     paths.sort();
     for path in paths {
@@ -340,11 +347,122 @@ pub fn images_dir() -> PathBuf {
     project_root().join("target/images")
 }
 
-/// `cargo xtask images`.
+/// `images/variants.toml`: a recipe with a few fields replaced, for the upgrade tests and
+/// bench (a "v2", and images broken on purpose).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct VariantsFile {
+    variant: Vec<Variant>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Variant {
+    /// The archive's file name (without `.tar`).
+    name: String,
+    /// The recipe it varies.
+    base: String,
+    tag: String,
+    #[serde(default)]
+    version: Option<String>,
+    #[serde(default)]
+    programs: Option<Vec<String>>,
+    #[serde(default)]
+    entrypoint: Option<Vec<String>>,
+    #[serde(default)]
+    architecture: Option<String>,
+    /// Appended to the recipe's environment.
+    #[serde(default)]
+    env: Vec<String>,
+}
+
+fn variant_recipes(root: &Path, recipes: &[Recipe]) -> Result<Vec<(String, Recipe)>> {
+    let path = root.join("images/variants.toml");
+    let text = std::fs::read_to_string(&path).with_context(|| format!("cannot read {}", path.display()))?;
+    let file: VariantsFile = toml::from_str(&text).with_context(|| format!("{}", path.display()))?;
+    let mut out = Vec::new();
+    for variant in file.variant {
+        let mut recipe = recipes
+            .iter()
+            .find(|r| r.name == variant.base)
+            .with_context(|| format!("{}: variant {}: no recipe {}", path.display(), variant.name, variant.base))?
+            .clone();
+        recipe.tag = variant.tag;
+        if let Some(version) = variant.version {
+            recipe.version = version;
+        }
+        if let Some(programs) = variant.programs {
+            recipe.programs = programs;
+        }
+        if let Some(entrypoint) = variant.entrypoint {
+            recipe.entrypoint = entrypoint;
+        }
+        if let Some(architecture) = variant.architecture {
+            recipe.architecture = architecture;
+        }
+        recipe.env.extend(variant.env);
+        out.push((variant.name, recipe));
+    }
+    Ok(out)
+}
+
+/// `images/release.toml`: the VS release, service -> recipe.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ReleaseTemplate {
+    release: String,
+    services: BTreeMap<String, String>,
+}
+
+/// Writes `target/images/release.toml` (soniclet's release manifest format) from
+/// `images/release.toml` and the archives just built, with their digests.
+fn write_release(root: &Path, out_dir: &Path, built: &[(String, PathBuf, String)]) -> Result<PathBuf> {
+    let path = root.join("images/release.toml");
+    let text = std::fs::read_to_string(&path).with_context(|| format!("cannot read {}", path.display()))?;
+    let template: ReleaseTemplate = toml::from_str(&text).with_context(|| format!("{}", path.display()))?;
+    let mut out =
+        format!("# Written by `cargo xtask images` from images/release.toml.\nrelease = {:?}\n", template.release);
+    for (service, recipe) in &template.services {
+        let (reference, archive, digest) = built
+            .iter()
+            .find(|(_, archive, _)| archive.file_stem().is_some_and(|s| s.to_string_lossy() == *recipe))
+            .with_context(|| format!("{}: {service}: no image {recipe} was built", path.display()))?;
+        let file = archive.file_name().unwrap_or_default().to_string_lossy();
+        out.push_str(&format!(
+            "\n[[service]]\nname = {service:?}\nimage = {reference:?}\ndigest = {digest:?}\narchive = {file:?}\n"
+        ));
+    }
+    let target = out_dir.join("release.toml");
+    std::fs::write(&target, out)?;
+    Ok(target)
+}
+
+/// `cargo xtask images`: the VS images, their test variants (under `variants/`, with a
+/// `digests.json` of every archive), and the VS release manifest.
 pub fn run(soniclet: Option<&Path>) -> Result<Vec<(String, PathBuf, String)>> {
     let root = project_root();
     let recipes = load_recipes(&root)?;
     let built = build(&recipes, &images_dir(), soniclet)?;
+    let variants_dir = images_dir().join("variants");
+    std::fs::create_dir_all(&variants_dir)?;
+    let base = finish_layer(&base_layer(&root)?)?;
+    let mut digests: BTreeMap<String, String> = BTreeMap::new();
+    for (name, recipe) in variant_recipes(&root, &recipes)? {
+        let layer = finish_layer(&image_layer(&root, &recipe, soniclet)?)?;
+        let digest = write_archive(&variants_dir.join(format!("{name}.tar")), &recipe, &[&base, &layer])?;
+        digests.insert(format!("variants/{name}"), digest);
+    }
+    for (_, path, digest) in &built {
+        digests.insert(path.file_stem().unwrap_or_default().to_string_lossy().into_owned(), digest.clone());
+    }
+    std::fs::write(images_dir().join("digests.json"), serde_json::to_vec_pretty(&digests)?)?;
+    let release = write_release(&root, &images_dir(), &built)?;
+    eprintln!(
+        "{} test variants in {}; release manifest {}",
+        digests.len() - built.len(),
+        variants_dir.display(),
+        release.display()
+    );
     for (reference, path, digest) in &built {
         let size = std::fs::metadata(path).map(|m| m.len()).unwrap_or(0);
         eprintln!("{reference:<40} {:>8.1} MB  {}  {}", size as f64 / 1e6, &digest[..19], path.display());
