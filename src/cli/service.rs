@@ -47,6 +47,12 @@ pub async fn status(client: &Client, service: Option<&str>, json: bool) -> CliRe
                 if let Some(digest) = &status.image_digest {
                     println!("\nimage digest: {digest}\ngeneration:   {}", status.generation);
                 }
+                if let Some(downtime) = status.downtime_ms {
+                    println!("last down:    {downtime} ms (stop or crash to ready)");
+                }
+                if let Some(upgrade) = &status.upgrade {
+                    println!("last upgrade: {upgrade}");
+                }
             }
         }
         None => {

@@ -82,7 +82,7 @@ pub fn median(values: &mut [f64]) -> f64 {
 
 pub fn run_task(args: &[String]) -> Result<()> {
     let Some(name) = args.first() else {
-        bail!("usage: cargo xtask bench <boot | appl-db | lifecycle | systemd> [--json FILE] [--idle-secs N] [--repeat N]")
+        bail!("usage: cargo xtask bench <boot | appl-db | lifecycle | systemd | vasic | upgrade> [--json FILE] [--idle-secs N] [--repeat N]")
     };
     let mut json = None;
     let mut idle_secs = 60u64;
@@ -106,7 +106,8 @@ pub fn run_task(args: &[String]) -> Result<()> {
         "lifecycle" => lifecycle(repeat.min(5))?,
         "systemd" => crate::bench_vs::systemd(repeat.min(5))?,
         "vasic" => crate::bench_vasic::vasic(repeat.min(5))?,
-        other => bail!("unknown benchmark {other:?}; available: boot, appl-db, lifecycle, systemd, vasic"),
+        "upgrade" => crate::bench_upgrade::upgrade(repeat)?,
+        other => bail!("unknown benchmark {other:?}; available: boot, appl-db, lifecycle, systemd, vasic, upgrade"),
     };
     print_table(&format!("cargo xtask bench {name}"), &metrics);
     write_json(json.as_deref(), &metrics)
@@ -341,18 +342,19 @@ fn pid_of(status: &serde_json::Value, name: &str) -> Option<u64> {
     status["services"].as_array()?.iter().find(|s| s["name"] == name)?["pid"].as_u64()
 }
 
-/// Group recovery after a syncd crash, and config reload.
-fn lifecycle(repeat: usize) -> Result<Vec<Metric>> {
+/// Runs `bench` on a lab booted with the full VS set (every image imported, every enabled
+/// service ready, a minimal CONFIG_DB), then takes the lab down whatever happened.
+pub(crate) fn on_booted_lab(bench: impl FnOnce(&Lab) -> Result<Vec<Metric>>) -> Result<Vec<Metric>> {
     let soniclet = build_soniclet()?;
     let built = images::run(Some(&soniclet))?;
     let lab = bench_lab(&soniclet);
-    let result = lifecycle_in(&lab, &built, repeat);
+    let result = boot_lab(&lab, &built).and_then(|()| bench(&lab));
     let _ = lab.down();
     let _ = std::fs::remove_dir_all(lab.data.parent().unwrap_or(&lab.data));
     result
 }
 
-fn lifecycle_in(lab: &Lab, built: &[(String, PathBuf, String)], repeat: usize) -> Result<Vec<Metric>> {
+fn boot_lab(lab: &Lab, built: &[(String, PathBuf, String)]) -> Result<()> {
     let quiet = || std::process::Stdio::null();
     let etc_sonic = lab.sonic_root().join("etc/sonic");
     std::fs::create_dir_all(&etc_sonic)?;
@@ -362,6 +364,16 @@ fn lifecycle_in(lab: &Lab, built: &[(String, PathBuf, String)], repeat: usize) -
     let archives: Vec<String> = built.iter().map(|(_, p, _)| p.display().to_string()).collect();
     run(lab.cli().args(["image", "import"]).args(&archives).stderr(quiet()))?;
     run(lab.cli().args(["wait", "--timeout", "180"]).stdout(quiet()))?;
+    Ok(())
+}
+
+/// Group recovery after a syncd crash, and config reload.
+fn lifecycle(repeat: usize) -> Result<Vec<Metric>> {
+    on_booted_lab(|lab| lifecycle_in(lab, repeat))
+}
+
+fn lifecycle_in(lab: &Lab, repeat: usize) -> Result<Vec<Metric>> {
+    let quiet = || std::process::Stdio::null();
     let order: Vec<String> = {
         let check: serde_json::Value =
             serde_json::from_str(&output(lab.cli().args(["manifests", "check", "--json"]).arg(&lab.services))?)?;

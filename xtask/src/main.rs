@@ -10,6 +10,7 @@
 //! | `deps` | installs the Debian packages soniclet needs |
 
 mod bench;
+mod bench_upgrade;
 mod bench_vasic;
 mod bench_vs;
 mod ci;
