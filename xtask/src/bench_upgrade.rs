@@ -31,9 +31,13 @@ fn service_status(lab: &Lab) -> Result<Value> {
         .context("no bgp in the status")
 }
 
-fn last_change(lab: &Lab) -> Result<Value> {
+fn history(lab: &Lab) -> Result<Vec<Value>> {
     let history: Value = serde_json::from_str(&output(lab.cli().args(["history", SERVICE, "--json"]))?)?;
-    history.as_array().and_then(|h| h.last()).cloned().context("no history entry")
+    history.as_array().cloned().context("the history is not a list")
+}
+
+fn last_change(lab: &Lab) -> Result<Value> {
+    history(lab)?.pop().context("no history entry")
 }
 
 fn upgrade_in(lab: &Lab, repeat: usize) -> Result<Vec<Metric>> {
@@ -55,7 +59,10 @@ fn upgrade_in(lab: &Lab, repeat: usize) -> Result<Vec<Metric>> {
         std::thread::sleep(Duration::from_millis(300));
         let status = service_status(lab)?;
         let current = status["image_digest"].as_str().unwrap_or_default().to_owned();
-        let last = last_change(lab)?;
+        let last = history(lab)?
+            .into_iter()
+            .rfind(|e| e["result"] == "succeeded")
+            .context("no successful upgrade in the history")?;
         let other = [&last["from"], &last["to"]]
             .into_iter()
             .find(|pin| pin["digest"] != current.as_str())
