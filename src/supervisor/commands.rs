@@ -19,6 +19,7 @@ impl<R: ContainerRuntime, P: Health> Supervisor<R, P> {
             }
             Command::Start { service, wait, reply } => {
                 let Some((name, reply)) = self.resolve_startable(&service, reply) else { return };
+                let Some(reply) = self.unless_changing(&name, reply) else { return };
                 // A failure-group member comes up with its group and the group's dependents;
                 // a dependent (bgp) brings up what it is a dependent of (the swss group).
                 let mut roots = self.with_group(&name);
@@ -40,6 +41,7 @@ impl<R: ContainerRuntime, P: Health> Supervisor<R, P> {
             }
             Command::Stop { service, wait, reply } => {
                 let Some((name, reply)) = self.resolve(&service, reply) else { return };
+                let Some(reply) = self.unless_changing(&name, reply) else { return };
                 // A cold stop of a failure-group member takes the group and its dependents down;
                 // with warm restart enabled, only the member goes.
                 let roots =
@@ -69,6 +71,7 @@ impl<R: ContainerRuntime, P: Health> Supervisor<R, P> {
             }
             Command::Restart { service, wait, reply } => {
                 let Some((name, reply)) = self.resolve_startable(&service, reply) else { return };
+                let Some(reply) = self.unless_changing(&name, reply) else { return };
                 for dep in self.manifests.graph().requirement_closure(&name) {
                     self.store.state_mut().services.entry(dep.to_string()).or_default().desired =
                         Some(Desired::Running);
@@ -116,6 +119,17 @@ impl<R: ContainerRuntime, P: Health> Supervisor<R, P> {
                     let _ = reply.send(Ok(()));
                     self.shutdown.cancel();
                 }
+            }
+        }
+    }
+
+    /// The reply, unless `name` is under an image change (then answered with the refusal).
+    fn unless_changing<T>(&self, name: &ServiceName, reply: Reply<T>) -> Option<Reply<T>> {
+        match self.refuse_during_change(name) {
+            Ok(()) => Some(reply),
+            Err(e) => {
+                let _ = reply.send(Err(e));
+                None
             }
         }
     }

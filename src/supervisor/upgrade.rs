@@ -144,6 +144,17 @@ impl<R: ContainerRuntime, P: Health> Supervisor<R, P> {
         })
     }
 
+    /// Refuses an operator's start, stop or restart of the service under an image change.
+    pub(super) fn refuse_during_change(&self, name: &ServiceName) -> Result<(), CommandError> {
+        match self.journal() {
+            Some(journal) if journal.service == name.as_str() => Err(CommandError::new(
+                ErrorKind::Conflict,
+                format!("an image change of {name} is in progress; wait for it to end (`soniclet history {name}`)"),
+            )),
+            _ => Ok(()),
+        }
+    }
+
     /// A warm change keeps the member's peers up, as warm restart does.
     pub(super) fn change_is_warm(&self, name: &ServiceName) -> bool {
         self.journal().is_some_and(|j| j.service == name.as_str() && j.warm)
@@ -397,6 +408,19 @@ impl<R: ContainerRuntime, P: Health> Supervisor<R, P> {
         }
         let unit = &self.units[&name];
         let now = Instant::now();
+        // Stopped meanwhile (FEATURE disabled, a shutdown draining): no gate can pass; the
+        // old image stays pinned for the next start.
+        let gone = !self.want(&name) && !unit.phase.is_active();
+        match (&journal.step, gone) {
+            (ChangeStep::Switching, true) => {
+                return self.gate_failed(&name, "the service was stopped during the change".to_owned())
+            }
+            (ChangeStep::RollingBack { reason }, true) => {
+                let reason = format!("{reason}; the service is stopped");
+                return self.finish_change(ChangeResult::RolledBack, Some(reason), None);
+            }
+            _ => {}
+        }
         match &journal.step {
             ChangeStep::Preparing => {}
             ChangeStep::Switching => {
@@ -513,14 +537,13 @@ impl<R: ContainerRuntime, P: Health> Supervisor<R, P> {
         if let Some(progress) = change.and_then(|c| c.progress) {
             let _ = progress.send(ChangeEvent::Done(entry));
         }
-        if result != ChangeResult::Aborted {
-            self.collect_images();
-        } else {
+        if result == ChangeResult::Aborted {
             let runtime = Arc::clone(&self.runtime);
             self.tracker.spawn(async move {
                 let _ = runtime.discard_rootfs(&journal.rootfs).await;
             });
         }
+        self.collect_images();
     }
 
     /// STATE_DB `SERVICE_UPGRADE_TABLE|<service>`.

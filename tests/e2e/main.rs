@@ -303,4 +303,34 @@ fn systemctl_tells_the_truth_on_a_booted_switch() {
         assert!(Instant::now() < deadline, "e2e-h1 cannot reach e2e-h2: {}", switch.sh("soniclet intent status"));
     }
     assert!(switch.sh("soniclet intent status").contains("5 programmed, 0 pending, 0 failed"));
+
+    step("9. soniclet upgrade bgp: the unit follows the switch-over, a broken image leaves it active on the old one");
+    let variants = concat!(env!("CARGO_MANIFEST_DIR"), "/target/images/variants");
+    let v1 = switch.service("bgp")["image_digest"].as_str().unwrap().to_owned();
+    let outside: Vec<&str> = OUTSIDE_SWSS.iter().chain(["swss", "syncd"].iter()).copied().collect();
+    let invocations = switch.invocations(&outside);
+    let pids = switch.pids();
+    switch.sh(&format!("soniclet upgrade bgp --image {variants}/docker-fpm-frr-v2.tar --settle 1"));
+    switch.wait_until("bgp.service is active on the new image", Duration::from_secs(30), |s| {
+        s.all_active(&["bgp"]) && s.service("bgp")["ready"] == true
+    });
+    let v2 = switch.service("bgp")["image_digest"].as_str().unwrap().to_owned();
+    assert_ne!(v1, v2);
+    assert_ne!(switch.pids()["bgp"], pids["bgp"]);
+    for unit in &outside {
+        assert_eq!(switch.pids()[*unit], pids[*unit], "{unit}'s task is untouched by bgp's upgrade");
+    }
+    assert_eq!(switch.invocations(&outside), invocations, "no other unit restarted");
+    let out = switch.run(&format!("soniclet upgrade bgp --image {variants}/docker-fpm-frr-exits.tar --settle 1"));
+    assert_eq!(out.status.code(), Some(9), "{}", String::from_utf8_lossy(&out.stderr));
+    switch.wait_until("bgp.service is active on v2 again", Duration::from_secs(30), |s| {
+        s.all_active(&["bgp"]) && s.service("bgp")["ready"] == true
+    });
+    assert_eq!(switch.service("bgp")["image_digest"], v2.as_str());
+    assert_eq!(switch.prop("bgp", "Result"), "success", "a rolled-back upgrade does not fail the unit");
+    assert!(switch.sh("journalctl -u soniclet --no-pager").contains("image change ended"));
+    switch.sh("soniclet rollback bgp --settle 1");
+    assert_eq!(switch.service("bgp")["image_digest"], v1.as_str());
+    let history = switch.sh("soniclet history bgp");
+    assert_eq!(history.lines().count(), 4, "{history}");
 }

@@ -257,6 +257,8 @@ fn bad_input_is_refused_and_the_running_service_is_untouched() {
     let out = sw.cli(&["upgrade", "lldp", "--image", &variant("docker-lldp-v2")]);
     assert_eq!(code(&out), 7, "{}", text(&out));
     assert!(text(&out).contains("in progress"), "{}", text(&out));
+    let out = sw.cli(&["restart", "bgp"]);
+    assert_eq!(code(&out), 7, "a restart of the service under change must be refused:\n{}", text(&out));
     let out = sw.cli(&["config", "reload", "--force"]);
     assert_ne!(code(&out), 0, "a config reload during an upgrade must be refused:\n{}", text(&out));
     assert!(slow.wait().unwrap().code() == Some(9));
