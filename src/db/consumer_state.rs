@@ -2,6 +2,7 @@
 //! orchagent does. Each notification allows one `pops` of at most `batch` keys, exactly as
 //! swss-common's `Select` and orchagent's `Consumer::execute`.
 
+use std::future::Future;
 use std::sync::Mutex;
 use std::time::Duration;
 
@@ -53,26 +54,20 @@ impl ConsumerStateTable {
     /// Waits for a notification, then pops one batch (possibly empty, as in swss-common).
     pub async fn next(&self) -> Result<Vec<Op>, DbError> {
         let prefetched = self.prefetched.lock().expect("prefetch lock").take();
-        let reply = match prefetched {
+        let pop = match prefetched {
             // Its notification was taken when it was sent.
-            Some(handle) => {
-                handle.await.map_err(|e| DbError::Malformed { key: self.table.clone(), message: e.to_string() })?
-            }
+            Some(handle) => handle,
             None => {
                 self.counter.take().await;
-                self.pops_reply().await
+                self.send_pop()
             }
         };
-        // With more notifications waiting, send the next pop now: Redis runs it while this
-        // batch is parsed. Still one pop per notification.
+        // With more notifications waiting, send the next pop now, behind this one: Redis runs
+        // it while this batch travels and is parsed. Still one pop per notification.
         if self.counter.try_take() {
-            let request = self.pops_request();
-            let mut conn = self.db.conn();
-            let handle = tokio::spawn(async move {
-                bounded("EVALSHA", Duration::from_secs(10), async move { request.query_async(&mut conn).await }).await
-            });
-            *self.prefetched.lock().expect("prefetch lock") = Some(handle);
+            *self.prefetched.lock().expect("prefetch lock") = Some(self.send_pop());
         }
+        let reply = pop.await.map_err(|e| DbError::Malformed { key: self.table.clone(), message: e.to_string() })?;
         let reply = match reply {
             Err(e) if is_noscript(&e) => {
                 load_scripts(&self.db, &[&self.script]).await?;
@@ -81,6 +76,22 @@ impl ConsumerStateTable {
             other => other?,
         };
         Ok(self.parse(reply))
+    }
+
+    /// Sends one pop on the shared connection and returns its reply's task. The first poll,
+    /// done here, queues the request on the connection, so Redis runs the pops in the order
+    /// they are sent, whichever task the runtime polls first.
+    fn send_pop(&self) -> tokio::task::JoinHandle<Result<Value, DbError>> {
+        let request = self.pops_request();
+        let mut conn = self.db.conn();
+        let mut pop = Box::pin(async move {
+            bounded("EVALSHA", Duration::from_secs(10), async move { request.query_async(&mut conn).await }).await
+        });
+        let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+        match pop.as_mut().poll(&mut cx) {
+            std::task::Poll::Ready(reply) => tokio::spawn(async move { reply }),
+            std::task::Poll::Pending => tokio::spawn(pop),
+        }
     }
 
     /// Pops without waiting when a notification is pending.
@@ -112,10 +123,6 @@ impl ConsumerStateTable {
             other => other?,
         };
         Ok(self.parse(reply))
-    }
-
-    async fn pops_reply(&self) -> Result<Value, DbError> {
-        self.pops_once().await
     }
 
     fn parse(&self, reply: Value) -> Vec<Op> {
