@@ -63,6 +63,8 @@ pub struct Containerd {
     namespace: String,
     /// Image facts by manifest digest; content is immutable, so they never go stale.
     image_cache: Mutex<HashMap<String, ImageFacts>>,
+    /// Each container's rootfs snapshot key, as this adapter created it (else asked for).
+    snapshot_keys: Mutex<HashMap<String, String>>,
     exec_counter: AtomicU64,
 }
 
@@ -125,6 +127,7 @@ impl Containerd {
             socket: socket.to_owned(),
             namespace: namespace.to_owned(),
             image_cache: Mutex::new(HashMap::new()),
+            snapshot_keys: Mutex::new(HashMap::new()),
             exec_counter: AtomicU64::new(0),
         })
     }
@@ -450,6 +453,9 @@ impl Containerd {
 
     /// The snapshot a container's rootfs lives in: its own ID, or the key prepared ahead.
     async fn snapshot_key(&self, id: &str) -> Result<String, RuntimeError> {
+        if let Some(key) = self.snapshot_keys.lock().expect("snapshot keys lock").get(id) {
+            return Ok(key.clone());
+        }
         let request = GetContainerRequest { id: id.to_owned() };
         let container = bounded("get container", id, CALL_TIMEOUT, self.client.containers().get(self.req(request)))
             .await?
@@ -687,14 +693,17 @@ impl ContainerRuntime for Containerd {
             self.client.containers().create(self.req(CreateContainerRequest { container: Some(container) })),
         )
         .await?;
-        let exists = self.snapshot_exists(&key).await?;
-        if exists && request.rootfs.is_some() {
+        self.snapshot_keys.lock().expect("snapshot keys lock").insert(id.clone(), key.clone());
+        if request.rootfs.is_some() && self.snapshot_exists(&key).await? {
             return Ok(());
         }
-        if exists {
+        let mut prepared = self.prepare_snapshot(&key, &request.image.chain_id, HashMap::new()).await;
+        if matches!(&prepared, Err(RuntimeError::Call { message, .. }) if message.contains("already exists")) {
+            // A rootfs left by a container that is gone: this container starts afresh.
             self.remove_snapshot(&key).await;
+            prepared = self.prepare_snapshot(&key, &request.image.chain_id, HashMap::new()).await;
         }
-        if let Err(e) = self.prepare_snapshot(&key, &request.image.chain_id, HashMap::new()).await {
+        if let Err(e) = prepared {
             let _ = self.remove(&id).await;
             return Err(e);
         }
@@ -769,6 +778,7 @@ impl ContainerRuntime for Containerd {
             Err(e) => return Err(e),
         }
         self.remove_snapshot(&key).await;
+        self.snapshot_keys.lock().expect("snapshot keys lock").remove(id);
         Ok(())
     }
 
