@@ -211,6 +211,7 @@ async fn import<R: ContainerRuntime>(
     };
     let _import = state.import_lock.lock().await;
     let staged = images::stage_archive(&state.staging_dir, path, &progress).await.map_err(import_error)?;
+    pin_running(state, &target.service).await?;
     let wanted = target
         .name
         .clone()
@@ -223,6 +224,35 @@ async fn import<R: ContainerRuntime>(
     images::import_staged(state.runtime.as_ref(), &staged, &progress).await.map_err(import_error)?;
     state.handle.send(Event::ImagesChanged);
     Ok(chosen)
+}
+
+/// Pins the image the service runs by digest before an import can take its tag (an archive
+/// of `docker-fpm-frr:latest` over the running `docker-fpm-frr:latest`), so the old image
+/// stays stored for the rollback.
+async fn pin_running<R: ContainerRuntime>(state: &ApiState<R>, service: &str) -> Result<(), (ErrorKind, String)> {
+    let status = state
+        .handle
+        .request(|reply| Command::Status { reply })
+        .await
+        .map_err(|e| (e.kind, e.message))?
+        .services
+        .into_iter()
+        .find(|s| s.name == service);
+    let Some((reference, digest)) = status.and_then(|s| s.image_digest.map(|d| (s.image, d))) else {
+        return Ok(());
+    };
+    match state.runtime.image(&reference).await {
+        Ok(image) if image.digest == digest => {
+            let pinned = crate::supervisor::pin_reference(&reference, &digest);
+            state
+                .runtime
+                .tag_image(&reference, &pinned)
+                .await
+                .map(|_| ())
+                .map_err(|e| (ErrorKind::Failed, e.to_string()))
+        }
+        _ => Ok(()),
+    }
 }
 
 /// The archive's only image, or the one named like the service's image.

@@ -362,8 +362,10 @@ impl<R: ContainerRuntime, P: Health> Supervisor<R, P> {
     pub(super) fn gate_failed(&mut self, name: &ServiceName, reason: String) {
         let Some(journal) = self.journal().cloned() else { return };
         tracing::error!(service = %name, reason = %reason, to = %journal.to.reference, "image change failed its gate; rolling back");
+        // Back to the old image, pinned by digest: whatever was imported under its tag since
+        // (the failed image, say) never runs by accident.
         let record = self.store.state_mut().services.entry(journal.service.clone()).or_default();
-        record.set_pins(journal.before.clone());
+        record.set_pins(ImagePins { image: Some(journal.from.clone()), previous: journal.before.previous.clone() });
         if let Some(j) = self.store.state_mut().change.as_mut() {
             j.step = ChangeStep::RollingBack { reason: reason.clone() };
         }

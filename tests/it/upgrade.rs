@@ -160,11 +160,19 @@ fn broken_images_are_rolled_back_automatically_and_the_old_image_serves() {
         // bgp is no failure-group member: the swss group never noticed.
         assert_eq!(sw.service("swss")["pid"], swss_pid);
     }
-    // The rollbacks restored the pins: bgp runs its manifest's image, with no previous pin.
-    assert!(sw.service("bgp")["image"] == "docker-fpm-frr:latest");
+    // The rollbacks pinned the old image by digest, with no previous pin.
+    assert_eq!(sw.service("bgp")["image"], format!("docker-fpm-frr@{v1}"));
     let out = sw.cli(&["rollback", "bgp"]);
     assert_eq!(code(&out), 4, "{}", text(&out));
     assert!(text(&out).contains("no previous image"), "{}", text(&out));
+
+    // A broken image under the running image's own tag: the import takes the tag, the gate
+    // fails, and bgp runs v1 again, by digest, also after a plain restart.
+    let out = sw.cli(&["upgrade", "bgp", "--image", &variant("docker-fpm-frr-latest-exits"), "--settle", "1"]);
+    assert_eq!(code(&out), 9, "{}", text(&out));
+    assert_ready_on(&sw, "bgp", &v1);
+    sw.cli_ok(&["restart", "bgp"]);
+    assert_ready_on(&sw, "bgp", &v1);
 }
 
 #[test]
