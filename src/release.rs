@@ -84,12 +84,7 @@ pub fn parse(file: &Path, text: &str, manifests: &ManifestSet) -> Result<Release
     for (i, entry) in parsed.services.into_iter().enumerate() {
         let at = format!("service[{i}]");
         let Some(service) = manifests.lookup(&entry.name).cloned() else {
-            let known: Vec<&str> = manifests.names().map(|n| n.as_str()).collect();
-            return Err(invalid(format!(
-                "{at}.name: unknown service {:?}; known services: {}",
-                entry.name,
-                known.join(", ")
-            )));
+            return Err(invalid(format!("{at}.name: {}", manifests.unknown(&entry.name))));
         };
         if !seen.insert(service.clone()) {
             return Err(invalid(format!("{at}.name: {service} is listed twice")));

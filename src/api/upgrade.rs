@@ -81,11 +81,7 @@ pub(super) async fn change<R: ContainerRuntime>(
         }
     }
     if state.manifests.lookup(&name).is_none() {
-        let known: Vec<&str> = state.manifests.names().map(|n| n.as_str()).collect();
-        return error_response(
-            ErrorKind::NotFound,
-            format!("unknown service {name:?}; known services: {}", known.join(", ")),
-        );
+        return error_response(ErrorKind::NotFound, state.manifests.unknown(&name));
     }
     let Ok(guard) = std::sync::Arc::clone(&state.change_lock).try_lock_owned() else {
         return error_response(ErrorKind::Conflict, "another upgrade or rollback is in progress; wait for it to end");
@@ -184,13 +180,7 @@ fn check(target: &Target, name: &str, digest: &str, os: &str, architecture: &str
             ));
         }
     }
-    let host = runtime::host_architecture();
-    if os != "linux" || architecture != host {
-        return Err(format!(
-            "image {name} is for {os}/{architecture}, but this switch is linux/{host}; nothing was changed"
-        ));
-    }
-    Ok(())
+    runtime::check_platform(name, os, architecture).map_err(|e| format!("{e}; nothing was changed"))
 }
 
 /// Verifies the archive, picks and checks its image, and only then imports it.
@@ -260,7 +250,7 @@ fn pick<'a>(images: &'a [StagedImage], wanted: Option<&str>) -> Result<&'a Stage
     if let [only] = images {
         return Ok(only);
     }
-    let repository = |name: &str| crate::supervisor::pin_reference(name, "").trim_end_matches('@').to_owned();
+    use crate::supervisor::repository;
     let matching: Vec<&StagedImage> = match wanted {
         Some(wanted) => images
             .iter()

@@ -424,6 +424,12 @@ impl ManifestSet {
     }
 
     /// Resolves a user-typed name to the service, if there is one.
+    /// Why `name` is not a service, listing the ones there are.
+    pub fn unknown(&self, name: &str) -> String {
+        let known: Vec<&str> = self.names().map(|n| n.as_str()).collect();
+        format!("unknown service {name:?}; known services: {}", known.join(", "))
+    }
+
     pub fn lookup(&self, name: &str) -> Option<&ServiceName> {
         self.services.get_key_value(name).map(|(k, _)| k)
     }

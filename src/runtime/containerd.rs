@@ -451,6 +451,17 @@ impl Containerd {
         }
     }
 
+    /// The image record `reference` names.
+    async fn image_record(&self, reference: &str) -> Result<Image, RuntimeError> {
+        let not_found = || RuntimeError::NotFound { what: format!("image {reference}") };
+        let request = GetImageRequest { name: reference.to_owned() };
+        bounded("get image", reference, CALL_TIMEOUT, self.client.images().get(self.req(request)))
+            .await
+            .map_err(|e| if e.is_not_found() { not_found() } else { e })?
+            .image
+            .ok_or_else(not_found)
+    }
+
     /// The snapshot a container's rootfs lives in: its own ID, or the key prepared ahead.
     async fn snapshot_key(&self, id: &str) -> Result<String, RuntimeError> {
         if let Some(key) = self.snapshot_keys.lock().expect("snapshot keys lock").get(id) {
@@ -639,15 +650,7 @@ impl ContainerRuntime for Containerd {
     }
 
     async fn image(&self, reference: &str) -> Result<ImageInfo, RuntimeError> {
-        let request = GetImageRequest { name: reference.to_owned() };
-        let image = bounded("get image", reference, CALL_TIMEOUT, self.client.images().get(self.req(request)))
-            .await
-            .map_err(|e| match e {
-                RuntimeError::NotFound { .. } => RuntimeError::NotFound { what: format!("image {reference}") },
-                other => other,
-            })?
-            .image
-            .ok_or_else(|| RuntimeError::NotFound { what: format!("image {reference}") })?;
+        let image = self.image_record(reference).await?;
         self.describe(image).await
     }
 
@@ -801,15 +804,7 @@ impl ContainerRuntime for Containerd {
     }
 
     async fn tag_image(&self, source: &str, name: &str) -> Result<ImageInfo, RuntimeError> {
-        let request = GetImageRequest { name: source.to_owned() };
-        let found = bounded("get image", source, CALL_TIMEOUT, self.client.images().get(self.req(request)))
-            .await
-            .map_err(|e| match e {
-                RuntimeError::NotFound { .. } => RuntimeError::NotFound { what: format!("image {source}") },
-                other => other,
-            })?
-            .image
-            .ok_or_else(|| RuntimeError::NotFound { what: format!("image {source}") })?;
+        let found = self.image_record(source).await?;
         let record = Image {
             name: name.to_owned(),
             labels: HashMap::from([(super::labels::PINNED.to_owned(), "true".to_owned())]),

@@ -65,14 +65,12 @@ pub fn host_architecture() -> &'static str {
     }
 }
 
-/// Refuses an image built for another OS or architecture than this switch's.
-pub fn check_platform(image: &ImageInfo) -> Result<(), String> {
+/// Refuses an image (by name, OS and architecture) built for another platform than this
+/// switch's.
+pub fn check_platform(name: &str, os: &str, architecture: &str) -> Result<(), String> {
     let host = host_architecture();
-    if image.os != "linux" || image.architecture != host {
-        return Err(format!(
-            "image {} is for {}/{}, but this switch is linux/{host}",
-            image.name, image.os, image.architecture
-        ));
+    if os != "linux" || architecture != host {
+        return Err(format!("image {name} is for {os}/{architecture}, but this switch is linux/{host}"));
     }
     Ok(())
 }

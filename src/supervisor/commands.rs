@@ -177,9 +177,7 @@ impl<R: ContainerRuntime, P: Health> Supervisor<R, P> {
         match self.manifests.lookup(service) {
             Some(name) => Some((name.clone(), reply)),
             None => {
-                let known: Vec<&str> = self.manifests.names().map(|n| n.as_str()).collect();
-                let message = format!("unknown service {service:?}; known services: {}", known.join(", "));
-                let _ = reply.send(Err(CommandError::new(ErrorKind::NotFound, message)));
+                let _ = reply.send(Err(CommandError::new(ErrorKind::NotFound, self.manifests.unknown(service))));
                 None
             }
         }

@@ -19,7 +19,7 @@ mod upgrade;
 
 pub use lifecycle::{probe_until_ready, stop_container};
 pub use reload::ReloadEvent;
-pub use upgrade::{pin_reference, ChangeEvent, ChangeRequest, Prepared};
+pub use upgrade::{pin_reference, repository, ChangeEvent, ChangeRequest, Prepared};
 
 use std::collections::{BTreeMap, VecDeque};
 use std::future::Future;

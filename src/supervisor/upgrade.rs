@@ -63,7 +63,6 @@ pub struct Prepared {
 #[derive(Debug)]
 pub(super) struct Change {
     progress: Option<mpsc::UnboundedSender<ChangeEvent>>,
-    started: SystemTime,
     /// When the gate's ready deadline runs out (set when the new task starts).
     ready_deadline: Option<Instant>,
     /// When the new container became ready: the settle window runs from here.
@@ -74,6 +73,11 @@ pub(super) struct Change {
 }
 
 impl Change {
+    /// `progress` is `None` for a change resumed after a restart of the daemon.
+    fn new(progress: Option<mpsc::UnboundedSender<ChangeEvent>>) -> Self {
+        Self { progress, ready_deadline: None, ready_at: None, failed_at: None, warm_before: None }
+    }
+
     fn say(&self, message: String) {
         tracing::info!("{message}");
         if let Some(progress) = &self.progress {
@@ -84,15 +88,19 @@ impl Change {
 
 /// The name soniclet pins an image under: its repository at its digest.
 pub fn pin_reference(reference: &str, digest: &str) -> String {
-    let repository = match reference.split_once('@') {
+    format!("{}@{digest}", repository(reference))
+}
+
+/// An image reference without its tag or digest.
+pub fn repository(reference: &str) -> &str {
+    match reference.split_once('@') {
         Some((repository, _)) => repository,
         // A tag follows the last `:` after the last `/` (a registry port precedes it).
         None => match reference.rsplit_once(':') {
             Some((repository, tag)) if !tag.contains('/') => repository,
             _ => reference,
         },
-    };
-    format!("{repository}@{digest}")
+    }
 }
 
 /// Test hook: `SONICLET_FAILPOINT=<step>` freezes the supervisor right after journaling
@@ -163,14 +171,7 @@ impl<R: ContainerRuntime, P: Health> Supervisor<R, P> {
     pub(super) fn begin_change(&mut self, request: ChangeRequest, progress: mpsc::UnboundedSender<ChangeEvent>) {
         match self.accept_change(&request) {
             Ok((journal, source)) => {
-                let change = Change {
-                    progress: Some(progress),
-                    started: SystemTime::now(),
-                    ready_deadline: None,
-                    ready_at: None,
-                    failed_at: None,
-                    warm_before: None,
-                };
+                let change = Change::new(Some(progress));
                 change.say(format!(
                     "{} {}: preparing {} (running {})",
                     match journal.kind {
@@ -196,11 +197,7 @@ impl<R: ContainerRuntime, P: Health> Supervisor<R, P> {
     /// Answers the journal and the reference the new image is stored under.
     fn accept_change(&mut self, request: &ChangeRequest) -> Result<(ChangeJournal, String), CommandError> {
         let Some(name) = self.manifests.lookup(&request.service).cloned() else {
-            let known: Vec<&str> = self.manifests.names().map(|n| n.as_str()).collect();
-            return Err(CommandError::new(
-                ErrorKind::NotFound,
-                format!("unknown service {:?}; known services: {}", request.service, known.join(", ")),
-            ));
+            return Err(CommandError::new(ErrorKind::NotFound, self.manifests.unknown(&request.service)));
         };
         if let Some(journal) = self.journal() {
             return Err(CommandError::new(
@@ -399,14 +396,7 @@ impl<R: ContainerRuntime, P: Health> Supervisor<R, P> {
         let Some(name) = self.manifests.lookup(&journal.service).cloned() else { return };
         if self.change.is_none() {
             // Resumed after a restart of the daemon: no one listens, the gate still applies.
-            self.change = Some(Change {
-                progress: None,
-                started: UNIX_EPOCH + Duration::from_millis(journal.started_ms),
-                ready_deadline: None,
-                ready_at: None,
-                failed_at: None,
-                warm_before: None,
-            });
+            self.change = Some(Change::new(None));
         }
         let unit = &self.units[&name];
         let now = Instant::now();
@@ -505,9 +495,7 @@ impl<R: ContainerRuntime, P: Health> Supervisor<R, P> {
             action: journal.kind,
             from: journal.from.clone(),
             to: journal.to.clone(),
-            started: rfc3339_ms(
-                change.as_ref().map_or(UNIX_EPOCH + Duration::from_millis(journal.started_ms), |c| c.started),
-            ),
+            started: rfc3339_ms(UNIX_EPOCH + Duration::from_millis(journal.started_ms)),
             finished: rfc3339_ms(finished),
             result,
             downtime_ms,
@@ -671,7 +659,7 @@ async fn prepare<R: ContainerRuntime>(
             target.digest, journal.to.digest
         ));
     }
-    runtime::check_platform(&target)?;
+    runtime::check_platform(&target.name, &target.os, &target.architecture)?;
     let image = runtime.tag_image(source, &journal.to.reference).await.map_err(err)?;
     let rendered = spec::render(service, &image.config, &config.host).map_err(|e| e.to_string())?;
     for source in spec::bind_sources(&rendered) {
