@@ -126,6 +126,16 @@ impl ConsumerStateTable {
     }
 
     fn parse(&self, reply: Value) -> Vec<Op> {
+        let reply = match reply {
+            Value::BulkString(packed) => match super::msgpack::unpack(&packed) {
+                Ok(unpacked) => unpacked,
+                Err(message) => {
+                    tracing::error!(table = %self.table, %message, "a popped batch could not be read");
+                    return Vec::new();
+                }
+            },
+            other => other,
+        };
         let Value::Array(items) = reply else { return Vec::new() };
         let mut out = Vec::with_capacity(items.len());
         for item in items {

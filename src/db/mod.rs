@@ -5,6 +5,7 @@
 //! - `producer_state`, `consumer_state`: APPL_DB's ProducerStateTable / ConsumerStateTable.
 //! - `subscriber`: SubscriberStateTable on keyspace notifications (CONFIG_DB, STATE_DB).
 //! - `op_queue`: ProducerTable / ConsumerTable, the ASIC_STATE op queue.
+//! - `msgpack`: script replies packed with Redis's `cmsgpack`.
 //! - `schema`: standard database names, numbers and separators.
 //!
 //! **Invariant:** this module is the only importer of the `redis` crate; callers speak
@@ -14,6 +15,7 @@ pub mod channel;
 pub mod config;
 pub mod consumer_state;
 pub mod lua;
+mod msgpack;
 pub mod op_queue;
 pub mod producer_state;
 pub mod redis;
