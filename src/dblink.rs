@@ -124,14 +124,14 @@ impl DbLink {
             let root = self.sonic_root.clone();
             async move { Db::open(location?, &root).await }
         };
-        let connections = Connections {
-            config_db: open("CONFIG_DB").await?,
-            state_db: open("STATE_DB").await?,
-            appl_db: open("APPL_DB").await?,
-            asic_db: open("ASIC_DB").await?,
-            counters_db: open("COUNTERS_DB").await?,
-            config,
-        };
+        let (config_db, state_db, appl_db, asic_db, counters_db) = tokio::try_join!(
+            open("CONFIG_DB"),
+            open("STATE_DB"),
+            open("APPL_DB"),
+            open("ASIC_DB"),
+            open("COUNTERS_DB"),
+        )?;
+        let connections = Connections { config_db, state_db, appl_db, asic_db, counters_db, config };
         connections.config_db.ping().await?;
         Ok(connections)
     }
@@ -227,13 +227,15 @@ impl Mirror {
 }
 
 async fn subscribe(conns: &Connections) -> Result<Follows, DbError> {
-    Ok(Follows {
-        features: SubscriberStateTable::new(&conns.config_db, "FEATURE").await?,
-        ports: SubscriberStateTable::new(&conns.appl_db, "PORT_TABLE").await?,
-        warm_enable: SubscriberStateTable::new(&conns.state_db, "WARM_RESTART_ENABLE_TABLE").await?,
-        fast_enable: SubscriberStateTable::new(&conns.state_db, "FAST_RESTART_ENABLE_TABLE").await?,
-        warm_states: SubscriberStateTable::new(&conns.state_db, "WARM_RESTART_TABLE").await?,
-    })
+    // Concurrently: every service but the database waits for these at boot.
+    let (features, ports, warm_enable, fast_enable, warm_states) = tokio::try_join!(
+        SubscriberStateTable::new(&conns.config_db, "FEATURE"),
+        SubscriberStateTable::new(&conns.appl_db, "PORT_TABLE"),
+        SubscriberStateTable::new(&conns.state_db, "WARM_RESTART_ENABLE_TABLE"),
+        SubscriberStateTable::new(&conns.state_db, "FAST_RESTART_ENABLE_TABLE"),
+        SubscriberStateTable::new(&conns.state_db, "WARM_RESTART_TABLE"),
+    )?;
+    Ok(Follows { features, ports, warm_enable, fast_enable, warm_states })
 }
 
 /// The FEATURE table as it is now.
@@ -260,18 +262,24 @@ async fn cold_start(
     delete_state: &[String],
 ) -> Result<(), String> {
     let mut flushed = std::collections::BTreeSet::new();
+    let mut locations = Vec::new();
     for name in flush {
         let Some(location) = conns.config.locate(name) else { continue };
         // Databases sharing a number (PFC_WD_DB, FLEX_COUNTER_DB) are flushed once.
-        if !flushed.insert((location.instance.clone(), location.id)) {
-            continue;
+        if flushed.insert((location.instance.clone(), location.id)) {
+            locations.push(location);
         }
-        let db = Db::open(location, &link.sonic_root).await.map_err(|e| e.to_string())?;
-        db.flushdb().await.map_err(|e| e.to_string())?;
     }
-    for pattern in delete_state {
-        conns.state_db.delete_matching(pattern).await.map_err(|e| e.to_string())?;
-    }
+    // All at once: the group's start waits for this, and each step is a round trip.
+    let flushes = locations
+        .into_iter()
+        .map(|location| async move { Db::open(location, &link.sonic_root).await?.flushdb().await });
+    let deletes = delete_state.iter().map(|pattern| conns.state_db.delete_matching(pattern));
+    let (flushes, deletes) =
+        futures_util::future::join(futures_util::future::join_all(flushes), futures_util::future::join_all(deletes))
+            .await;
+    flushes.into_iter().collect::<Result<Vec<_>, _>>().map_err(|e| e.to_string())?;
+    deletes.into_iter().collect::<Result<Vec<_>, _>>().map_err(|e| e.to_string())?;
     if flush.iter().any(|n| n == "APPL_DB") {
         link.appl_epoch.send_modify(|e| *e += 1);
     }

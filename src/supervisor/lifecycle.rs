@@ -18,12 +18,8 @@ use crate::runtime::spec;
 use crate::runtime::{labels, ContainerRuntime, CreateContainer, ExitStatus, ImageInfo, RuntimeError};
 
 impl<R: ContainerRuntime, P: Health> Supervisor<R, P> {
-    pub(super) fn start(&mut self, name: &ServiceName) {
-        let record = self.store.state_mut().services.entry(name.to_string()).or_default();
-        record.generation += 1;
-        let generation = record.generation;
-        // The generation is on disk before the container exists, so it is never reused.
-        self.save();
+    /// Starts `name` as `generation`, which `reconcile` has already put on disk.
+    pub(super) fn start(&mut self, name: &ServiceName, generation: u64) {
         let unit = self.unit(name);
         unit.generation = generation;
         // After a crash, say so until the service is ready again (the unit's STATUS=).

@@ -674,9 +674,25 @@ impl<R: ContainerRuntime, P: Health> Supervisor<R, P> {
             .collect();
         let plan = plan::plan(self.manifests.graph(), &views, Instant::now());
         self.waiting = plan.waiting;
+        // Every start's generation is on disk before its container exists, so none is ever
+        // reused; one write covers a whole wave of starts.
+        let mut generations = BTreeMap::new();
+        for action in &plan.actions {
+            if let Action::Start(name) = action {
+                let record = self.store.state_mut().services.entry(name.to_string()).or_default();
+                record.generation += 1;
+                generations.insert(name.clone(), record.generation);
+            }
+        }
+        if !generations.is_empty() {
+            self.save();
+        }
         for action in plan.actions {
             match action {
-                Action::Start(name) => self.start(&name),
+                Action::Start(name) => {
+                    let generation = generations[&name];
+                    self.start(&name, generation)
+                }
                 Action::Stop(name) => self.stop(&name),
             }
         }
