@@ -130,20 +130,90 @@ impl ServiceGraph {
         &self.order
     }
 
-    /// The longest chain of the ordering relation among `members`, first service first.
-    pub fn longest_chain(&self, members: &BTreeSet<ServiceName>) -> Vec<ServiceName> {
-        let mut best: BTreeMap<&ServiceName, Vec<ServiceName>> = BTreeMap::new();
+    /// The critical path of a start among `members`: the chain of the ordering relation with
+    /// the most time, where `cost` is each member's own time and `gate` the soonest a member may
+    /// start whatever it is ordered after (SONiC's delayed start waits for the ports). Returns
+    /// the chain, first service first, its total, and the gate its first service waited for
+    /// (zero when none held it).
+    pub fn critical_path(
+        &self,
+        members: &BTreeSet<ServiceName>,
+        cost: impl Fn(&ServiceName) -> f64,
+        gate: impl Fn(&ServiceName) -> f64,
+    ) -> CriticalPath {
+        let mut best: BTreeMap<&ServiceName, CriticalPath> = BTreeMap::new();
         for name in self.order.iter().filter(|n| members.contains(*n)) {
-            let longest_before = self
+            let before = self
                 .ordered_after(name)
                 .filter_map(|dep| best.get(dep))
-                .max_by_key(|chain| chain.len())
+                .max_by(|a, b| a.total.total_cmp(&b.total))
                 .cloned()
                 .unwrap_or_default();
-            let mut chain = longest_before;
-            chain.push(name.clone());
-            best.insert(name, chain);
+            let gated = gate(name);
+            let mut path = if gated > before.total {
+                CriticalPath { chain: Vec::new(), total: gated, gate: gated }
+            } else {
+                before
+            };
+            path.chain.push(name.clone());
+            path.total += cost(name);
+            best.insert(name, path);
         }
-        best.into_values().max_by_key(|c| c.len()).unwrap_or_default()
+        best.into_values().max_by(|a, b| a.total.total_cmp(&b.total)).unwrap_or_default()
+    }
+}
+
+/// See [`ServiceGraph::critical_path`].
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct CriticalPath {
+    pub chain: Vec<ServiceName>,
+    pub total: f64,
+    pub gate: f64,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn graph(edges: &[(&str, &[&str])]) -> ServiceGraph {
+        let manifests: BTreeMap<ServiceName, ServiceManifest> = edges
+            .iter()
+            .map(|(name, after)| {
+                let text = format!(
+                    "[service]\nafter = {after:?}\n[container]\nimage = \"x:latest\"\n[readiness]\nprobe = {{ type = \"process\", name = \"p\" }}\n"
+                );
+                (ServiceName::new(name).unwrap(), toml::from_str(&text).unwrap())
+            })
+            .collect();
+        ServiceGraph::build(&manifests).unwrap()
+    }
+
+    fn names(path: &CriticalPath) -> Vec<&str> {
+        path.chain.iter().map(|n| n.as_str()).collect()
+    }
+
+    #[test]
+    fn critical_path_follows_time_not_length() {
+        let g = graph(&[("db", &[]), ("swss", &["db"]), ("syncd", &["swss"]), ("bgp", &["db"]), ("lldp", &["syncd"])]);
+        let members = g.start_order().iter().cloned().collect();
+        let costs = |n: &ServiceName| match n.as_str() {
+            "db" => 10.0,
+            "swss" => 20.0,
+            "syncd" => 5.0,
+            "lldp" => 5.0,
+            _ => 100.0,
+        };
+        let path = g.critical_path(&members, costs, |_| 0.0);
+        assert_eq!(names(&path), ["db", "bgp"]);
+        assert_eq!((path.total, path.gate), (110.0, 0.0));
+
+        // A gate later than everything lldp is ordered after starts the chain.
+        let path = g.critical_path(&members, costs, |n| if n.as_str() == "lldp" { 200.0 } else { 0.0 });
+        assert_eq!(names(&path), ["lldp"]);
+        assert_eq!((path.total, path.gate), (205.0, 200.0));
+
+        // An earlier gate changes nothing.
+        let path = g.critical_path(&members, costs, |n| if n.as_str() == "lldp" { 1.0 } else { 0.0 });
+        assert_eq!(names(&path), ["db", "bgp"]);
     }
 }

@@ -198,8 +198,13 @@ fn boot_in(lab: &Lab, built: &[(String, PathBuf, String)], idle_secs: u64, repea
         raw_boots.push(raw["runs"][0]["critical_path_ms"].as_f64().context("critical path")?);
         raw_walls.push(raw["runs"][0]["wall_ms"].as_f64().context("wall time")?);
         raw_restarts.push(raw["restart_ms"][0].as_f64().context("restart")?);
-        chain =
-            raw["chain"].as_array().into_iter().flatten().filter_map(|v| v.as_str()).collect::<Vec<_>>().join(" -> ");
+        chain = raw["runs"][0]["chain"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|v| v.as_str())
+            .collect::<Vec<_>>()
+            .join(" -> ");
         eprintln!(
             "bench: run {} of {repeat}: boot {:.1} ms (raw critical path {:.1}), restart {:.1} ms (raw {:.1})",
             i + 1,
@@ -209,7 +214,7 @@ fn boot_in(lab: &Lab, built: &[(String, PathBuf, String)], idle_secs: u64, repea
             raw_restarts[i]
         );
     }
-    eprintln!("bench: critical path: {chain}");
+    eprintln!("bench: raw critical path of the last run: {chain}");
 
     let daemon_pid = lab.start_daemon()?;
     run(lab.cli().args(["wait", "--timeout", "180"]).stdout(quiet()))?;
