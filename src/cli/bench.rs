@@ -97,6 +97,8 @@ async fn raw_boot(
     }
     let started = Instant::now();
     let (ports_tx, ports_rx) = watch::channel(None::<f64>);
+    // Only a boot with delayed services waits for the ports at all.
+    let hold_delayed = hold_delayed.filter(|_| enabled.iter().any(|s| s.manifest.service.delayed));
     let ports = match (hold_delayed, manifests.database().and_then(|d| ready_rx.get(d))) {
         (Some(root), Some(database_ready)) => {
             Some(tokio::spawn(watch_ports(root.to_owned(), database_ready.clone(), started, ports_tx)))
