@@ -212,13 +212,13 @@ impl Config {
     }
 
     /// The boot type: forced by the config, else `SONIC_BOOT_TYPE` on the kernel command line.
-    pub fn boot_type(&self) -> crate::dblink::BootType {
-        use crate::dblink::BootType;
+    pub fn boot_type(&self) -> crate::supervisor::BootType {
+        use crate::supervisor::BootType;
         match self.daemon.boot_type.as_str() {
             "cold" => BootType::Cold,
             "warm" => BootType::Warm,
             "fast" => BootType::Fast,
-            _ => crate::dblink::boot_type_of_host(Path::new("/proc/cmdline")),
+            _ => BootType::from_cmdline(&std::fs::read_to_string(Path::new("/proc/cmdline")).unwrap_or_default()),
         }
     }
 

@@ -1,30 +1,34 @@
-//! `soniclet daemon`: wires the real adapters to the supervisor and the API, and owns
-//! shutdown (one cancellation token and one task tracker for every task).
+//! `soniclet daemon`: wires the adapters to the supervisor and the API, and owns shutdown
+//! (one cancellation token and one task tracker for every task).
 //!
 //! Start-up order matters for systemd: manifests and state are validated first (an invalid
 //! set starts nothing and exits with `EX_CONFIG`), then containerd is reached, the API socket
-//! bound and running containers adopted; only then is `READY=1` sent.
+//! bound and running containers adopted; only then is `READY=1` sent. [`run`] builds the real
+//! adapters; [`run_with`] takes any (the sim tier runs it over the in-memory twins).
 
-use std::future::Future;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
+use futures_util::{Stream, StreamExt};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::api::server::{self, ApiState, BindError};
+use crate::api::http::{self, ApiState, BindError};
+use crate::api::server;
 use crate::config::{Config, ConfigError};
-use crate::dblink::{self, DbLink};
 use crate::exit::Exit;
+use crate::health::Prober;
 use crate::intent::engine::Engine as IntentEngine;
 use crate::intent::{self, IntentError};
-use crate::manifest::{self, LoadError};
-use crate::probe::Prober;
+use crate::manifest::{self, LoadError, ManifestSet};
 use crate::runtime::containerd::Containerd;
-use crate::runtime::RuntimeError;
-use crate::store::{StateStore, StoreError};
-use crate::supervisor::{Command, DbSide, Supervisor, SupervisorConfig};
+use crate::runtime::{ContainerRuntime, RuntimeError};
+use crate::sonic::dblink::{self, DbLink};
+use crate::state::store::{PersistedState, StateStore, StoreError};
+use crate::supervisor::ports::{Health, Units};
+use crate::supervisor::{Command, Core, CoreConfig, DbPort, Driver, DriverConfig, Now, Ports};
+use crate::systemd::dbus::SystemdManager;
 use crate::systemd::{self, notify};
 
 #[derive(Debug, thiserror::Error)]
@@ -65,8 +69,30 @@ impl DaemonError {
     }
 }
 
+/// The adapters the daemon runs the supervisor over.
+#[derive(Debug)]
+pub struct Adapters<R, H, U> {
+    pub runtime: Arc<R>,
+    pub health: Arc<H>,
+    /// systemd, when it is the init.
+    pub units: Option<Arc<U>>,
+}
+
+/// What the daemon loaded and checked before it reaches out to anything.
+#[derive(Debug)]
+pub struct Loaded {
+    config: Config,
+    manifests: Arc<ManifestSet>,
+    store: StateStore,
+    state: PersistedState,
+    intents: Option<IntentEngine>,
+}
+
+/// How long the daemon waits for its tasks to finish once it stops.
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// Connects to containerd, retrying while it starts (at boot it may come up after us).
-async fn connect_containerd(config: &Config, shutdown: &CancellationToken) -> Result<Containerd, RuntimeError> {
+async fn connect_containerd(config: &Config) -> Result<Containerd, RuntimeError> {
     let mut attempt = 0u32;
     loop {
         match Containerd::connect(&config.containerd.socket, &config.containerd.namespace).await {
@@ -77,10 +103,7 @@ async fn connect_containerd(config: &Config, shutdown: &CancellationToken) -> Re
                     tracing::warn!(error = %e, attempt, "containerd is not reachable yet; retrying");
                     notify::notify(&format!("STATUS=waiting for containerd at {}", config.containerd.socket.display()));
                 }
-                tokio::select! {
-                    () = shutdown.cancelled() => return Err(e),
-                    () = tokio::time::sleep(Duration::from_secs(1)) => {}
-                }
+                tokio::time::sleep(Duration::from_secs(1)).await;
             }
         }
     }
@@ -88,88 +111,155 @@ async fn connect_containerd(config: &Config, shutdown: &CancellationToken) -> Re
 
 /// Operators' starts and stops last until the next boot, as `systemctl start|stop` do: the
 /// first daemon of a boot (no marker in the runtime directory yet) forgets them.
-fn forget_desires_on_new_boot(config: &Config, store: &mut StateStore) -> Result<(), DaemonError> {
+fn forget_desires_on_new_boot(
+    config: &Config,
+    store: &StateStore,
+    state: &mut PersistedState,
+) -> Result<(), DaemonError> {
     let marker = config.paths.run.join("booted");
     if marker.exists() {
         return Ok(());
     }
     let io = |source| DaemonError::Io { path: marker.clone(), source };
     std::fs::create_dir_all(&config.paths.run).map_err(io)?;
-    store.forget_desires();
-    store.save()?;
-    crate::fsutil::atomic_write(&marker, b"").map_err(io)?;
+    state.forget_desires();
+    store.write(state)?;
+    crate::state::fsutil::atomic_write(&marker, b"").map_err(io)?;
     tracing::info!("new boot: operators' starts and stops from the last boot are forgotten");
     Ok(())
 }
 
-/// Runs the daemon until `signal` completes (SIGTERM in production).
-pub async fn run(config: Config, signal: impl Future<Output = ()> + Send + 'static) -> Result<(), DaemonError> {
-    let manifests = Arc::new(manifest::load_dir(&config.paths.services)?);
-    for dir in [&config.paths.state, &config.paths.logs] {
-        std::fs::create_dir_all(dir).map_err(|source| DaemonError::Io { path: dir.clone(), source })?;
+impl Loaded {
+    /// Loads and checks manifests and state; nothing is contacted yet.
+    pub fn load(config: Config) -> Result<Self, DaemonError> {
+        let manifests = Arc::new(manifest::load_dir(&config.paths.services)?);
+        for dir in [&config.paths.state, &config.paths.logs] {
+            std::fs::create_dir_all(dir).map_err(|source| DaemonError::Io { path: dir.clone(), source })?;
+        }
+        let (store, mut state) = StateStore::open(&config.paths.state)?;
+        forget_desires_on_new_boot(&config, &store, &mut state)?;
+        // Intents need the database; load them now so a corrupt file stops the start.
+        let intents = match manifests.database() {
+            Some(_) => Some(IntentEngine::open(&config.paths.state)?),
+            None => None,
+        };
+        tracing::info!(services = manifests.len(), dir = %config.paths.services.display(), "manifests loaded");
+        Ok(Self { config, manifests, store, state, intents })
     }
-    let mut store = StateStore::open(&config.paths.state)?;
-    forget_desires_on_new_boot(&config, &mut store)?;
-    // Intents need the database; load them now so a corrupt file stops the start.
-    let intent_engine = match manifests.database() {
-        Some(_) => Some(IntentEngine::open(&config.paths.state)?),
-        None => None,
-    };
-    tracing::info!(services = manifests.len(), dir = %config.paths.services.display(), "manifests loaded");
+}
 
-    let shutdown = CancellationToken::new();
-    let tracker = TaskTracker::new();
-    let first_signal = CancellationToken::new();
-    let first_signal_trigger = first_signal.clone();
-    tokio::spawn(async move {
-        signal.await;
-        first_signal_trigger.cancel();
-    });
+/// The daemon's one task tracker and shutdown token, and the first termination signal.
+#[derive(Debug, Clone)]
+pub struct Lifetime {
+    pub tracker: TaskTracker,
+    /// Cancelled when the daemon stops: every task ends.
+    pub shutdown: CancellationToken,
+    /// Cancelled by the first termination signal.
+    pub first_signal: CancellationToken,
+}
 
+impl Lifetime {
+    /// A lifetime that follows `signals` (in a tracked task): the first cancels
+    /// `first_signal`, a second one exits at once.
+    pub fn new(signals: impl Stream<Item = ()> + Send + Unpin + 'static) -> Self {
+        let life = Self {
+            tracker: TaskTracker::new(),
+            shutdown: CancellationToken::new(),
+            first_signal: CancellationToken::new(),
+        };
+        let (first, shutdown) = (life.first_signal.clone(), life.shutdown.clone());
+        life.tracker.spawn(async move {
+            let mut signals = signals;
+            tokio::select! {
+                () = shutdown.cancelled() => return,
+                signal = signals.next() => if signal.is_none() { return },
+            }
+            first.cancel();
+            tokio::select! {
+                () = shutdown.cancelled() => {}
+                signal = signals.next() => if signal.is_some() {
+                    tracing::warn!("second signal: exiting now");
+                    std::process::exit(1);
+                },
+            }
+        });
+        life
+    }
+}
+
+/// Runs the daemon over the real adapters until the signals stop it (SIGTERM in
+/// production).
+pub async fn run(config: Config, signals: impl Stream<Item = ()> + Send + Unpin + 'static) -> Result<(), DaemonError> {
+    let loaded = Loaded::load(config)?;
+    let life = Lifetime::new(signals);
     let runtime = tokio::select! {
-        r = connect_containerd(&config, &shutdown) => Arc::new(r?),
-        () = first_signal.cancelled() => return Ok(()),
+        r = connect_containerd(&loaded.config) => Arc::new(r?),
+        () = life.first_signal.cancelled() => {
+            life.shutdown.cancel();
+            return Ok(());
+        }
     };
-    let listener = server::bind(&config.api.socket, config.api.group.as_deref())?;
+    let health = Arc::new(Prober::new(Arc::clone(&runtime), loaded.config.host_settings()));
+    let units = systemd::dbus::systemd_booted().then(|| Arc::new(SystemdManager::new()));
+    run_with(loaded, Adapters { runtime, health, units }, life).await
+}
 
-    let program = std::env::current_exe().unwrap_or_else(|_| PathBuf::from("/usr/bin/soniclet"));
-    let sink = config.log_sink(program);
+/// Runs the daemon over `adapters` until `first_signal` (or a shutdown request) stops it.
+pub async fn run_with<R: ContainerRuntime, H: Health, U: Units>(
+    loaded: Loaded,
+    adapters: Adapters<R, H, U>,
+    life: Lifetime,
+) -> Result<(), DaemonError> {
+    let Loaded { config, manifests, store, state, intents: intent_engine } = loaded;
+    let Lifetime { tracker, shutdown, first_signal } = life;
+    let listener = match http::bind(&config.api.socket, config.api.group.as_deref()) {
+        Ok(listener) => listener,
+        Err(e) => {
+            shutdown.cancel();
+            return Err(e.into());
+        }
+    };
+
     let host = config.host_settings();
-    let prober = Arc::new(Prober::new(Arc::clone(&runtime), host.clone()));
-    let link = DbLink::new(config.paths.sonic_root.clone());
     let boot = config.boot_type();
     tracing::info!(boot = boot.as_str(), "boot type");
-    let mut supervisor = Supervisor::new(
-        SupervisorConfig {
-            host,
-            logs: sink,
-            boot,
-            delayed_fallback: Duration::from_secs(config.daemon.delayed_start_timeout),
-        },
-        Arc::clone(&manifests),
-        Arc::clone(&runtime),
-        prober,
-        store,
-        tracker.clone(),
-        shutdown.clone(),
-    );
+    let program = std::env::current_exe().unwrap_or_else(|_| PathBuf::from("/usr/bin/soniclet"));
+    let link = DbLink::new(config.paths.sonic_root.clone());
     // With a database service, CONFIG_DB's FEATURE table decides what runs.
-    let db_side = manifests.database().is_some().then(|| {
-        let (messages_tx, messages_rx) = tokio::sync::mpsc::unbounded_channel();
-        let (ready_tx, ready_rx) = tokio::sync::watch::channel(false);
-        (DbSide { messages: messages_tx, database_ready: ready_tx }, messages_rx, ready_rx)
+    let db = manifests.database().map(|_| {
+        let (requests, requests_rx) = tokio::sync::mpsc::unbounded_channel();
+        let (database_ready, ready_rx) = tokio::sync::watch::channel(false);
+        (DbPort { requests, database_ready }, requests_rx, ready_rx)
     });
-    let db_task = match db_side {
-        Some((side, reports_rx, ready_rx)) => {
-            supervisor = supervisor.with_db(side);
-            Some((reports_rx, ready_rx))
-        }
-        None => None,
+    let core_config = CoreConfig {
+        host: host.clone(),
+        boot,
+        delayed_fallback: Duration::from_secs(config.daemon.delayed_start_timeout),
+        database_link: db.is_some(),
+        mirror_units: adapters.units.is_some(),
     };
-    supervisor.adopt().await?;
-    let handle = supervisor.handle();
-    if let Some((reports_rx, ready_rx)) = db_task {
-        tracker.spawn(dblink::run(Arc::clone(&link), handle.clone(), reports_rx, ready_rx, boot, shutdown.clone()));
+    let core = Core::new(core_config, Arc::clone(&manifests), state, Now::read());
+    let (db_port, db_task) = match db {
+        Some((port, requests_rx, ready_rx)) => (Some(port), Some((requests_rx, ready_rx))),
+        None => (None, None),
+    };
+    let ports =
+        Ports { runtime: Arc::clone(&adapters.runtime), health: adapters.health, units: adapters.units, db: db_port };
+    let driver_config = DriverConfig {
+        host,
+        logs: config.log_sink(program),
+        state_dir: config.paths.state.clone(),
+        staging_dir: config.paths.state.join("staging"),
+    };
+    let mut driver =
+        Driver::new(core, Arc::clone(&manifests), ports, driver_config, store, tracker.clone(), shutdown.clone());
+    if let Err(e) = driver.adopt().await {
+        shutdown.cancel();
+        return Err(e.into());
+    }
+    let handle = driver.handle();
+    if let Some((requests_rx, ready_rx)) = db_task {
+        tracker.spawn(dblink::run(Arc::clone(&link), handle.clone(), requests_rx, ready_rx, boot, shutdown.clone()));
     }
     let intents = intent_engine.map(|engine| {
         let (intents, requests) = intent::engine::channel();
@@ -179,24 +269,21 @@ pub async fn run(config: Config, signal: impl Future<Output = ()> + Send + 'stat
 
     // The archives a switch image carries are imported before anything starts, so no service
     // is held for a missing image on first boot; later boots find nothing new, at once.
-    let import_lock = Arc::new(tokio::sync::Mutex::new(()));
-    let preloaded = crate::images::preload(runtime.as_ref(), &config.paths.images, &config.paths.state, &import_lock);
+    let import_lock = driver.import_lock();
+    let preloaded =
+        crate::images::preload(adapters.runtime.as_ref(), &config.paths.images, &config.paths.state, &import_lock);
     if preloaded.await > 0 {
         notify::notify("STATUS=images preloaded");
     }
     let api_state = ApiState {
         handle: handle.clone(),
-        runtime: Arc::clone(&runtime),
+        runtime: adapters.runtime,
         manifests,
         logs_dir: config.paths.logs.clone(),
-        staging_dir: config.paths.state.join("staging"),
-        import_lock,
-        db: Arc::clone(&link),
         intents,
         sonic_root: config.paths.sonic_root.clone(),
         shutdown: shutdown.clone(),
         state_dir: config.paths.state.clone(),
-        change_lock: Arc::new(tokio::sync::Mutex::new(())),
     };
     let api_token = shutdown.clone();
     tracker.spawn(async move {
@@ -205,11 +292,9 @@ pub async fn run(config: Config, signal: impl Future<Output = ()> + Send + 'stat
         }
     });
 
-    // The first SIGTERM ends the daemon (services keep running unless configured otherwise);
-    // a second one while draining forces the exit.
+    // The first signal ends the daemon (services keep running unless configured otherwise).
     let stop_services = config.daemon.stop_services_on_exit;
-    let signal_handle = handle.clone();
-    let signal_shutdown = shutdown.clone();
+    let (signal_handle, signal_shutdown) = (handle.clone(), shutdown.clone());
     tracker.spawn(async move {
         tokio::select! {
             () = first_signal.cancelled() => {}
@@ -218,37 +303,15 @@ pub async fn run(config: Config, signal: impl Future<Output = ()> + Send + 'stat
         tracing::info!(stop_services, "shutting down");
         notify::notify("STOPPING=1");
         if stop_services {
-            let _ = signal_handle.request(|reply| Command::Shutdown { stop_services: true, reply }).await;
+            let _ = signal_handle.request(Command::Shutdown { stop_services: true }).await;
         }
         signal_shutdown.cancel();
     });
 
-    if systemd::dbus::systemd_booted() {
-        let (handle, shutdown) = (handle.clone(), shutdown.clone());
-        let mut changes = handle.statuses();
-        tracker.spawn(async move {
-            // A panic in the mirror (a D-Bus surprise) must not leave systemd lying for the
-            // rest of the daemon's life: log it and mirror again.
-            loop {
-                let manager = systemd::dbus::SystemdManager::new();
-                let mirror = tokio::spawn(systemd::mirror::run(manager, changes, handle.clone(), shutdown.clone()));
-                match mirror.await {
-                    Err(e) if e.is_panic() && !shutdown.is_cancelled() => {
-                        tracing::error!("the systemd mirror panicked; restarting it");
-                        tokio::time::sleep(std::time::Duration::from_secs(1)).await;
-                        changes = handle.statuses();
-                    }
-                    _ => return,
-                }
-            }
-        });
-    }
-
     if let Some(interval) = notify::watchdog_interval() {
         // Pet the watchdog only while the supervisor loop answers: a wedged loop gets the
         // daemon restarted (services keep running and are adopted).
-        let token = shutdown.clone();
-        let loop_handle = handle.clone();
+        let (token, loop_handle) = (shutdown.clone(), handle.clone());
         tracker.spawn(async move {
             let mut tick = tokio::time::interval(interval / 4);
             loop {
@@ -256,8 +319,7 @@ pub async fn run(config: Config, signal: impl Future<Output = ()> + Send + 'stat
                     () = token.cancelled() => return,
                     _ = tick.tick() => {}
                 }
-                let alive = loop_handle.request(|reply| Command::Status { reply });
-                match tokio::time::timeout(interval / 4, alive).await {
+                match tokio::time::timeout(interval / 4, loop_handle.request(Command::Status)).await {
                     Ok(Ok(_)) => notify::notify("WATCHDOG=1"),
                     _ => tracing::warn!("the supervisor loop did not answer; not petting the watchdog"),
                 }
@@ -267,11 +329,11 @@ pub async fn run(config: Config, signal: impl Future<Output = ()> + Send + 'stat
 
     notify::notify("READY=1\nSTATUS=supervising");
     tracing::info!(socket = %config.api.socket.display(), pid = std::process::id(), "daemon ready");
-    supervisor.run().await;
+    driver.run().await;
 
     shutdown.cancel();
     tracker.close();
-    if tokio::time::timeout(Duration::from_secs(10), tracker.wait()).await.is_err() {
+    if tokio::time::timeout(DRAIN_TIMEOUT, tracker.wait()).await.is_err() {
         tracing::warn!("some tasks did not finish within 10s of shutdown");
     }
     let _ = std::fs::remove_file(&config.api.socket);

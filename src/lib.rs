@@ -3,54 +3,56 @@
 //!
 //! # Layout
 //!
+//! One binary, four roles: the daemon (`daemon`, `supervisor`), the CLI (`cli`, a client of
+//! the daemon's `api`), the log shim the containerd shim runs (`logs`), and the virtual ASIC
+//! the VS images run (`vasic`). ARCHITECTURE.md has the codemap; in short:
+//!
+//! - `supervisor`: the core (every lifecycle decision, sans-I/O, table-tested) and the async
+//!   driver that carries out its effects; its domain types and ports.
 //! - `manifest`: `services/*.toml` (strict parse, validation, the dependency graph).
-//! - `supervisor`: the single owner of every service's lifecycle: one event loop over a
-//!   closed `Event` enum, and the pure `plan::plan(desired, observed)`.
 //! - `runtime`: the container runtime port; `runtime::containerd` is its adapter,
-//!   `runtime::spec` renders OCI specs, `runtime::archive` verifies image archives.
-//! - `db`: SONiC's Redis databases; `db::redis` is the adapter.
-//! - `probe`: readiness probes over the runtime and Redis.
-//! - `api`: the HTTP/JSON API on a unix socket (wire types, server, client).
-//! - `cli`: the command line, a client of the API.
-//! - `daemon`: wiring, signals, shutdown, sd_notify.
-//! - `store`, `fsutil`: desired state on disk, written atomically.
-//! - `logs`: the log shim the containerd shim runs, rotation, tail and follow.
+//!   `runtime::memory` its twin, `runtime::spec` renders OCI specs, `runtime::archive`
+//!   verifies image archives.
+//! - `health`: readiness probes, critical processes and stop steps (the `Health` adapter).
+//! - `db`: SONiC's Redis databases and swss-common's protocols; `db::redis` is the adapter.
+//! - `sonic`: `config_db.json`, the FEATURE rules and the daemon's database link.
+//! - `state`: the state directory (desired state, journals, history), written atomically.
+//! - `images`: importing image archives, release manifests.
+//! - `intent`: ASIC programming intents through APPL_DB, verified in ASIC_DB.
+//! - `api`: the HTTP/JSON API on a unix socket (wire types, server, typed client).
+//! - `cli`: the command line.
 //! - `systemd`: sd_notify and the watchdog, the unit generator, the facades, D-Bus, journald.
-//! - `images`: importing image archives (the API's import, and preloading at boot).
+//! - `daemon`: wiring of the real adapters, signals, shutdown.
+//! - `logs`: the log shim, rotation, tail and follow.
+//! - `vasic`: the virtual ASIC (orchagent, syncd and portsyncd's roles over the kernel).
 //! - `config`, `exit`: the agent's config file and the CLI's exit codes.
 //!
 //! # Invariants
 //!
-//! - **Invariant:** `supervisor` imports no client crate; it sees `ContainerRuntime` and
-//!   `Readiness` only. `containerd_client`/`tonic` appear only in `runtime::containerd`,
-//!   `redis` only in `db::redis`.
-//! - **Invariant:** only the supervisor loop changes a service's state; everything else sends
-//!   it an `Event`.
-//! - **Invariant:** `plan` is pure: no async, no I/O, deterministic.
-//! - **Invariant:** every state write is write, fsync, rename (`fsutil::atomic_write`).
+//! - **Invariant:** `supervisor` imports no client crate (containerd-client, tonic, redis,
+//!   zbus, rtnetlink, axum, hyper) and nothing from `api` or the database link; each client
+//!   crate appears in its one adapter (`xtask` tidy tests check it).
+//! - **Invariant:** only the supervisor's core changes a service's state; everything else
+//!   sends it an `Event`.
+//! - **Invariant:** the core and `plan` are pure: no async, no I/O, no clock reads.
+//! - **Invariant:** every state write is write, fsync, rename (`state::fsutil::atomic_write`).
 //! - **Invariant:** soniclet uses one containerd namespace (`sonic` by default) and never
 //!   touches `k8s.io`.
 
 pub mod api;
 pub mod cli;
 pub mod config;
-pub mod configdb;
 pub mod daemon;
 pub mod db;
-pub mod dblink;
 pub mod exit;
-pub mod feature;
-pub mod fsutil;
-pub mod history;
+pub mod health;
 pub mod images;
 pub mod intent;
 pub mod logs;
 pub mod manifest;
-pub mod probe;
-pub mod procwatch;
-pub mod release;
 pub mod runtime;
-pub mod store;
+pub mod sonic;
+pub mod state;
 pub mod supervisor;
 pub mod systemd;
 pub mod vasic;

@@ -1,28 +1,14 @@
-//! The `soniclet` binary: the daemon, the CLI and the log shim in one program.
-//! `anyhow`-style error chains are rendered here, at the edge, and mapped to exit codes.
+//! The `soniclet` binary, in one of its roles: the daemon, the CLI, the log shim, or a
+//! virtual ASIC process. Error chains are rendered here, at the edge, and mapped to exit
+//! codes.
 
-use std::error::Error;
 use std::process::ExitCode;
 
 use clap::Parser;
 
 use soniclet::cli::{self, Cli, Command};
 use soniclet::config::Config;
-use soniclet::exit::Exit;
-
-fn chain(err: &dyn Error) -> String {
-    let mut message = err.to_string();
-    let mut source = err.source();
-    while let Some(cause) = source {
-        let text = cause.to_string();
-        if !message.contains(&text) {
-            message.push_str(": ");
-            message.push_str(&text);
-        }
-        source = cause.source();
-    }
-    message
-}
+use soniclet::exit::{chain, Exit};
 
 fn init_tracing() {
     use tracing_subscriber::layer::SubscriberExt;
@@ -47,24 +33,19 @@ fn init_tracing() {
         .init();
 }
 
-/// Resolves on the first SIGTERM or SIGINT; a second one exits at once.
-async fn termination() {
+/// SIGTERM and SIGINT, as a stream: the daemon stops gracefully on the first and exits at
+/// once on the second.
+fn termination() -> impl futures_util::Stream<Item = ()> + Send + Unpin + 'static {
     use tokio::signal::unix::{signal, SignalKind};
-    let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) else {
-        return std::future::pending().await;
-    };
-    tokio::select! {
-        _ = term.recv() => {}
-        _ = int.recv() => {}
-    }
-    tokio::spawn(async move {
+    let signals = signal(SignalKind::terminate()).ok().zip(signal(SignalKind::interrupt()).ok());
+    Box::pin(futures_util::stream::unfold(signals, |signals| async move {
+        let (mut term, mut int) = signals?;
         tokio::select! {
             _ = term.recv() => {}
             _ = int.recv() => {}
         }
-        tracing::warn!("second signal: exiting now");
-        std::process::exit(1);
-    });
+        Some(((), Some((term, int))))
+    }))
 }
 
 fn daemon(config_path: &std::path::Path) -> ExitCode {
@@ -83,7 +64,7 @@ fn daemon(config_path: &std::path::Path) -> ExitCode {
             return Exit::Failure.into();
         }
     };
-    match runtime.block_on(soniclet::daemon::run(config, termination())) {
+    match runtime.block_on(async { soniclet::daemon::run(config, termination()).await }) {
         Ok(()) => Exit::Ok.into(),
         Err(e) => {
             tracing::error!("{}", chain(&e));
@@ -115,13 +96,19 @@ fn vasic(role: cli::VasicRole, db_config: Option<std::path::PathBuf>, sonic_root
         }
     };
     let shutdown = tokio_util::sync::CancellationToken::new();
-    let token = shutdown.clone();
     let result = runtime.block_on(async move {
-        tokio::spawn(async move {
-            termination().await;
-            token.cancel();
-        });
-        cli::vasic::run(role, db_config, sonic_root, shutdown).await
+        use futures_util::StreamExt;
+        let mut signals = termination();
+        let run = cli::vasic::run(role, db_config, sonic_root, shutdown.clone());
+        tokio::pin!(run);
+        tokio::select! {
+            result = &mut run => result,
+            _ = signals.next() => {
+                // Let the role finish what it is doing, as on the daemon's first signal.
+                shutdown.cancel();
+                run.await
+            }
+        }
     });
     match result {
         Ok(()) => Exit::Ok.into(),
@@ -134,9 +121,9 @@ fn vasic(role: cli::VasicRole, db_config: Option<std::path::PathBuf>, sonic_root
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    match &cli.command {
+    let command = match cli.command {
         Command::LogShim { spec } => {
-            return match soniclet::logs::run_shim(spec) {
+            return match soniclet::logs::run_shim(&spec) {
                 Ok(()) => Exit::Ok.into(),
                 Err(e) => {
                     eprintln!("soniclet log-shim: {}", chain(&e));
@@ -144,10 +131,10 @@ fn main() -> ExitCode {
                 }
             }
         }
-        Command::Daemon { config } => return daemon(config),
-        Command::Vasic { role, db_config, sonic_root } => return vasic(*role, db_config.clone(), sonic_root),
-        _ => {}
-    }
+        Command::Daemon { config } => return daemon(&config),
+        Command::Vasic { role, db_config, sonic_root } => return vasic(role, db_config, &sonic_root),
+        Command::Cli(command) => command,
+    };
     restore_sigpipe();
     let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
         Ok(rt) => rt,
@@ -156,7 +143,7 @@ fn main() -> ExitCode {
             return Exit::Failure.into();
         }
     };
-    match runtime.block_on(cli::run(cli)) {
+    match runtime.block_on(cli::run(&cli.socket, command)) {
         Ok(()) => Exit::Ok.into(),
         Err(failure) => {
             eprintln!("soniclet: {}", failure.message);

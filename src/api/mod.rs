@@ -1,17 +1,20 @@
 //! The daemon's control API: HTTP/JSON over a unix socket (mode 0660), versioned under `/v1`.
 //!
-//! This module holds the wire types, shared by the server and the CLI's client; `server`
-//! turns requests into supervisor commands, `client` is what the CLI uses.
+//! This module holds the wire types and the endpoint paths, shared by the server and the
+//! CLI's client. `http` is the server's plumbing (state, socket, errors, body parsing), the
+//! handlers are grouped by resource (`services`, `images`, `features`, `intents`, `system`),
+//! `server` routes to them, `convert` maps the supervisor's domain types to these, and
+//! `client` is the typed client the CLI uses: one method per endpoint.
 //!
 //! | method | path | body | answer |
 //! |---|---|---|---|
 //! | GET | `/v1/status` | | [`StatusResponse`] |
 //! | GET | `/v1/services/{name}` | | [`ServiceStatus`] |
 //! | POST | `/v1/services/{name}/start`, `/stop`, `/restart` | [`ActionRequest`] | [`ServiceStatus`] |
-//! | POST | `/v1/services/{name}/upgrade` | [`UpgradeRequest`] | [`crate::supervisor::ChangeEvent`] lines (NDJSON) |
-//! | POST | `/v1/services/{name}/rollback` | [`UpgradeRequest`] (gate only) | [`crate::supervisor::ChangeEvent`] lines |
-//! | GET | `/v1/services/{name}/history` | | `[`[`crate::history::HistoryEntry`]`]` |
-//! | POST | `/v1/release` | [`ReleaseRequest`] | [`crate::supervisor::ChangeEvent`] lines, then a `release` line |
+//! | POST | `/v1/services/{name}/upgrade` | [`UpgradeRequest`] | [`ChangeEvent`] lines (NDJSON) |
+//! | POST | `/v1/services/{name}/rollback` | [`UpgradeRequest`] (gate only) | [`ChangeEvent`] lines |
+//! | GET | `/v1/services/{name}/history` | | `[`[`HistoryEntry`]`]` |
+//! | POST | `/v1/release` | [`ReleaseRequest`] | [`ChangeEvent`] lines, then a `release` line |
 //! | GET | `/v1/services/{name}/logs?lines=N&follow=true` | | log records, one per line |
 //! | GET | `/v1/services/{name}/watch` | | [`ServiceStatus`] now and on every change (NDJSON) |
 //! | GET | `/v1/images` | | `[`[`ImageSummary`]`]` |
@@ -20,7 +23,7 @@
 //! | POST | `/v1/features/{name}` | [`FeatureChange`] | [`FeatureStatus`], after CONFIG_DB is written |
 //! | POST | `/v1/intents` | [`IntentApply`] | [`crate::intent::ApplyOutcome`] once persisted |
 //! | GET | `/v1/intents` | | [`crate::intent::IntentReport`] |
-//! | POST | `/v1/config/reload` | [`ReloadRequest`] | [`crate::supervisor::ReloadEvent`] lines (NDJSON) |
+//! | POST | `/v1/config/reload` | [`ReloadRequest`] | [`ReloadEvent`] lines (NDJSON) |
 //! | POST | `/v1/wait` | [`WaitRequest`] | [`StatusResponse`] once the services are ready |
 //! | POST | `/v1/shutdown` | [`ShutdownRequest`] | `{}` |
 //!
@@ -31,10 +34,86 @@
 //! daemon adds a field.
 
 pub mod client;
+mod convert;
+mod features;
+pub mod http;
+mod images;
+mod intents;
 pub mod server;
-mod upgrade;
+mod services;
+mod system;
 
 use serde::{Deserialize, Serialize};
+
+pub use crate::state::history::HistoryEntry;
+
+/// The endpoints' paths, for the router (patterns) and the client (filled in).
+pub mod paths {
+    pub const STATUS: &str = "/v1/status";
+    pub const SERVICE: &str = "/v1/services/{name}";
+    pub const SERVICE_ACTION: &str = "/v1/services/{name}/{action}";
+    pub const SERVICE_UPGRADE: &str = "/v1/services/{name}/upgrade";
+    pub const SERVICE_ROLLBACK: &str = "/v1/services/{name}/rollback";
+    pub const SERVICE_LOGS: &str = "/v1/services/{name}/logs";
+    pub const SERVICE_WATCH: &str = "/v1/services/{name}/watch";
+    pub const SERVICE_HISTORY: &str = "/v1/services/{name}/history";
+    pub const RELEASE: &str = "/v1/release";
+    pub const IMAGES: &str = "/v1/images";
+    pub const IMAGES_IMPORT: &str = "/v1/images/import";
+    pub const FEATURES: &str = "/v1/features";
+    pub const FEATURE: &str = "/v1/features/{name}";
+    pub const INTENTS: &str = "/v1/intents";
+    pub const CONFIG_RELOAD: &str = "/v1/config/reload";
+    pub const WAIT: &str = "/v1/wait";
+    pub const SHUTDOWN: &str = "/v1/shutdown";
+
+    /// A path pattern with its `{name}` (and `{action}`) filled in.
+    pub fn fill(pattern: &str, name: &str, action: &str) -> String {
+        pattern.replace("{name}", name).replace("{action}", action)
+    }
+}
+
+/// Where a service stands (the wire form of the supervisor's state). A state a newer daemon
+/// adds reads as `unknown`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ServiceState {
+    Stopped,
+    Waiting,
+    Starting,
+    Running,
+    Stopping,
+    Restarting,
+    Failed,
+    #[serde(other)]
+    Unknown,
+}
+
+impl ServiceState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Stopped => "stopped",
+            Self::Waiting => "waiting",
+            Self::Starting => "starting",
+            Self::Running => "running",
+            Self::Stopping => "stopping",
+            Self::Restarting => "restarting",
+            Self::Failed => "failed",
+            Self::Unknown => "unknown",
+        }
+    }
+
+    /// A task exists, or is being made, and is meant to stay.
+    pub fn is_up(self) -> bool {
+        matches!(self, Self::Starting | Self::Running)
+    }
+}
+
+impl std::fmt::Display for ServiceState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DaemonInfo {
@@ -47,8 +126,7 @@ pub struct DaemonInfo {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ServiceStatus {
     pub name: String,
-    /// stopped, waiting, starting, running, stopping, restarting or failed.
-    pub state: String,
+    pub state: ServiceState,
     /// The readiness probe passed for the current container.
     pub ready: bool,
     /// Whether the service is meant to run.
@@ -105,7 +183,7 @@ pub struct FeatureStatus {
     pub current_owner: String,
     pub delayed: bool,
     /// The service's state in soniclet (running, stopped, failed, ...).
-    pub service_state: String,
+    pub service_state: ServiceState,
 }
 
 /// An intent document, replacing soniclet's intent set.
@@ -191,6 +269,28 @@ pub struct ReleaseOutcome {
     /// The service whose upgrade failed (rolled back); the ones after it were not touched.
     pub failed: Option<String>,
     pub untouched: Vec<String>,
+}
+
+/// One line of a reload's progress stream.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ReloadEvent {
+    Progress(String),
+    Done { seconds: f64, failed: Vec<String> },
+    Failed(String),
+}
+
+/// One line of an image change's progress stream.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ChangeEvent {
+    Progress(String),
+    /// The change ended: succeeded, rolled back or aborted.
+    Done(HistoryEntry),
+    /// Refused before anything was touched.
+    Refused(ApiError),
+    /// A release upgrade ended.
+    Release(ReleaseOutcome),
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]

@@ -2,13 +2,10 @@
 
 use std::path::PathBuf;
 
-use hyper::Method;
-
 use super::{CliResult, Failure};
-use crate::api::client::{Client, ClientError};
-use crate::api::ReloadRequest;
+use crate::api::client::Client;
+use crate::api::{ReloadEvent, ReloadRequest};
 use crate::exit::Exit;
-use crate::supervisor::ReloadEvent;
 
 pub async fn reload(client: &Client, file: Option<PathBuf>, force: bool) -> CliResult {
     let (file, text) = match file {
@@ -21,17 +18,11 @@ pub async fn reload(client: &Client, file: Option<PathBuf>, force: bool) -> CliR
         }
         None => (None, None),
     };
-    let body = serde_json::to_vec(&ReloadRequest { file, text, force }).unwrap_or_default();
     let mut outcome = None;
     client
-        .lines(Method::POST, "/v1/config/reload", Some(body), |line| {
-            let event: ReloadEvent =
-                serde_json::from_str(line).map_err(|e| ClientError::Protocol(format!("{e}: {line}")))?;
-            match &event {
-                ReloadEvent::Progress(p) => eprintln!("config reload: {p}"),
-                ReloadEvent::Done { .. } | ReloadEvent::Failed(_) => outcome = Some(event.clone()),
-            }
-            Ok(std::ops::ControlFlow::Continue(()))
+        .reload(&ReloadRequest { file, text, force }, |event| match &event {
+            ReloadEvent::Progress(p) => eprintln!("config reload: {p}"),
+            ReloadEvent::Done { .. } | ReloadEvent::Failed(_) => outcome = Some(event),
         })
         .await?;
     match outcome {

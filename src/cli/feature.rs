@@ -5,7 +5,7 @@ use crate::api::client::Client;
 use crate::api::{FeatureChange, FeatureStatus};
 
 pub async fn list(client: &Client, json: bool) -> CliResult {
-    let features: Vec<FeatureStatus> = client.get("/v1/features").await?;
+    let features: Vec<FeatureStatus> = client.features().await?;
     if json {
         println!("{}", serde_json::to_string_pretty(&features).unwrap_or_default());
         return Ok(());
@@ -20,7 +20,7 @@ pub async fn list(client: &Client, json: bool) -> CliResult {
                 f.set_owner.clone(),
                 f.current_owner.clone(),
                 if f.delayed { "True" } else { "False" }.to_owned(),
-                f.service_state.clone(),
+                f.service_state.to_string(),
                 f.source.clone(),
             ]
         })
@@ -38,7 +38,7 @@ pub async fn change(
     timeout: u64,
 ) -> CliResult {
     let request = FeatureChange { state, auto_restart, wait, timeout_secs: Some(timeout) };
-    let feature: FeatureStatus = client.post(&format!("/v1/features/{service}"), &request).await?;
+    let feature = client.change_feature(service, &request).await?;
     println!(
         "{}: state {}, auto_restart {}; service {}",
         feature.name, feature.state, feature.auto_restart, feature.service_state

@@ -1,32 +1,24 @@
 //! `image import` and `image ls`.
 
-use hyper::Method;
-
 use super::{print_table, CliResult, Failure};
-use crate::api::client::{Client, ClientError};
+use crate::api::client::Client;
 use crate::api::{ImageSummary, ImportEvent, ImportRequest};
 use crate::exit::Exit;
 
 pub async fn import(client: &Client, files: &[std::path::PathBuf]) -> CliResult {
     let cwd = std::env::current_dir().unwrap_or_default();
     let paths: Vec<String> = files.iter().map(|f| cwd.join(f).display().to_string()).collect();
-    let body = serde_json::to_vec(&ImportRequest { paths }).unwrap_or_default();
     let mut failure = None;
     let mut imported = 0usize;
     client
-        .lines(Method::POST, "/v1/images/import", Some(body), |line| {
-            let event: ImportEvent =
-                serde_json::from_str(line).map_err(|e| ClientError::Protocol(format!("{e}: {line}")))?;
-            match event {
-                ImportEvent::Progress(p) => eprintln!("{p}"),
-                ImportEvent::Imported(image) => {
-                    imported += 1;
-                    println!("imported {} {}", image.name, image.digest);
-                }
-                ImportEvent::Error(e) => failure = Some(e),
-                ImportEvent::Done { .. } => {}
+        .import(&ImportRequest { paths }, |event| match event {
+            ImportEvent::Progress(p) => eprintln!("{p}"),
+            ImportEvent::Imported(image) => {
+                imported += 1;
+                println!("imported {} {}", image.name, image.digest);
             }
-            Ok(std::ops::ControlFlow::Continue(()))
+            ImportEvent::Error(e) => failure = Some(e),
+            ImportEvent::Done { .. } => {}
         })
         .await?;
     match failure {
@@ -39,7 +31,7 @@ pub async fn import(client: &Client, files: &[std::path::PathBuf]) -> CliResult 
 }
 
 pub async fn list(client: &Client, json: bool) -> CliResult {
-    let images: Vec<ImageSummary> = client.get("/v1/images").await.map_err(Failure::from)?;
+    let images: Vec<ImageSummary> = client.images().await?;
     if json {
         println!("{}", serde_json::to_string_pretty(&images).unwrap_or_default());
         return Ok(());

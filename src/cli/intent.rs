@@ -14,7 +14,7 @@ pub async fn apply(client: &Client, file: &Path, wait: bool, timeout: u64) -> Cl
         .map_err(|e| Failure { exit: Exit::NotFound, message: format!("cannot read {}: {e}", file.display()) })?;
     let request = IntentApply { file: file.display().to_string(), text };
     let started = Instant::now();
-    let outcome: ApplyOutcome = client.post("/v1/intents", &request).await?;
+    let outcome: ApplyOutcome = client.apply_intents(&request).await?;
     println!("accepted {} intents ({} APPL_DB entries)", outcome.intents, outcome.entries);
     if !outcome.database_reachable {
         eprintln!("the database is not reachable now; soniclet keeps the intents and programs them once it is");
@@ -24,7 +24,7 @@ pub async fn apply(client: &Client, file: &Path, wait: bool, timeout: u64) -> Cl
     }
     let deadline = started + Duration::from_secs(timeout);
     loop {
-        let report: IntentReport = client.get("/v1/intents").await?;
+        let report: IntentReport = client.intents().await?;
         if report.failed > 0 {
             let first = report.intents.iter().find(|i| i.state == "failed");
             return Err(Failure {
@@ -59,7 +59,7 @@ pub async fn apply(client: &Client, file: &Path, wait: bool, timeout: u64) -> Cl
 }
 
 pub async fn status(client: &Client, json: bool) -> CliResult {
-    let report: IntentReport = client.get("/v1/intents").await?;
+    let report: IntentReport = client.intents().await?;
     if json {
         println!("{}", serde_json::to_string_pretty(&report).unwrap_or_default());
         return Ok(());

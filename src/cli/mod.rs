@@ -1,9 +1,10 @@
-//! The command line: a thin client of the daemon's API, plus the offline tools
-//! (`manifests check`) and the hidden helper the containerd shim runs (`log-shim`).
+//! The command line. [`Command`] names the binary's roles: the daemon, the log shim the
+//! containerd shim runs, the virtual ASIC's processes (`main.rs` runs those), and the
+//! commands [`run`] carries out: clients of the daemon's API through its typed client, and
+//! the offline tools (`manifests check`, `db`, `generate-units`).
 //!
 //! Every read command takes `--json`; tables are for people. Exit codes are in `exit`.
 
-mod bench;
 mod config;
 mod db;
 mod feature;
@@ -19,7 +20,7 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
 
-use crate::api::client::{Client, ClientError};
+use crate::api::client::{Action, Client, ClientError};
 use crate::config::{DEFAULT_API_SOCKET, DEFAULT_CONFIG_PATH};
 use crate::exit::Exit;
 
@@ -37,6 +38,7 @@ pub struct Cli {
 const EXIT_CODES_HELP: &str = "Exit codes: 0 ok, 1 failed, 2 usage, 3 daemon unreachable, 4 not found, \
 5 invalid input, 6 timeout, 7 conflict, 8 service failed, 9 rolled back, 78 invalid configuration.";
 
+/// The binary's roles.
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run the supervisor daemon (normally started by soniclet.service).
@@ -44,6 +46,29 @@ pub enum Command {
         #[arg(long, default_value = DEFAULT_CONFIG_PATH)]
         config: PathBuf,
     },
+    /// Run by the containerd shim as a task's logging process.
+    #[command(hide = true)]
+    LogShim { spec: String },
+    /// The virtual ASIC's processes, as the VS swss and syncd images run them: `orch` plays
+    /// orchagent, `syncd` plays syncd over a software SAI on the kernel, `portsyncd` plays
+    /// portsyncd. Work without the daemon.
+    Vasic {
+        #[arg(value_enum)]
+        role: VasicRole,
+        /// database_config.json to use (default: the switch's, under --sonic-root).
+        #[arg(long)]
+        db_config: Option<PathBuf>,
+        /// Where SONiC's host paths live.
+        #[arg(long, env = "SONICLET_SONIC_ROOT", default_value = "/")]
+        sonic_root: PathBuf,
+    },
+    #[command(flatten)]
+    Cli(CliCommand),
+}
+
+/// What [`run`] carries out: the daemon's clients and the offline tools.
+#[derive(Debug, Subcommand)]
+pub enum CliCommand {
     /// Show the daemon and every service (or one).
     Status {
         service: Option<String>,
@@ -167,72 +192,6 @@ pub enum Command {
         /// systemd also passes its early and late directories; they are not used.
         #[arg(hide = true)]
         other_dirs: Vec<PathBuf>,
-    },
-    /// Run by the containerd shim as a task's logging process.
-    #[command(hide = true)]
-    LogShim { spec: String },
-    /// The APPL_DB workload of `cargo xtask bench appl-db`, on an empty Redis.
-    #[command(hide = true)]
-    BenchDb {
-        #[arg(long)]
-        socket: PathBuf,
-        #[arg(long, default_value_t = 100_000)]
-        entries: usize,
-        #[arg(long, default_value_t = 1000)]
-        samples: usize,
-        /// The consumer's pop batch (orchagent's -b).
-        #[arg(long, default_value_t = 1024)]
-        batch: usize,
-    },
-    /// The virtual ASIC's processes, as the VS swss and syncd images run them: `orch` plays
-    /// orchagent, `syncd` plays syncd over a software SAI on the kernel, `portsyncd` plays
-    /// portsyncd. Work without the daemon.
-    Vasic {
-        #[arg(value_enum)]
-        role: VasicRole,
-        /// database_config.json to use (default: the switch's, under --sonic-root).
-        #[arg(long)]
-        db_config: Option<PathBuf>,
-        /// Where SONiC's host paths live.
-        #[arg(long, env = "SONICLET_SONIC_ROOT", default_value = "/")]
-        sonic_root: PathBuf,
-    },
-    /// `cargo xtask bench vasic`: single-route latency, APPL_DB write to ASIC_STATE.
-    #[command(hide = true)]
-    BenchRouteLatency {
-        #[arg(long)]
-        socket: PathBuf,
-        #[arg(long, default_value_t = 200)]
-        samples: usize,
-        #[arg(long)]
-        ifname: String,
-        #[arg(long)]
-        nexthop: String,
-    },
-    /// `cargo xtask bench vasic`'s baseline: routes straight over rtnetlink.
-    #[command(hide = true)]
-    BenchNetlinkRoutes {
-        #[arg(long, default_value_t = 10_000)]
-        count: usize,
-        #[arg(long)]
-        dev: String,
-        #[arg(long)]
-        nexthop: String,
-        #[arg(long, default_value_t = 200)]
-        table: u32,
-    },
-    /// The raw-containerd baseline of `cargo xtask bench boot` (no daemon may run).
-    #[command(hide = true)]
-    BenchRaw {
-        #[arg(long, default_value = DEFAULT_CONFIG_PATH)]
-        config: PathBuf,
-        #[arg(long)]
-        restart: Option<String>,
-        /// Measure the recovery of this service's failure group after it crashes.
-        #[arg(long)]
-        crash: Option<String>,
-        #[arg(long, default_value_t = 1)]
-        repeat: usize,
     },
 }
 
@@ -374,20 +333,21 @@ pub struct Failure {
 
 impl From<ClientError> for Failure {
     fn from(e: ClientError) -> Self {
-        Failure { exit: Exit::from(e.kind()), message: e.to_string() }
+        Failure { exit: Exit::from(e.kind()), message: crate::exit::chain(&e) }
     }
 }
 
 pub type CliResult = Result<(), Failure>;
 
-/// Runs every client command (all but `daemon` and `log-shim`).
-pub async fn run(cli: Cli) -> CliResult {
-    let client = Client::new(&cli.socket);
-    match cli.command {
+/// Runs a client command or an offline tool.
+pub async fn run(socket: &std::path::Path, command: CliCommand) -> CliResult {
+    use CliCommand as Command;
+    let client = Client::new(socket);
+    match command {
         Command::Status { service, json } => service::status(&client, service.as_deref(), json).await,
-        Command::Start(args) => service::action(&client, "start", &args).await,
-        Command::Stop(args) => service::action(&client, "stop", &args).await,
-        Command::Restart(args) => service::action(&client, "restart", &args).await,
+        Command::Start(args) => service::action(&client, Action::Start, &args).await,
+        Command::Stop(args) => service::action(&client, Action::Stop, &args).await,
+        Command::Restart(args) => service::action(&client, Action::Restart, &args).await,
         Command::Wait { services, timeout, json } => service::wait(&client, services, timeout, json).await,
         Command::Upgrade { release: Some(file), gate, .. } => upgrade::release(&client, &file, gate.into()).await,
         Command::Upgrade { service: Some(service), image: Some(image), digest, warm, gate, release: None } => {
@@ -427,15 +387,6 @@ pub async fn run(cli: Cli) -> CliResult {
             unit::stop(&client, &service, timeout).await
         }
         Command::GenerateUnits { config, dir, other_dirs: _ } => unit::generate(&config, &dir),
-        Command::BenchDb { socket, entries, samples, batch } => bench::appl_db(&socket, entries, samples, batch).await,
-        Command::BenchRouteLatency { socket, samples, ifname, nexthop } => {
-            bench::route_latency(&socket, samples, &ifname, &nexthop).await
-        }
-        Command::BenchNetlinkRoutes { count, dev, nexthop, table } => {
-            bench::netlink_routes(count, &dev, &nexthop, table).await
-        }
-        Command::BenchRaw { config, restart, crash, repeat } => bench::run(&config, restart, crash, repeat).await,
-        Command::Daemon { .. } | Command::LogShim { .. } | Command::Vasic { .. } => unreachable!("handled by main"),
     }
 }
 

@@ -1,9 +1,7 @@
 //! `status`, `start`, `stop`, `restart`, `logs`, `shutdown`.
 
-use hyper::Method;
-
 use super::{print_table, ActionArgs, CliResult, Failure};
-use crate::api::client::Client;
+use crate::api::client::{Action, Client};
 use crate::api::{ActionRequest, ServiceStatus, ShutdownRequest, StatusResponse, WaitRequest};
 use crate::exit::Exit;
 use crate::logs::parse_record;
@@ -22,7 +20,7 @@ fn rows(services: &[ServiceStatus]) -> Vec<Vec<String>> {
         .map(|s| {
             vec![
                 s.name.clone(),
-                s.state.clone(),
+                s.state.to_string(),
                 yes_no(s.ready),
                 dash(s.pid),
                 s.restarts.to_string(),
@@ -39,7 +37,7 @@ const HEADER: &[&str] = &["SERVICE", "STATE", "READY", "PID", "RESTARTS", "SINCE
 pub async fn status(client: &Client, service: Option<&str>, json: bool) -> CliResult {
     match service {
         Some(name) => {
-            let status: ServiceStatus = client.get(&format!("/v1/services/{name}")).await?;
+            let status: ServiceStatus = client.service(name).await?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&status).unwrap_or_default());
             } else {
@@ -56,7 +54,7 @@ pub async fn status(client: &Client, service: Option<&str>, json: bool) -> CliRe
             }
         }
         None => {
-            let status: StatusResponse = client.get("/v1/status").await?;
+            let status: StatusResponse = client.status().await?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&status).unwrap_or_default());
             } else {
@@ -74,12 +72,12 @@ pub async fn status(client: &Client, service: Option<&str>, json: bool) -> CliRe
     Ok(())
 }
 
-pub async fn action(client: &Client, verb: &str, args: &ActionArgs) -> CliResult {
+pub async fn action(client: &Client, action: Action, args: &ActionArgs) -> CliResult {
     let request = ActionRequest { wait: !args.no_wait, timeout_secs: Some(args.timeout) };
-    let status: ServiceStatus = client.post(&format!("/v1/services/{}/{verb}", args.service), &request).await?;
-    let outcome = match (verb, args.no_wait) {
-        (_, true) => format!("{verb} requested"),
-        ("stop", false) => "stopped".to_owned(),
+    let status = client.act(&args.service, action, &request).await?;
+    let outcome = match (action, args.no_wait) {
+        (_, true) => format!("{} requested", action.as_str()),
+        (Action::Stop, false) => "stopped".to_owned(),
         _ => "ready".to_owned(),
     };
     println!("{}: {outcome} (state {}, pid {})", status.name, status.state, dash(status.pid));
@@ -88,7 +86,7 @@ pub async fn action(client: &Client, verb: &str, args: &ActionArgs) -> CliResult
 
 pub async fn wait(client: &Client, services: Vec<String>, timeout: u64, json: bool) -> CliResult {
     let request = WaitRequest { services, stopped: false, timeout_secs: Some(timeout) };
-    let status: StatusResponse = client.post("/v1/wait", &request).await?;
+    let status = client.wait(&request).await?;
     if json {
         println!("{}", serde_json::to_string_pretty(&status).unwrap_or_default());
     } else {
@@ -99,22 +97,20 @@ pub async fn wait(client: &Client, services: Vec<String>, timeout: u64, json: bo
 }
 
 pub async fn logs(client: &Client, service: &str, follow: bool, lines: usize, timestamps: bool) -> CliResult {
-    let path = format!("/v1/services/{service}/logs?lines={lines}&follow={follow}");
     client
-        .lines(Method::GET, &path, None, |record| {
+        .logs(service, lines, follow, |record| {
             if timestamps {
                 println!("{record}");
             } else {
                 println!("{}", parse_record(record).2);
             }
-            Ok(std::ops::ControlFlow::Continue(()))
         })
         .await
         .map_err(Failure::from)
 }
 
 pub async fn shutdown(client: &Client, stop_services: bool) -> CliResult {
-    let _: serde_json::Value = client.post("/v1/shutdown", &ShutdownRequest { stop_services }).await?;
+    client.shutdown(&ShutdownRequest { stop_services }).await?;
     println!(
         "{}",
         if stop_services { "every service stopped; daemon exiting" } else { "daemon exiting; services keep running" }

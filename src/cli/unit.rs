@@ -5,11 +5,9 @@ use std::ops::ControlFlow;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use hyper::Method;
-
 use super::{CliResult, Failure};
-use crate::api::client::{Client, ClientError};
-use crate::api::{ActionRequest, ErrorKind, ServiceStatus};
+use crate::api::client::{Action, Client, ClientError};
+use crate::api::{ActionRequest, ErrorKind, ServiceState, ServiceStatus};
 use crate::config::Config;
 use crate::exit::Exit;
 use crate::systemd::facade::{Facade, Outcome};
@@ -30,7 +28,7 @@ fn daemon_away(e: &ClientError) -> bool {
 pub async fn run(client: &Client, service: &str) -> CliResult {
     let mut facade = Facade::new();
     let status: ServiceStatus = loop {
-        match client.get(&format!("/v1/services/{service}")).await {
+        match client.service(service).await {
             Ok(status) => break status,
             Err(e) if daemon_away(&e) => {
                 if let Some(state) = facade.daemon_unreachable() {
@@ -43,18 +41,15 @@ pub async fn run(client: &Client, service: &str) -> CliResult {
     };
     // Ask for a start only when the daemon does not run the service already (a unit that the
     // daemon started itself must not turn into an operator's request), or holds it failed.
-    if !status.enabled || status.state == "failed" {
+    if !status.enabled || status.state == ServiceState::Failed {
         let request = ActionRequest { wait: false, timeout_secs: None };
-        let _: ServiceStatus = client.post(&format!("/v1/services/{service}/start"), &request).await?;
+        let _: ServiceStatus = client.act(service, Action::Start, &request).await?;
         println!("{service}: start requested");
     }
-    let watch = format!("/v1/services/{service}/watch");
     loop {
         let mut outcome = None;
         let followed = client
-            .lines(Method::GET, &watch, None, |line| {
-                let status: ServiceStatus =
-                    serde_json::from_str(line).map_err(|e| ClientError::Protocol(format!("{e}: {line}")))?;
+            .watch(service, |status| {
                 let step = facade.observe(&status);
                 if let Some(state) = &step.notify {
                     notify(state);
@@ -63,7 +58,11 @@ pub async fn run(client: &Client, service: &str) -> CliResult {
                     println!("{line}");
                 }
                 outcome = step.exit;
-                Ok(if outcome.is_some() { ControlFlow::Break(()) } else { ControlFlow::Continue(()) })
+                if outcome.is_some() {
+                    ControlFlow::Break(())
+                } else {
+                    ControlFlow::Continue(())
+                }
             })
             .await;
         match outcome {
@@ -115,12 +114,11 @@ pub async fn stop(client: &Client, service: &str, timeout: u64) -> CliResult {
     }
     let job = crate::systemd::dbus::unit_job_type(&units::unit_name(service)).await;
     let restart = job.as_ref().is_ok_and(|job| job.as_deref().is_some_and(|t| t.contains("restart")));
-    let (verb, wait) = if restart { ("restart", false) } else { ("stop", true) };
+    let (action, wait) = if restart { (Action::Restart, false) } else { (Action::Stop, true) };
     let request = ActionRequest { wait, timeout_secs: Some(timeout) };
-    let path = format!("/v1/services/{service}/{verb}");
     let deadline = Instant::now() + STOP_REACH_TIMEOUT;
     loop {
-        match client.post::<_, ServiceStatus>(&path, &request).await {
+        match client.act(service, action, &request).await {
             Ok(_) => {
                 println!("{service}: {}", if restart { "restart requested" } else { "stopped" });
                 return Ok(());

@@ -1,17 +1,13 @@
 //! `upgrade`, `rollback` and `history`.
 
-use std::ops::ControlFlow;
 use std::path::{Path, PathBuf};
 
-use hyper::Method;
-
 use super::{print_table, CliResult, Failure};
-use crate::api::client::{Client, ClientError};
-use crate::api::{ReleaseOutcome, ReleaseRequest, UpgradeRequest};
+use crate::api::client::Client;
+use crate::api::{ChangeEvent, ReleaseOutcome, ReleaseRequest, UpgradeRequest};
 use crate::exit::Exit;
-use crate::history::{ChangeResult, HistoryEntry};
-use crate::store::ChangeKind;
-use crate::supervisor::ChangeEvent;
+use crate::state::history::{ChangeResult, HistoryEntry};
+use crate::state::store::ChangeKind;
 
 /// The gate settings both commands share.
 #[derive(Debug, Clone, Copy)]
@@ -47,12 +43,12 @@ pub async fn upgrade(
     };
     let request =
         UpgradeRequest { archive, reference, digest, warm, timeout_secs: gate.timeout, settle_secs: gate.settle };
-    run(client, &format!("/v1/services/{service}/upgrade"), &request).await
+    run(client, service, false, &request).await
 }
 
 pub async fn rollback(client: &Client, service: &str, gate: Gate) -> CliResult {
     let request = UpgradeRequest { timeout_secs: gate.timeout, settle_secs: gate.settle, ..Default::default() };
-    run(client, &format!("/v1/services/{service}/rollback"), &request).await
+    run(client, service, true, &request).await
 }
 
 pub async fn release(client: &Client, file: &Path, gate: Gate) -> CliResult {
@@ -64,17 +60,13 @@ pub async fn release(client: &Client, file: &Path, gate: Gate) -> CliResult {
         timeout_secs: gate.timeout,
         settle_secs: gate.settle,
     };
-    let body = serde_json::to_vec(&request).unwrap_or_default();
     let (mut refused, mut release) = (None, None);
     client
-        .lines(Method::POST, "/v1/release", Some(body), |line| {
-            match parse(line)? {
-                ChangeEvent::Progress(p) => eprintln!("release: {p}"),
-                ChangeEvent::Done(entry) => eprintln!("release: {}", summary(&entry)),
-                ChangeEvent::Refused(e) => refused = Some(e),
-                ChangeEvent::Release(outcome) => release = Some(outcome),
-            }
-            Ok(ControlFlow::Continue(()))
+        .release(&request, |event| match event {
+            ChangeEvent::Progress(p) => eprintln!("release: {p}"),
+            ChangeEvent::Done(entry) => eprintln!("release: {}", summary(&entry)),
+            ChangeEvent::Refused(e) => refused = Some(e),
+            ChangeEvent::Release(outcome) => release = Some(outcome),
         })
         .await?;
     match (release, refused) {
@@ -109,10 +101,6 @@ fn release_result(outcome: ReleaseOutcome) -> CliResult {
     }
 }
 
-fn parse(line: &str) -> Result<ChangeEvent, ClientError> {
-    serde_json::from_str(line).map_err(|e| ClientError::Protocol(format!("{e}: {line}")))
-}
-
 fn no_outcome() -> Failure {
     Failure {
         exit: Exit::Failure,
@@ -121,19 +109,18 @@ fn no_outcome() -> Failure {
 }
 
 /// Streams one change's progress; the outcome decides the exit code.
-async fn run(client: &Client, path: &str, request: &UpgradeRequest) -> CliResult {
-    let body = serde_json::to_vec(request).unwrap_or_default();
+async fn run(client: &Client, service: &str, rollback: bool, request: &UpgradeRequest) -> CliResult {
     let mut outcome = None;
-    client
-        .lines(Method::POST, path, Some(body), |line| {
-            match parse(line)? {
-                ChangeEvent::Progress(p) => eprintln!("{p}"),
-                event @ (ChangeEvent::Done(_) | ChangeEvent::Refused(_)) => outcome = Some(event),
-                ChangeEvent::Release(_) => {}
-            }
-            Ok(ControlFlow::Continue(()))
-        })
-        .await?;
+    let on_event = |event: ChangeEvent| match event {
+        ChangeEvent::Progress(p) => eprintln!("{p}"),
+        event @ (ChangeEvent::Done(_) | ChangeEvent::Refused(_)) => outcome = Some(event),
+        ChangeEvent::Release(_) => {}
+    };
+    if rollback {
+        client.rollback(service, request, on_event).await?;
+    } else {
+        client.upgrade(service, request, on_event).await?;
+    }
     match outcome {
         Some(ChangeEvent::Done(entry)) => match entry.result {
             ChangeResult::Succeeded => {
@@ -195,7 +182,7 @@ fn short(digest: &str) -> &str {
 }
 
 pub async fn history(client: &Client, service: &str, json: bool) -> CliResult {
-    let entries: Vec<HistoryEntry> = client.get(&format!("/v1/services/{service}/history")).await?;
+    let entries: Vec<HistoryEntry> = client.history(service).await?;
     if json {
         println!("{}", serde_json::to_string_pretty(&entries).unwrap_or_default());
         return Ok(());

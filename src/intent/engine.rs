@@ -24,8 +24,8 @@ use super::{ApplyOutcome, IntentError, IntentReport, IntentStatus};
 use crate::db::producer_state::ProducerStateTable;
 use crate::db::subscriber::SubscriberStateTable;
 use crate::db::{DbError, Fields, Op};
-use crate::dblink::Connections;
-use crate::fsutil::atomic_write;
+use crate::sonic::dblink::Connections;
+use crate::state::fsutil::atomic_write;
 
 const STATE_FILE: &str = "intents.json";
 /// How long an intent may stay out of ASIC_DB before it is reported failed.

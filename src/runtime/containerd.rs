@@ -74,11 +74,21 @@ impl std::fmt::Debug for Containerd {
     }
 }
 
+/// containerd's answer, in the runtime port's terms. This is the one place that reads gRPC
+/// codes (and, where containerd's shims disagree on the code, its errdefs texts).
 fn call_err(op: &'static str, id: &str, status: Status) -> RuntimeError {
-    if status.code() == Code::NotFound {
-        RuntimeError::NotFound { what: format!("{id} ({op})") }
-    } else {
-        RuntimeError::Call { op, id: id.to_owned(), message: status.message().to_owned() }
+    let message = status.message();
+    match status.code() {
+        // A task whose process exited: `process already finished`, under NotFound from
+        // some shims and FailedPrecondition or Unknown from others.
+        _ if message.contains("process already finished") => RuntimeError::ProcessFinished { id: id.to_owned() },
+        Code::NotFound => RuntimeError::NotFound { what: format!("{id} ({op})") },
+        Code::AlreadyExists => RuntimeError::AlreadyExists { what: format!("{id} ({op})") },
+        Code::Unknown if message.contains("not found") => RuntimeError::NotFound { what: format!("{id} ({op})") },
+        Code::Unknown if message.contains("already exists") => {
+            RuntimeError::AlreadyExists { what: format!("{id} ({op})") }
+        }
+        _ => RuntimeError::Call { op, id: id.to_owned(), message: message.to_owned() },
     }
 }
 
@@ -94,6 +104,26 @@ async fn bounded<T>(
         Ok(Err(status)) => Err(call_err(op, id, status)),
         Err(_) => Err(RuntimeError::Timeout { op, id: id.to_owned(), timeout }),
     }
+}
+
+/// How long containerd has to clean up after a killed orphan shim.
+const ORPHAN_CLEANUP: Duration = Duration::from_secs(2);
+
+/// PIDs of the runc shims serving container `id` of `namespace` (their command line names
+/// both).
+fn orphan_shims(namespace: &str, id: &str) -> Vec<i32> {
+    let Ok(entries) = std::fs::read_dir("/proc") else { return Vec::new() };
+    entries
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<i32>().ok())
+        .filter(|pid| {
+            let Ok(cmdline) = std::fs::read(format!("/proc/{pid}/cmdline")) else { return false };
+            let args: Vec<&[u8]> = cmdline.split(|b| *b == 0).collect();
+            let value = |flag: &[u8]| args.windows(2).find(|w| w[0] == flag).map(|w| w[1]);
+            args.first().is_some_and(|a| a.ends_with(b"containerd-shim-runc-v2"))
+                && value(b"-namespace") == Some(namespace.as_bytes())
+                && value(b"-id") == Some(id.as_bytes())
+        })
+        .collect()
 }
 
 fn timestamp_to_system(ts: Option<prost_types::Timestamp>) -> SystemTime {
@@ -427,7 +457,7 @@ impl Containerd {
             {
                 Ok(_) => {}
                 // Another import committed the same layer meanwhile: use theirs.
-                Err(RuntimeError::Call { message, .. }) if message.contains("already exists") => {
+                Err(RuntimeError::AlreadyExists { .. }) => {
                     self.remove_snapshot(&key).await;
                 }
                 Err(e) => {
@@ -508,7 +538,7 @@ impl Containerd {
         .await
         {
             Ok(_) => Ok(()),
-            Err(RuntimeError::Call { message, .. }) if message.contains("already exists") => {
+            Err(RuntimeError::AlreadyExists { .. }) => {
                 let update = UpdateImageRequest {
                     image: Some(record),
                     update_mask: Some(prost_types::FieldMask { paths: vec!["target".into(), "labels".into()] }),
@@ -582,6 +612,33 @@ impl Containerd {
             Err(e) if e.is_not_found() => Ok(None),
             Err(e) => Err(e),
         }
+    }
+
+    /// A task delete cut short (its caller killed, so containerd's request context ended)
+    /// can leave the task's shim running with no task: its bundle then blocks a new task of
+    /// the same ID. containerd cleans the bundle up once that shim goes, as it does for any
+    /// shim that dies; so the orphan shim is killed, and the bundle waited for.
+    async fn reap_orphan_shim(&self, id: &str) -> Result<(), RuntimeError> {
+        let shims = orphan_shims(&self.namespace, id);
+        if shims.is_empty() {
+            return Err(RuntimeError::AlreadyExists {
+                what: format!("{id} (create task: a task bundle without a task)"),
+            });
+        }
+        for pid in &shims {
+            tracing::warn!(container = %id, shim = pid, "killing the shim of a task whose delete was interrupted");
+            let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(*pid), nix::sys::signal::Signal::SIGKILL);
+        }
+        // containerd deletes the bundle when it sees the shim's connection close.
+        let deadline = tokio::time::Instant::now() + ORPHAN_CLEANUP;
+        while orphan_shims(&self.namespace, id).iter().any(|p| shims.contains(p)) {
+            if tokio::time::Instant::now() >= deadline {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        Ok(())
     }
 
     async fn wait_process(&self, id: &str, exec_id: &str) -> Result<ExitStatus, RuntimeError> {
@@ -701,7 +758,7 @@ impl ContainerRuntime for Containerd {
             return Ok(());
         }
         let mut prepared = self.prepare_snapshot(&key, &request.image.chain_id, HashMap::new()).await;
-        if matches!(&prepared, Err(RuntimeError::Call { message, .. }) if message.contains("already exists")) {
+        if matches!(&prepared, Err(RuntimeError::AlreadyExists { .. })) {
             // A rootfs left by a container that is gone: this container starts afresh.
             self.remove_snapshot(&key).await;
             prepared = self.prepare_snapshot(&key, &request.image.chain_id, HashMap::new()).await;
@@ -731,7 +788,14 @@ impl ContainerRuntime for Containerd {
             stderr: uri,
             ..Default::default()
         };
-        bounded("create task", id, CALL_TIMEOUT, self.client.tasks().create(self.req(create))).await?;
+        match bounded("create task", id, CALL_TIMEOUT, self.client.tasks().create(self.req(create.clone()))).await {
+            Ok(_) => {}
+            Err(RuntimeError::AlreadyExists { .. }) if self.task(id).await?.is_none() => {
+                self.reap_orphan_shim(id).await?;
+                bounded("create task", id, CALL_TIMEOUT, self.client.tasks().create(self.req(create))).await?;
+            }
+            Err(e) => return Err(e),
+        }
         let start = StartRequest { container_id: id.to_owned(), exec_id: String::new() };
         let started = bounded("start task", id, CALL_TIMEOUT, self.client.tasks().start(self.req(start))).await?;
         Ok(started.pid)

@@ -6,6 +6,7 @@
 
 pub mod archive;
 pub mod containerd;
+pub mod memory;
 pub mod spec;
 
 use std::collections::BTreeMap;
@@ -159,6 +160,11 @@ pub enum RuntimeError {
     },
     #[error("{what} not found")]
     NotFound { what: String },
+    #[error("{what} already exists")]
+    AlreadyExists { what: String },
+    /// The task's process has exited: there is nothing to signal.
+    #[error("the task of {id} has already exited")]
+    ProcessFinished { id: String },
     #[error("containerd {op} failed for {id}: {message}")]
     Call { op: &'static str, id: String, message: String },
     #[error("containerd {op} timed out after {timeout:?} for {id}")]
@@ -241,4 +247,43 @@ pub trait ContainerRuntime: Send + Sync + 'static {
         archive: &archive::StagedArchive,
         progress: &(dyn Fn(String) + Send + Sync),
     ) -> impl Future<Output = Result<Vec<ImageInfo>, RuntimeError>> + Send;
+}
+
+/// How long a task may take to go once it was sent SIGKILL.
+const KILL_WAIT: Duration = Duration::from_secs(10);
+
+/// SIGKILL to every process, then removal (a warm or fast stop, after its steps).
+pub async fn kill_container<R: ContainerRuntime>(runtime: &R, id: &str) -> Result<(), RuntimeError> {
+    match runtime.kill(id, libc::SIGKILL, true).await {
+        Ok(()) => {
+            let _ = tokio::time::timeout(KILL_WAIT, runtime.wait(id)).await;
+        }
+        Err(RuntimeError::NotFound { .. } | RuntimeError::ProcessFinished { .. }) => {}
+        Err(e) => return Err(e),
+    }
+    runtime.remove(id).await
+}
+
+/// SIGTERM, then SIGKILL after `stop_time`, then removal of the task, container and rootfs.
+pub async fn stop_container<R: ContainerRuntime>(
+    runtime: &R,
+    id: &str,
+    stop_time: Duration,
+) -> Result<(), RuntimeError> {
+    match runtime.kill(id, libc::SIGTERM, false).await {
+        Ok(()) => {
+            if tokio::time::timeout(stop_time, runtime.wait(id)).await.is_err() {
+                tracing::warn!(container = id, stop_time = ?stop_time, "still running after stop-time; sending SIGKILL");
+                match runtime.kill(id, libc::SIGKILL, true).await {
+                    Ok(()) | Err(RuntimeError::NotFound { .. } | RuntimeError::ProcessFinished { .. }) => {}
+                    Err(e) => return Err(e),
+                }
+                let _ = tokio::time::timeout(KILL_WAIT, runtime.wait(id)).await;
+            }
+        }
+        // No task, or it already exited: nothing to signal.
+        Err(RuntimeError::NotFound { .. } | RuntimeError::ProcessFinished { .. }) => {}
+        Err(e) => return Err(e),
+    }
+    runtime.remove(id).await
 }

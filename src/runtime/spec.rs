@@ -347,6 +347,17 @@ pub fn to_json(spec: &Spec) -> Vec<u8> {
     serde_json::to_vec(&value).expect("a json value serialises")
 }
 
+/// Digest of what a container is built from besides its image: the manifest and the host
+/// settings. A running container whose label differs is recreated.
+pub fn container_digest(service: &Service, host: &HostSettings) -> String {
+    use sha2::{Digest, Sha256};
+    let host_json = serde_json::to_vec(host).unwrap_or_default();
+    let mut hasher = Sha256::new();
+    hasher.update(service.digest.as_bytes());
+    hasher.update(&host_json);
+    format!("sha256:{}", hex::encode(hasher.finalize()))
+}
+
 /// Host directories the spec binds; missing ones are created before the container starts,
 /// as docker does for `-v`.
 pub fn bind_sources(spec: &Spec) -> Vec<PathBuf> {

@@ -1,307 +1,175 @@
-//! Operator commands, waiters and status.
+//! Operator commands: start, stop, restart, waits, status and the rest, each answered with
+//! an [`Effect::Reply`] (at once, or by a waiter later).
 
-use super::plan::Phase;
 use std::collections::BTreeSet;
 
-use super::{
-    rfc3339, Command, CommandError, GroupClear, Health, Reply, Supervisor, Unit, WaitFor, Waiter, WaiterReply,
-};
-use crate::api::{ErrorKind, ServiceStatus, StatusResponse};
+use super::core::{Core, GroupClear};
+use super::event::{Command, Effect, RequestId, Response};
+use super::plan::Phase;
+use super::types::{CommandError, ErrorKind};
+use super::waiters::{Answer, Target, Waiter};
+use super::{change, features, groups, lifecycle, release, reload, status};
 use crate::manifest::ServiceName;
-use crate::runtime::ContainerRuntime;
-use crate::store::Desired;
+use crate::state::store::Desired;
 
-impl<R: ContainerRuntime, P: Health> Supervisor<R, P> {
-    pub(super) fn handle_command(&mut self, command: Command) {
-        match command {
-            Command::Status { reply } => {
-                let _ = reply.send(Ok(self.status()));
-            }
-            Command::Start { service, wait, reply } => {
-                let Some((name, reply)) = self.resolve_startable(&service, reply) else { return };
-                let Some(reply) = self.unless_changing(&name, reply) else { return };
-                // A failure-group member comes up with its group and the group's dependents;
-                // a dependent (bgp) brings up what it is a dependent of (the swss group).
-                let mut roots = self.with_group(&name);
-                for target in &self.service(&name).manifest.service.dependent_of {
-                    roots.extend(self.peers(target));
-                }
-                for member in roots {
-                    if member != name && self.disabled_by_feature(&member).is_some() {
-                        continue;
-                    }
-                    for dep in self.manifests.graph().requirement_closure(&member) {
-                        self.store.state_mut().services.entry(dep.to_string()).or_default().desired =
-                            Some(Desired::Running);
-                        self.reset(&dep);
+pub(super) fn handle(core: &mut Core, id: RequestId, command: Command) {
+    match command {
+        Command::Status => {
+            let view = status::status_view(core);
+            core.emit(Effect::Reply { to: id, result: Ok(Response::Status(view)) });
+        }
+        Command::Start { service, wait } => start(core, id, &service, wait),
+        Command::Stop { service, wait } => stop(core, id, &service, wait),
+        Command::Restart { service, wait } => restart(core, id, &service, wait),
+        Command::Wait { services, stopped } => {
+            let mut names = Vec::new();
+            for service in &services {
+                match core.manifests.lookup(service) {
+                    Some(name) => names.push(name.clone()),
+                    None => {
+                        let e = CommandError::new(ErrorKind::NotFound, format!("unknown service {service:?}"));
+                        return core.emit(Effect::Reply { to: id, result: Err(e) });
                     }
                 }
-                self.save();
-                self.respond(name.clone(), vec![name], WaitFor::Ready, wait, reply);
             }
-            Command::Stop { service, wait, reply } => {
-                let Some((name, reply)) = self.resolve(&service, reply) else { return };
-                let Some(reply) = self.unless_changing(&name, reply) else { return };
-                // A cold stop of a failure-group member takes the group and its dependents down;
-                // with warm restart enabled, only the member goes.
-                let roots =
-                    if self.warm_enabled(&name) { BTreeSet::from([name.clone()]) } else { self.with_group(&name) };
-                if let (false, Some(group)) = (self.warm_enabled(&name), self.service(&name).failure_group()) {
-                    self.cleared.insert(group.to_owned(), GroupClear::Needed);
-                }
-                let closure: BTreeSet<ServiceName> =
-                    roots.iter().flat_map(|r| self.manifests.graph().dependent_closure(r)).collect();
-                for dep in &closure {
-                    self.store.state_mut().services.entry(dep.to_string()).or_default().desired =
-                        Some(Desired::Stopped);
-                    let unit = self.unit(dep);
-                    // A crashed or held service still has a dead container to clean up.
-                    if matches!(unit.phase, Phase::Backoff { .. } | Phase::Failed { .. }) {
-                        unit.blocked = false;
-                        unit.failures.clear();
-                        if unit.has_container {
-                            self.stop(dep);
-                        } else {
-                            unit.set_phase(Phase::Stopped);
-                        }
-                    }
-                }
-                self.save();
-                self.respond(name, closure.into_iter().collect(), WaitFor::Stopped, wait, reply);
+            if names.is_empty() {
+                names = core.units.keys().filter(|n| core.want(n)).cloned().collect();
             }
-            Command::Restart { service, wait, reply } => {
-                let Some((name, reply)) = self.resolve_startable(&service, reply) else { return };
-                let Some(reply) = self.unless_changing(&name, reply) else { return };
-                for dep in self.manifests.graph().requirement_closure(&name) {
-                    self.store.state_mut().services.entry(dep.to_string()).or_default().desired =
-                        Some(Desired::Running);
-                }
-                // As on a crash: a failure-group member restarts its group cold, or restarts
-                // alone with warm restart enabled.
-                let warm = self.warm_enabled(&name);
-                let affected = self.cycle_for_restart(&name, warm);
-                self.save();
-                self.respond(name, affected, WaitFor::Ready, wait, reply);
-            }
-            Command::Change { request, progress } => self.begin_change(request, progress),
-            Command::Reload { config, force, progress } => self.begin_reload(config, force, progress),
-            Command::Features { reply } => {
-                let _ = reply.send(Ok(self.features_status()));
-            }
-            Command::CheckFeatureChange { service, state, auto_restart, reply } => {
-                let Some((name, reply)) = self.resolve(&service, reply) else { return };
-                let result = self.check_feature_change(&name, state.as_deref(), auto_restart.as_deref());
-                let _ = reply.send(result.map(|()| name));
-            }
-            Command::Wait { services, stopped, reply } => {
-                let mut names = Vec::new();
-                for service in &services {
-                    match self.manifests.lookup(service) {
-                        Some(name) => names.push(name.clone()),
-                        None => {
-                            let message = format!("unknown service {service:?}");
-                            let _ = reply.send(Err(CommandError::new(ErrorKind::NotFound, message)));
-                            return;
-                        }
-                    }
-                }
-                if names.is_empty() {
-                    names = self.units.keys().filter(|n| self.want(n)).cloned().collect();
-                }
-                let target = if stopped { WaitFor::Stopped } else { WaitFor::Ready };
-                self.waiters.push(Waiter { services: names, target, reply: WaiterReply::All(reply) });
-            }
-            Command::Shutdown { stop_services, reply } => {
-                if stop_services {
-                    tracing::info!("stopping every service, then exiting");
-                    self.draining = Some(reply);
-                } else {
-                    let _ = reply.send(Ok(()));
-                    self.shutdown.cancel();
-                }
-            }
+            let target = if stopped { Target::Stopped } else { Target::Ready };
+            core.waiters.push(Waiter { id, services: names, target, answer: Answer::All });
         }
-    }
-
-    /// The reply, unless `name` is under an image change (then answered with the refusal).
-    fn unless_changing<T>(&self, name: &ServiceName, reply: Reply<T>) -> Option<Reply<T>> {
-        match self.refuse_during_change(name) {
-            Ok(()) => Some(reply),
-            Err(e) => {
-                let _ = reply.send(Err(e));
-                None
-            }
+        Command::Features => {
+            let views = features::views(core);
+            core.emit(Effect::Reply { to: id, result: Ok(Response::Features(views)) });
         }
-    }
-
-    /// The first service `name` needs (itself included) whose FEATURE is disabled.
-    pub(super) fn disabled_by_feature(&self, name: &ServiceName) -> Option<ServiceName> {
-        self.manifests
-            .graph()
-            .requirement_closure(name)
-            .into_iter()
-            .find(|dep| self.features.get(dep).is_some_and(|f| !f.state.runs()))
-    }
-
-    /// An operator action resets the failure budget and releases a held service.
-    pub(super) fn reset(&mut self, name: &ServiceName) {
-        let unit = self.unit(name);
-        unit.failures.clear();
-        unit.blocked = false;
-        unit.recovering = None;
-        unit.restart_requested = false;
-        if matches!(unit.phase, Phase::Failed { .. } | Phase::Backoff { .. }) {
-            unit.message = None;
-            unit.set_phase(Phase::Stopped);
+        Command::ChangeFeature { service, state, auto_restart, wait } => {
+            features::begin_change(core, id, &service, state, auto_restart, wait)
         }
-    }
-
-    /// Like [`Self::resolve`], refusing a service that a disabled FEATURE holds (itself or a
-    /// service it requires), and saying how to enable it.
-    fn resolve_startable<T>(&self, service: &str, reply: Reply<T>) -> Option<(ServiceName, Reply<T>)> {
-        let (name, reply) = self.resolve(service, reply)?;
-        match self.disabled_by_feature(&name) {
-            None => Some((name, reply)),
-            Some(disabled) => {
-                let message = format!(
-                    "FEATURE {disabled} is disabled in CONFIG_DB; enable it with `soniclet feature state {disabled} enabled`"
-                );
-                let _ = reply.send(Err(CommandError::new(ErrorKind::Conflict, message)));
-                None
-            }
-        }
-    }
-
-    /// The service an operator named, or an error reply listing the known ones.
-    pub(super) fn resolve<T>(&self, service: &str, reply: Reply<T>) -> Option<(ServiceName, Reply<T>)> {
-        match self.manifests.lookup(service) {
-            Some(name) => Some((name.clone(), reply)),
-            None => {
-                let _ = reply.send(Err(CommandError::new(ErrorKind::NotFound, self.manifests.unknown(service))));
-                None
-            }
-        }
-    }
-
-    pub(super) fn respond(
-        &mut self,
-        subject: ServiceName,
-        services: Vec<ServiceName>,
-        target: WaitFor,
-        wait: bool,
-        reply: Reply<ServiceStatus>,
-    ) {
-        if wait {
-            self.waiters.push(Waiter { services, target, reply: WaiterReply::Service(subject, reply) });
-        } else {
-            let _ = reply.send(Ok(self.service_status(&subject)));
-        }
-    }
-
-    pub(super) fn resolve_waiters(&mut self) {
-        let waiters = std::mem::take(&mut self.waiters);
-        for waiter in waiters {
-            if waiter.reply.is_closed() {
-                continue;
-            }
-            match (self.check_waiter(&waiter), waiter.reply) {
-                (None, reply) => self.waiters.push(Waiter { reply, ..waiter }),
-                (Some(Ok(())), WaiterReply::Service(subject, reply)) => {
-                    let _ = reply.send(Ok(self.service_status(&subject)));
-                }
-                (Some(Ok(())), WaiterReply::All(reply)) => {
-                    let _ = reply.send(Ok(self.status()));
-                }
-                (Some(Err(e)), WaiterReply::Service(_, reply)) => {
-                    let _ = reply.send(Err(e));
-                }
-                (Some(Err(e)), WaiterReply::All(reply)) => {
-                    let _ = reply.send(Err(e));
-                }
-            }
-        }
-    }
-
-    pub(super) fn check_waiter(&self, waiter: &Waiter) -> Option<Result<(), CommandError>> {
-        let mut done = true;
-        for name in &waiter.services {
-            let unit = &self.units[name];
-            match waiter.target {
-                WaitFor::Ready => {
-                    if let Phase::Failed { reason } = &unit.phase {
-                        return Some(Err(CommandError::new(ErrorKind::Failed, format!("{name} failed: {reason}"))));
-                    }
-                    if !self.want(name) {
-                        return Some(Err(CommandError::new(
-                            ErrorKind::Conflict,
-                            format!("{name} was stopped while starting"),
-                        )));
-                    }
-                    done &= unit.phase == Phase::Ready && !unit.cycle;
-                }
-                WaitFor::Stopped => done &= !unit.phase.is_active(),
-            }
-        }
-        done.then_some(Ok(()))
-    }
-
-    pub(super) fn state_name(&self, name: &ServiceName, unit: &Unit) -> &'static str {
-        match &unit.phase {
-            Phase::Stopped if self.want(name) => "waiting",
-            Phase::Stopped => "stopped",
-            Phase::Starting => "starting",
-            Phase::Probing | Phase::Ready => "running",
-            Phase::Stopping => "stopping",
-            Phase::Backoff { .. } => "restarting",
-            Phase::Failed { .. } => "failed",
-        }
-    }
-
-    pub(super) fn service_status(&self, name: &ServiceName) -> ServiceStatus {
-        let unit = &self.units[name];
-        let mut message = unit.message.clone();
-        if let Some(deps) = self.waiting.get(name) {
-            let deps: Vec<&str> = deps.iter().map(|d| d.as_str()).collect();
-            message = Some(format!("waiting for {}", deps.join(", ")));
-        }
-        if let Some((process, since, _)) = &unit.degraded {
-            let minutes = since.elapsed().as_secs() / 60;
-            message = Some(format!(
-                "degraded: critical process {process} is not running ({minutes} min); auto-restart is disabled"
-            ));
-        }
-        ServiceStatus {
-            name: name.to_string(),
-            state: self.state_name(name, unit).to_owned(),
-            ready: unit.phase == Phase::Ready,
-            enabled: self.want(name),
-            pid: unit.pid,
-            restarts: unit.restarts,
-            image: self.image_ref(name),
-            image_digest: unit.image_digest.clone(),
-            container_id: unit.has_container.then(|| name.to_string()),
-            generation: unit.generation,
-            since: rfc3339(unit.since),
-            last_exit_code: unit.last_exit,
-            message,
-            upgrade: unit.upgrade_note.clone(),
-            downtime_ms: unit.last_downtime.map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX)),
-            restart: if unit.restart_requested {
-                Some("requested".to_owned())
+        Command::Reload { config, force } => reload::begin(core, id, config, force),
+        Command::Change(request) => change::begin(core, Some(id), request, false),
+        Command::Release { release, timeout, settle } => release::begin(core, id, release, timeout, settle),
+        Command::Import { paths } => core.emit(Effect::Import { id, paths }),
+        Command::Shutdown { stop_services } => {
+            if stop_services {
+                tracing::info!("stopping every service, then exiting");
+                core.draining = Some(id);
             } else {
-                unit.recovering.as_ref().map(|_| "crash".to_owned())
-            },
+                core.emit(Effect::Reply { to: id, result: Ok(Response::Done) });
+                core.emit(Effect::Exit);
+            }
         }
     }
+}
 
-    pub(super) fn status(&self) -> StatusResponse {
-        StatusResponse {
-            daemon: crate::api::DaemonInfo {
-                pid: std::process::id(),
-                version: env!("CARGO_PKG_VERSION").to_owned(),
-                since: rfc3339(self.started_at),
-            },
-            services: self.manifests.graph().start_order().iter().map(|n| self.service_status(n)).collect(),
+/// The service an operator named, or the refusal listing the known ones.
+fn resolve(core: &mut Core, id: RequestId, service: &str) -> Option<ServiceName> {
+    match core.manifests.lookup(service) {
+        Some(name) => Some(name.clone()),
+        None => {
+            let e = CommandError::new(ErrorKind::NotFound, core.manifests.unknown(service));
+            core.emit(Effect::Reply { to: id, result: Err(e) });
+            None
         }
     }
+}
+
+/// Like [`resolve`], refusing a service that a disabled FEATURE holds (itself or a service
+/// it requires), and saying how to enable it; and a service under an image change.
+fn resolve_startable(core: &mut Core, id: RequestId, service: &str) -> Option<ServiceName> {
+    let name = resolve(core, id, service)?;
+    if let Some(disabled) = features::disabled_by_feature(core, &name) {
+        let message = format!(
+            "FEATURE {disabled} is disabled in CONFIG_DB; enable it with `soniclet feature state {disabled} enabled`"
+        );
+        core.emit(Effect::Reply { to: id, result: Err(CommandError::new(ErrorKind::Conflict, message)) });
+        return None;
+    }
+    unless_changing(core, id, name)
+}
+
+fn unless_changing(core: &mut Core, id: RequestId, name: ServiceName) -> Option<ServiceName> {
+    match change::refuse_during_change(core, &name) {
+        Ok(()) => Some(name),
+        Err(e) => {
+            core.emit(Effect::Reply { to: id, result: Err(e) });
+            None
+        }
+    }
+}
+
+fn respond(
+    core: &mut Core,
+    id: RequestId,
+    subject: ServiceName,
+    services: Vec<ServiceName>,
+    target: Target,
+    wait: bool,
+) {
+    if wait {
+        core.waiters.push(Waiter { id, services, target, answer: Answer::Service(subject) });
+    } else {
+        let view = status::service_view(core, &subject);
+        core.emit(Effect::Reply { to: id, result: Ok(Response::Service(view)) });
+    }
+}
+
+fn start(core: &mut Core, id: RequestId, service: &str, wait: bool) {
+    let Some(name) = resolve_startable(core, id, service) else { return };
+    // A failure-group member comes up with its group and the group's dependents; a
+    // dependent (bgp) brings up what it is a dependent of (the swss group).
+    let mut roots = groups::with_group(core, &name);
+    for target in core.service(&name).manifest.service.dependent_of.clone() {
+        roots.extend(groups::peers(core, &target));
+    }
+    for member in roots {
+        if member != name && features::disabled_by_feature(core, &member).is_some() {
+            continue;
+        }
+        for dep in core.manifests.graph().requirement_closure(&member) {
+            core.set_desired(&dep, Some(Desired::Running));
+            lifecycle::reset(core, &dep);
+        }
+    }
+    respond(core, id, name.clone(), vec![name], Target::Ready, wait);
+}
+
+fn stop(core: &mut Core, id: RequestId, service: &str, wait: bool) {
+    let Some(name) = resolve(core, id, service) else { return };
+    let Some(name) = unless_changing(core, id, name) else { return };
+    // A cold stop of a failure-group member takes the group and its dependents down; with
+    // warm restart enabled, only the member goes.
+    let warm = groups::warm_enabled(core, &name);
+    let roots = if warm { BTreeSet::from([name.clone()]) } else { groups::with_group(core, &name) };
+    if let (false, Some(group)) = (warm, core.service(&name).failure_group()) {
+        core.cleared.insert(group.to_owned(), GroupClear::Needed);
+    }
+    let closure: BTreeSet<ServiceName> =
+        roots.iter().flat_map(|r| core.manifests.graph().dependent_closure(r)).collect();
+    let wall = core.now.wall;
+    for dep in &closure {
+        core.set_desired(dep, Some(Desired::Stopped));
+        let unit = core.unit(dep);
+        // A crashed or held service still has a dead container to clean up.
+        if matches!(unit.phase, Phase::Backoff { .. } | Phase::Failed { .. }) {
+            unit.failures.clear();
+            if unit.has_container() {
+                lifecycle::stop(core, dep);
+            } else {
+                unit.set_phase(Phase::Stopped, wall);
+            }
+        }
+    }
+    respond(core, id, name, closure.into_iter().collect(), Target::Stopped, wait);
+}
+
+fn restart(core: &mut Core, id: RequestId, service: &str, wait: bool) {
+    let Some(name) = resolve_startable(core, id, service) else { return };
+    for dep in core.manifests.graph().requirement_closure(&name) {
+        core.set_desired(&dep, Some(Desired::Running));
+    }
+    // As on a crash: a failure-group member restarts its group cold, or restarts alone with
+    // warm restart enabled.
+    let warm = groups::warm_enabled(core, &name);
+    let affected = groups::cycle_for_restart(core, &name, warm);
+    respond(core, id, name, affected, Target::Ready, wait);
 }

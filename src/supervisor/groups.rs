@@ -10,125 +10,138 @@
 
 use std::collections::BTreeSet;
 
+use super::core::{Core, GroupClear};
+use super::event::{DbRequest, Failure};
 use super::plan::Phase;
-use super::{GroupClear, Health, StopMode, Supervisor};
-use crate::dblink::{BootType, DbMessage};
+use super::types::BootType;
+use super::unit::Cycle;
 use crate::manifest::ServiceName;
-use crate::runtime::ContainerRuntime;
 
-impl<R: ContainerRuntime, P: Health> Supervisor<R, P> {
-    /// The members of `group` and their dependents.
-    pub(super) fn group_and_dependents(&self, group: &str) -> BTreeSet<ServiceName> {
-        self.manifests.group_members(group).into_iter().chain(self.manifests.group_dependents(group)).collect()
+/// The members of `group` and their dependents.
+pub(super) fn group_and_dependents(core: &Core, group: &str) -> BTreeSet<ServiceName> {
+    core.manifests.group_members(group).into_iter().chain(core.manifests.group_dependents(group)).collect()
+}
+
+/// Warm restart is enabled for the system or for `name` (or a warm image change of `name` is
+/// under way).
+pub(super) fn warm_enabled(core: &Core, name: &ServiceName) -> bool {
+    let flag = |key: &str| core.warm.warm.get(key).copied().unwrap_or(false);
+    flag("system") || flag(name.as_str()) || super::change::is_warm(core, name)
+}
+
+/// After adoption: a group with a running member, or any group on a warm or fast boot,
+/// needs no clearing; one that is fully down does.
+pub(super) fn init(core: &mut Core) {
+    for group in core.manifests.groups() {
+        let running = core.manifests.group_members(&group).iter().any(|m| core.units[m].phase.is_active());
+        let clear = if running || core.config.boot != BootType::Cold { GroupClear::Done } else { GroupClear::Needed };
+        core.cleared.insert(group, clear);
     }
+}
 
-    /// Warm restart is enabled for the system or for `name`.
-    pub(super) fn warm_enabled(&self, name: &ServiceName) -> bool {
-        let flag = |key: &str| self.warm.warm.get(key).copied().unwrap_or(false);
-        flag("system") || flag(name.as_str()) || self.change_is_warm(name)
-    }
-
-    /// How `name` goes down now: fast when a fast reboot is under way, warm when warm restart
-    /// is enabled for it, cold otherwise.
-    pub(super) fn stop_mode(&self, name: &ServiceName) -> StopMode {
-        if self.warm.fast {
-            StopMode::Fast
-        } else if self.warm_enabled(name) {
-            StopMode::Warm
-        } else {
-            StopMode::Cold
+/// A member went down cold: the group and its dependents go down too, and the group's
+/// databases are cleared before it comes back.
+pub(super) fn group_down(core: &mut Core, group: &str, cause: &ServiceName) {
+    let affected = group_and_dependents(core, group);
+    tracing::warn!(group, cause = %cause, services = ?affected, "failure group going down");
+    let why = format!("restarting with failure group {group}: {cause} went down");
+    for name in &affected {
+        let unit = core.unit(name);
+        if unit.phase.is_active() && name != cause {
+            unit.cycle = Some(Cycle { mode: None });
+            unit.message = Some(why.clone());
+            unit.comeback.crash = Some(why.clone());
         }
     }
+    core.cleared.insert(group.to_owned(), GroupClear::Needed);
+}
 
-    /// After adoption: a group with a running member, or any group on a warm or fast boot,
-    /// needs no clearing; one that is fully down does.
-    pub(super) fn init_groups(&mut self) {
-        for group in self.manifests.groups() {
-            let running = self.manifests.group_members(&group).iter().any(|m| self.units[m].phase.is_active());
-            let clear =
-                if running || self.config.boot != BootType::Cold { GroupClear::Done } else { GroupClear::Needed };
-            self.cleared.insert(group, clear);
+/// Starts the cold-start flush of a group that is fully down and about to come back.
+pub(super) fn clear(core: &mut Core) {
+    let needed: Vec<String> =
+        core.cleared.iter().filter(|(_, c)| **c == GroupClear::Needed).map(|(g, _)| g.clone()).collect();
+    for group in needed {
+        let members = core.manifests.group_members(&group);
+        let down = members.iter().all(|m| !core.units[m].phase.is_active());
+        let coming_back = members
+            .iter()
+            .any(|m| core.want(m) && matches!(core.units[m].phase, Phase::Stopped | Phase::Backoff { .. }));
+        if !down || !coming_back || !core.config_loaded {
+            continue;
         }
+        if !core.config.database_link {
+            core.cleared.insert(group, GroupClear::Done);
+            continue;
+        }
+        let mut flush = BTreeSet::new();
+        let mut delete_state = BTreeSet::new();
+        for member in &members {
+            let spec = &core.service(member).manifest.service.cold_start;
+            flush.extend(spec.flush_databases.iter().cloned());
+            delete_state.extend(spec.delete_state.iter().cloned());
+        }
+        tracing::info!(group = %group, databases = ?flush, "clearing before the group starts cold");
+        core.db(DbRequest::ColdStart {
+            group: group.clone(),
+            flush: flush.into_iter().collect(),
+            delete_state: delete_state.into_iter().collect(),
+        });
+        core.cleared.insert(group, GroupClear::Clearing);
     }
+}
 
-    /// A member went down cold: the group and its dependents go down too, and the group's
-    /// databases are cleared before it comes back.
-    pub(super) fn group_down(&mut self, group: &str, cause: &ServiceName) {
-        let affected = self.group_and_dependents(group);
-        tracing::warn!(group, cause = %cause, services = ?affected, "failure group going down");
-        let why = format!("restarting with failure group {group}: {cause} went down");
-        for name in &affected {
-            let unit = self.unit(name);
-            if unit.phase.is_active() && name != cause {
-                unit.cycle = true;
-                unit.stop_mode = StopMode::Cold;
-                unit.message = Some(why.clone());
-                unit.recovering = Some(why.clone());
-            }
-        }
-        self.cleared.insert(group.to_owned(), GroupClear::Needed);
+pub(super) fn on_cold_start_done(core: &mut Core, group: &str, result: Result<(), Failure>) {
+    if let Err(e) = result {
+        // The members start anyway: holding them would not make the database answer.
+        tracing::error!(group, error = %e, "the cold-start flush failed");
     }
+    core.cleared.insert(group.to_owned(), GroupClear::Done);
+}
 
-    /// Starts the cold-start flush of a group that is fully down and about to come back.
-    pub(super) fn clear_groups(&mut self) {
-        let needed: Vec<String> =
-            self.cleared.iter().filter(|(_, c)| **c == GroupClear::Needed).map(|(g, _)| g.clone()).collect();
-        for group in needed {
-            let members = self.manifests.group_members(&group);
-            let down = members.iter().all(|m| !self.units[m].phase.is_active());
-            let coming_back = members
-                .iter()
-                .any(|m| self.want(m) && matches!(self.units[m].phase, Phase::Stopped | Phase::Backoff { .. }));
-            if !down || !coming_back || !self.config_loaded {
-                continue;
-            }
-            let Some(db) = &self.db else {
-                self.cleared.insert(group, GroupClear::Done);
-                continue;
-            };
-            let mut flush = BTreeSet::new();
-            let mut delete_state = BTreeSet::new();
-            for member in &members {
-                let spec = &self.service(member).manifest.service.cold_start;
-                flush.extend(spec.flush_databases.iter().cloned());
-                delete_state.extend(spec.delete_state.iter().cloned());
-            }
-            tracing::info!(group = %group, databases = ?flush, "clearing before the group starts cold");
-            let _ = db.messages.send(DbMessage::ColdStart {
-                group: group.clone(),
-                flush: flush.into_iter().collect(),
-                delete_state: delete_state.into_iter().collect(),
-            });
-            self.cleared.insert(group, GroupClear::Clearing);
+/// The services an operator's stop or start of `name` acts on: `name`, and for a
+/// failure-group member, the whole group and its dependents.
+pub(super) fn with_group(core: &Core, name: &ServiceName) -> BTreeSet<ServiceName> {
+    match core.service(name).failure_group() {
+        Some(group) => {
+            let mut set = group_and_dependents(core, group);
+            set.insert(name.clone());
+            set
         }
+        None => BTreeSet::from([name.clone()]),
     }
+}
 
-    pub(super) fn on_cold_start_done(&mut self, group: &str, result: Result<(), String>) {
-        if let Err(e) = result {
-            // The members start anyway: holding them would not make the database answer.
-            tracing::error!(group, error = %e, "the cold-start flush failed");
-        }
-        self.cleared.insert(group.to_owned(), GroupClear::Done);
+/// `name` and its failure-group peers (just `name` outside a group).
+pub(super) fn peers(core: &Core, name: &ServiceName) -> BTreeSet<ServiceName> {
+    match core.service(name).failure_group() {
+        Some(group) => core.manifests.group_members(group).into_iter().chain([name.clone()]).collect(),
+        None => BTreeSet::from([name.clone()]),
     }
+}
 
-    /// The services an operator's stop or start of `name` acts on: `name`, and for a
-    /// failure-group member, the whole group and its dependents.
-    pub(super) fn with_group(&self, name: &ServiceName) -> BTreeSet<ServiceName> {
-        match self.service(name).failure_group() {
-            Some(group) => {
-                let mut set = self.group_and_dependents(group);
-                set.insert(name.clone());
-                set
-            }
-            None => BTreeSet::from([name.clone()]),
-        }
+/// Cycles `name` as a restart does: alone when `warm` (with its warm stop), otherwise with
+/// its failure group and everything that depends on them. Returns who cycles.
+pub(super) fn cycle_for_restart(core: &mut Core, name: &ServiceName, warm: bool) -> Vec<ServiceName> {
+    let roots = if warm { BTreeSet::from([name.clone()]) } else { with_group(core, name) };
+    if let (false, Some(group)) = (warm, core.service(name).failure_group()) {
+        core.cleared.insert(group.to_owned(), GroupClear::Needed);
     }
-
-    /// `name` and its failure-group peers (just `name` outside a group).
-    pub(super) fn peers(&self, name: &ServiceName) -> BTreeSet<ServiceName> {
-        match self.service(name).failure_group() {
-            Some(group) => self.manifests.group_members(group).into_iter().chain([name.clone()]).collect(),
-            None => BTreeSet::from([name.clone()]),
+    let closure: BTreeSet<ServiceName> =
+        roots.iter().flat_map(|r| core.manifests.graph().dependent_closure(r)).collect();
+    let mut affected = Vec::new();
+    for dep in closure {
+        if dep != *name && !core.want(&dep) {
+            continue;
         }
+        super::lifecycle::reset(core, &dep);
+        // Only a warm or fast stop is chosen ahead; a cold one decides at the stop.
+        let mode = if warm { Some(core.stop_mode(&dep)).filter(|m| *m != super::types::StopMode::Cold) } else { None };
+        let unit = core.unit(&dep);
+        if unit.phase.is_active() {
+            unit.cycle = Some(Cycle { mode });
+            unit.comeback.requested = true;
+        }
+        affected.push(dep);
     }
+    affected
 }

@@ -26,8 +26,9 @@ pub enum Phase {
     /// Crashed; restarts once the delay is over.
     Backoff { until: Instant },
     /// Held down until an operator acts: the failure budget is spent, auto-restart is off,
-    /// or the service cannot be created (missing image, bad spec).
-    Failed { reason: String },
+    /// or (`blocked`) the service cannot be created (missing image, bad spec), which new
+    /// images may change.
+    Failed { reason: String, blocked: bool },
 }
 
 impl Phase {
@@ -59,7 +60,8 @@ pub enum Action {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Plan {
     pub actions: Vec<Action>,
-    /// When to run `plan` again even if nothing happens (a backoff ends).
+    /// When to run `plan` again even if nothing happens: a backoff ends, or one of the
+    /// other deadlines it was given passes. The supervisor's only wake-up.
     pub wake_at: Option<Instant>,
     /// Services that want to run but wait, and for what (services or conditions).
     pub waiting: BTreeMap<ServiceName, Vec<String>>,
@@ -70,8 +72,15 @@ fn target_up(unit: &UnitView) -> bool {
     unit.want && !unit.cycle && !matches!(unit.phase, Phase::Failed { .. })
 }
 
-pub fn plan(graph: &ServiceGraph, units: &BTreeMap<ServiceName, UnitView>, now: Instant) -> Plan {
-    let mut out = Plan::default();
+/// The next actions for `units`; `timers` are the other deadlines to wake for (those still
+/// ahead of `now` count).
+pub fn plan(
+    graph: &ServiceGraph,
+    units: &BTreeMap<ServiceName, UnitView>,
+    timers: impl IntoIterator<Item = Instant>,
+    now: Instant,
+) -> Plan {
+    let mut out = Plan { wake_at: timers.into_iter().filter(|t| *t > now).min(), ..Plan::default() };
     for name in graph.start_order() {
         let Some(unit) = units.get(name) else { continue };
         let up = target_up(unit);
@@ -155,7 +164,7 @@ mod tests {
                 (n(name), UnitView { want: *want, phase: phase.clone(), cycle: *cycle, gate: None })
             })
             .collect();
-        let plan = plan(&graph(), &units, Instant::now());
+        let plan = plan(&graph(), &units, [], Instant::now());
         let got: Vec<String> = plan
             .actions
             .iter()
@@ -274,7 +283,7 @@ mod tests {
 
     #[test]
     fn failed_service_stays_down_and_holds_its_dependents() {
-        let failed = Failed { reason: "5 failures".into() };
+        let failed = Failed { reason: "5 failures".into(), blocked: false };
         let plan = check(&[("database", true, failed, false), ("swss", true, Stopped, false)], &[]);
         assert_eq!(plan.waiting[&n("swss")], vec!["database"]);
     }
@@ -284,9 +293,18 @@ mod tests {
         let mut units: BTreeMap<ServiceName, UnitView> = BTreeMap::new();
         units.insert(n("database"), UnitView { want: true, phase: Ready, cycle: false, gate: None });
         units.insert(n("swss"), UnitView { want: true, phase: Stopped, cycle: false, gate: Some("CONFIG_DB") });
-        let plan = plan(&graph(), &units, Instant::now());
+        let plan = plan(&graph(), &units, [], Instant::now());
         assert!(plan.actions.is_empty());
         assert_eq!(plan.waiting[&n("swss")], vec!["CONFIG_DB"]);
+    }
+
+    #[test]
+    fn the_earliest_deadline_ahead_is_the_wake_up() {
+        let now = Instant::now();
+        let (soon, later) = (now + Duration::from_secs(2), now + Duration::from_secs(9));
+        let units = [(n("pmon"), UnitView { want: true, phase: Backoff { until: later }, cycle: false, gate: None })];
+        let plan = plan(&graph(), &units.into_iter().collect(), [later, soon, now - Duration::from_secs(1)], now);
+        assert_eq!(plan.wake_at, Some(soon), "past timers are ignored; the soonest ahead wins");
     }
 
     #[test]

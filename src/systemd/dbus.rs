@@ -5,10 +5,14 @@
 //! as sender with a well-known name, which zbus refuses (it panics reading such a message).
 
 use std::path::Path;
+use std::time::Duration;
 
 use tokio::sync::Mutex;
 
-use super::mirror::UnitManager;
+use crate::supervisor::ports::{UnitError, Units};
+
+/// Every D-Bus call's deadline: systemd answers in milliseconds, or is busy re-executing.
+const CALL_TIMEOUT: Duration = Duration::from_secs(5);
 
 const SYSTEMD: &str = "org.freedesktop.systemd1";
 const MANAGER_PATH: &str = "/org/freedesktop/systemd1";
@@ -20,17 +24,47 @@ struct Manager {
     connection: zbus::Connection,
 }
 
+/// Why a D-Bus call did not get its answer.
+#[derive(Debug, thiserror::Error)]
+pub enum DbusError {
+    #[error("cannot reach the system bus")]
+    Connect(#[source] zbus::Error),
+    #[error("D-Bus call {method} failed")]
+    Call {
+        method: &'static str,
+        #[source]
+        source: zbus::Error,
+    },
+    #[error("D-Bus call {method} had no answer within {timeout:?}")]
+    Timeout { method: &'static str, timeout: Duration },
+}
+
 impl Manager {
-    async fn connect() -> Result<Self, String> {
-        let connection = zbus::Connection::system().await.map_err(|e| format!("cannot reach the system bus: {e}"))?;
+    async fn connect() -> Result<Self, DbusError> {
+        let connect = tokio::time::timeout(CALL_TIMEOUT, zbus::Connection::system());
+        let connection = connect
+            .await
+            .map_err(|_| DbusError::Timeout { method: "Hello", timeout: CALL_TIMEOUT })?
+            .map_err(DbusError::Connect)?;
         Ok(Self { connection })
     }
 
-    async fn call<B>(&self, path: &str, interface: &str, method: &str, body: &B) -> zbus::Result<zbus::Message>
+    async fn call<B>(
+        &self,
+        path: &str,
+        interface: &str,
+        method: &'static str,
+        body: &B,
+    ) -> Result<zbus::Message, DbusError>
     where
         B: serde::Serialize + zbus::zvariant::DynamicType,
     {
-        self.connection.call_method(Some(SYSTEMD), path, Some(interface), method, body).await
+        let call = self.connection.call_method(Some(SYSTEMD), path, Some(interface), method, body);
+        match tokio::time::timeout(CALL_TIMEOUT, call).await {
+            Ok(Ok(message)) => Ok(message),
+            Ok(Err(source)) => Err(DbusError::Call { method, source }),
+            Err(_) => Err(DbusError::Timeout { method, timeout: CALL_TIMEOUT }),
+        }
     }
 }
 
@@ -50,7 +84,7 @@ impl SystemdManager {
         Self::default()
     }
 
-    async fn manager(&self) -> Result<Manager, String> {
+    async fn manager(&self) -> Result<Manager, DbusError> {
         let mut slot = self.manager.lock().await;
         if let Some(manager) = slot.as_ref() {
             return Ok(manager.clone());
@@ -61,29 +95,27 @@ impl SystemdManager {
     }
 }
 
-impl UnitManager for SystemdManager {
-    async fn start_unit(&self, unit: &str) -> Result<(), String> {
-        let manager = self.manager().await?;
+impl Units for SystemdManager {
+    async fn start_unit(&self, unit: &str) -> Result<(), UnitError> {
+        let manager = self.manager().await.map_err(|e| UnitError::Unreachable(e.to_string()))?;
         let call = manager.call(MANAGER_PATH, MANAGER, "StartUnit", &(unit, "fail")).await;
         match call {
             Ok(_) => Ok(()),
-            Err(zbus::Error::MethodError(name, detail, _)) => Err(format!("{name}: {}", detail.unwrap_or_default())),
+            Err(DbusError::Call { source: zbus::Error::MethodError(name, detail, _), .. }) => {
+                Err(UnitError::Refused { name: name.to_string(), detail: detail.unwrap_or_default() })
+            }
             Err(e) => {
                 // systemd or the bus went away (re-exec, dbus restart): reconnect next time.
                 *self.manager.lock().await = None;
-                Err(e.to_string())
+                Err(UnitError::Unreachable(e.to_string()))
             }
         }
     }
 }
 
-fn dbus_error(e: zbus::Error) -> String {
-    e.to_string()
-}
-
 /// The type of the job systemd runs on `unit` now (`stop`, `restart`, ...), if any: a unit's
 /// `ExecStop` tells a restart from a stop with it. One call: `ListUnitsByNames` carries the job.
-pub async fn unit_job_type(unit: &str) -> Result<Option<String>, String> {
+pub async fn unit_job_type(unit: &str) -> Result<Option<String>, DbusError> {
     /// name, description, load, active, sub, following, path, job id, job type, job path.
     type UnitRow = (
         String,
@@ -98,7 +130,8 @@ pub async fn unit_job_type(unit: &str) -> Result<Option<String>, String> {
         zbus::zvariant::OwnedObjectPath,
     );
     let manager = Manager::connect().await?;
-    let reply = manager.call(MANAGER_PATH, MANAGER, "ListUnitsByNames", &(vec![unit],)).await.map_err(dbus_error)?;
-    let rows: Vec<UnitRow> = reply.body().deserialize().map_err(dbus_error)?;
+    let reply = manager.call(MANAGER_PATH, MANAGER, "ListUnitsByNames", &(vec![unit],)).await?;
+    let rows: Vec<UnitRow> =
+        reply.body().deserialize().map_err(|source| DbusError::Call { method: "ListUnitsByNames", source })?;
     Ok(rows.into_iter().find(|row| row.0 == unit && row.7 != 0).map(|row| row.8))
 }

@@ -16,7 +16,7 @@
 //! The unit stays active across crash recoveries, as the service is still meant to run, with
 //! `STATUS=` saying what happens.
 
-use crate::api::ServiceStatus;
+use crate::api::{ServiceState, ServiceStatus};
 
 /// How the unit's main process ends.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -54,16 +54,16 @@ pub struct Facade {
 pub fn status_text(status: &ServiceStatus) -> String {
     let pid = status.pid.map(|p| format!(", pid {p}")).unwrap_or_default();
     let note = status.message.as_deref();
-    match (status.state.as_str(), status.ready) {
-        ("running", true) => format!("running{pid}, ready"),
-        ("running", false) => match note {
+    match (status.state, status.ready) {
+        (ServiceState::Running, true) => format!("running{pid}, ready"),
+        (ServiceState::Running, false) => match note {
             Some(note) => format!("running{pid}, waiting for the readiness probe ({note})"),
             None => format!("running{pid}, waiting for the readiness probe"),
         },
-        ("restarting", _) => note.unwrap_or("restarting after crash").to_owned(),
+        (ServiceState::Restarting, _) => note.unwrap_or("restarting after crash").to_owned(),
         (state, _) => match note {
             Some(note) => format!("{state}: {note}"),
-            None => state.to_owned(),
+            None => state.to_string(),
         },
     }
 }
@@ -75,12 +75,12 @@ impl Facade {
 
     pub fn observe(&mut self, status: &ServiceStatus) -> Step {
         let mut step = Step::default();
-        if status.state == "failed" {
+        if status.state == ServiceState::Failed {
             let reason = status.message.clone().unwrap_or_else(|| "failed".to_owned());
             step.exit = Some(Outcome::Failed(reason));
             return step;
         }
-        if status.state == "stopped" && !status.enabled {
+        if status.state == ServiceState::Stopped && !status.enabled {
             step.exit = Some(Outcome::Stopped);
             return step;
         }
@@ -89,7 +89,7 @@ impl Facade {
             step.exit = Some(Outcome::Restarting);
             return step;
         }
-        if status.state == "running" && !requested {
+        if status.state == ServiceState::Running && !requested {
             self.attached = true;
         }
         let text = status_text(status);
@@ -128,12 +128,13 @@ mod tests {
     use super::*;
 
     fn status(state: &str, ready: bool, enabled: bool, message: Option<&str>) -> ServiceStatus {
+        let state: ServiceState = serde_json::from_value(serde_json::Value::String(state.into())).unwrap();
         ServiceStatus {
             name: "bgp".into(),
-            state: state.into(),
+            state,
             ready,
             enabled,
-            pid: (state == "running").then_some(42),
+            pid: (state == ServiceState::Running).then_some(42),
             restarts: 0,
             image: "docker-fpm-frr:latest".into(),
             image_digest: None,
@@ -150,7 +151,7 @@ mod tests {
 
     #[test]
     fn a_requested_restart_ends_the_unit_that_saw_the_service_run() {
-        let requested = |state: &str, ready: bool| ServiceStatus {
+        let requested = |state: &'static str, ready: bool| ServiceStatus {
             restart: Some("requested".into()),
             ..status(state, ready, true, None)
         };

@@ -11,8 +11,8 @@ use std::collections::BTreeSet;
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
-use crate::fsutil::atomic_write;
 use crate::manifest::{ManifestSet, Service, ServiceName};
+use crate::state::fsutil::atomic_write;
 
 /// The unit that runs the daemon; every facade is ordered after it.
 pub const DAEMON_UNIT: &str = "soniclet.service";

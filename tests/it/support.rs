@@ -82,8 +82,6 @@ pub struct TestSwitch {
     containerd_socket: PathBuf,
     containerd: Child,
     daemon: Option<Child>,
-    /// Extra environment of the next daemon started (a test's failpoint).
-    pub daemon_env: Vec<(String, String)>,
 }
 
 impl TestSwitch {
@@ -144,18 +142,7 @@ impl TestSwitch {
         )
         .unwrap();
         std::fs::create_dir_all(root.join("root/shared")).unwrap();
-        Self {
-            dir,
-            netns,
-            namespace,
-            socket,
-            config,
-            services,
-            containerd_socket,
-            containerd,
-            daemon: None,
-            daemon_env: Vec::new(),
-        }
+        Self { dir, netns, namespace, socket, config, services, containerd_socket, containerd, daemon: None }
     }
 
     /// The project's manifest for `name` (from `services/`).
@@ -205,7 +192,6 @@ impl TestSwitch {
             .args(["daemon", "--config"])
             .arg(&self.config)
             .env("SONICLET_LOG", "info,soniclet=debug")
-            .envs(self.daemon_env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
             .stdout(log.try_clone().unwrap())
             .stderr(log)
             .spawn()

@@ -13,7 +13,7 @@ use serde::Serialize;
 
 use crate::images;
 use crate::lab::Lab;
-use crate::util::{build_soniclet, ensure_packages, is_root, output, project_root, run, PREREQUISITES};
+use crate::util::{build_bench, build_soniclet, ensure_packages, is_root, output, project_root, run, PREREQUISITES};
 
 #[derive(Debug, Clone, Serialize)]
 pub struct Metric {
@@ -163,6 +163,7 @@ fn boot(idle_secs: u64, repeat: usize) -> Result<Vec<Metric>> {
 }
 
 fn boot_in(lab: &Lab, built: &[(String, PathBuf, String)], idle_secs: u64, repeat: usize) -> Result<Vec<Metric>> {
+    let bench = build_bench()?;
     lab.ensure_containerd()?;
     // Warm-up, not measured: import the images and boot once, so every run finds the same
     // content, snapshots and page cache.
@@ -193,8 +194,9 @@ fn boot_in(lab: &Lab, built: &[(String, PathBuf, String)], idle_secs: u64, repea
 
         // The baseline: the same containers, straight through containerd, no supervisor.
         std::thread::sleep(Duration::from_millis(500));
-        let raw = output(lab.cli().args(["bench-raw", "--config"]).arg(lab.config()).args(["--restart", RESTARTED]))?;
-        let raw: serde_json::Value = serde_json::from_str(&raw).context("bench-raw output")?;
+        let raw =
+            output(Command::new(&bench).args(["raw", "--config"]).arg(lab.config()).args(["--restart", RESTARTED]))?;
+        let raw: serde_json::Value = serde_json::from_str(&raw).context("soniclet-bench raw output")?;
         raw_boots.push(raw["runs"][0]["critical_path_ms"].as_f64().context("critical path")?);
         raw_walls.push(raw["runs"][0]["wall_ms"].as_f64().context("wall time")?);
         raw_restarts.push(raw["restart_ms"][0].as_f64().context("restart")?);
@@ -292,12 +294,12 @@ impl Drop for Redis {
 }
 
 fn appl_db(repeat: usize) -> Result<Vec<Metric>> {
-    let soniclet = build_soniclet()?;
+    let bench = build_bench()?;
     let redis = Redis::start()?;
     let mut runs: Vec<serde_json::Value> = Vec::new();
     for i in 0..repeat.max(1) {
-        let out = output(Command::new(&soniclet).args(["bench-db", "--socket"]).arg(redis.socket()))?;
-        let run: serde_json::Value = serde_json::from_str(&out).context("bench-db output")?;
+        let out = output(Command::new(&bench).args(["db", "--socket"]).arg(redis.socket()))?;
+        let run: serde_json::Value = serde_json::from_str(&out).context("soniclet-bench db output")?;
         eprintln!(
             "bench: run {} of {repeat}: producer {:.0}/s, drain {:.0}/s, end to end {:.0}/s, raw HSET {:.0}/s",
             i + 1,
@@ -437,13 +439,13 @@ fn lifecycle_in(lab: &Lab, repeat: usize) -> Result<Vec<Metric>> {
     run(lab.cli().args(["shutdown", "--stop-services"]).stdout(quiet()))?;
     std::thread::sleep(Duration::from_millis(500));
     let raw = output(
-        lab.cli()
-            .args(["bench-raw", "--config"])
+        Command::new(build_bench()?)
+            .args(["raw", "--config"])
             .arg(lab.config())
             .args(["--crash", "syncd", "--repeat"])
             .arg(repeat.to_string()),
     )?;
-    let raw: serde_json::Value = serde_json::from_str(&raw).context("bench-raw output")?;
+    let raw: serde_json::Value = serde_json::from_str(&raw).context("soniclet-bench raw output")?;
     let mut raw_recoveries: Vec<f64> =
         raw["group_recovery_ms"].as_array().into_iter().flatten().filter_map(|v| v.as_f64()).collect();
     eprintln!("bench: raw group recovery {raw_recoveries:?} ms");

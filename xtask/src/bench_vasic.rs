@@ -15,7 +15,7 @@ use anyhow::{bail, Context, Result};
 use crate::bench::{bench_lab, median, Metric};
 use crate::images;
 use crate::lab::Lab;
-use crate::util::{build_soniclet, output, run};
+use crate::util::{build_bench, build_soniclet, output, run};
 
 const ROUTES: usize = 10_000;
 const NEXT_HOP: &str = "10.0.0.2";
@@ -136,28 +136,27 @@ fn vasic_in(
         }
     }
 
+    let bench = build_bench()?;
     let socket = lab.sonic_root().join("var/run/redis/redis.sock");
-    let latency: serde_json::Value = serde_json::from_str(&output(
-        Command::new(&lab.soniclet).arg("bench-route-latency").arg("--socket").arg(&socket).args([
+    let latency: serde_json::Value =
+        serde_json::from_str(&output(Command::new(&bench).arg("route-latency").arg("--socket").arg(&socket).args([
             "--samples",
             "300",
             "--ifname",
             "Ethernet0",
             "--nexthop",
             NEXT_HOP,
-        ]),
-    )?)?;
-    let raw: serde_json::Value = serde_json::from_str(&output(
-        Command::new("ip").args(["netns", "exec", &lab.netns]).arg(&lab.soniclet).args([
-            "bench-netlink-routes",
+        ]))?)?;
+    let raw: serde_json::Value =
+        serde_json::from_str(&output(Command::new("ip").args(["netns", "exec", &lab.netns]).arg(&bench).args([
+            "netlink-routes",
             "--count",
             &ROUTES.to_string(),
             "--dev",
             "Ethernet0",
             "--nexthop",
             NEXT_HOP,
-        ]),
-    )?)?;
+        ]))?)?;
     let raw_secs = raw["seconds"].as_f64().context("baseline seconds")?;
     Ok(vec![
         Metric::new(

@@ -85,7 +85,6 @@ pub fn cargo() -> Command {
     cmd
 }
 
-/// Builds the soniclet binary (release) and returns its path.
 /// Builds the release binary; returns the copy that ships (in the VS images and the rootfs):
 /// without the line tables (a fifth of the size), with the symbols, so backtraces still name
 /// functions.
@@ -100,4 +99,11 @@ pub fn build_soniclet() -> Result<PathBuf> {
         std::fs::rename(&tmp, &shipped)?;
     }
     Ok(shipped)
+}
+
+/// Builds `soniclet-bench`, the benchmarks' baselines and workloads (never shipped), beside
+/// the product binary whose log shim its raw baseline uses; returns its path.
+pub fn build_bench() -> Result<PathBuf> {
+    run(cargo().args(["build", "--release", "--locked", "--bin", "soniclet", "--bin", "soniclet-bench"]))?;
+    Ok(project_root().join("target/release/soniclet-bench"))
 }

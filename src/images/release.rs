@@ -17,7 +17,7 @@
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 use crate::manifest::{ManifestSet, ServiceName};
 
@@ -41,8 +41,9 @@ struct EntryFile {
     warm: bool,
 }
 
-/// One service of a release.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// One service of a release (also in the release journal of `state.json`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct ReleaseEntry {
     pub service: ServiceName,
     pub image: String,
@@ -53,7 +54,8 @@ pub struct ReleaseEntry {
 }
 
 /// A checked release, its entries in the order they are applied.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct Release {
     pub name: String,
     pub entries: Vec<ReleaseEntry>,

@@ -1,5 +1,6 @@
-//! Importing image archives, for `soniclet image import` and for the archives a switch image
-//! carries (`paths.images`, imported when the daemon first sees them).
+//! The image pipeline: importing archives, for `soniclet image import` and for the archives a
+//! switch image carries (`paths.images`, imported when the daemon first sees them), and
+//! release manifests (`release`).
 //!
 //! Every archive is verified and staged before anything reaches the runtime
 //! ([`crate::runtime::archive`]), so a corrupt file changes nothing. Preloading remembers what
@@ -12,8 +13,10 @@ use std::time::UNIX_EPOCH;
 
 use serde::{Deserialize, Serialize};
 
-use crate::fsutil::atomic_write;
 use crate::runtime::{archive, ContainerRuntime, ImageInfo, RuntimeError};
+use crate::state::fsutil::atomic_write;
+
+pub mod release;
 
 const PRELOADED_FILE: &str = "preloaded-images.json";
 

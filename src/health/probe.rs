@@ -1,16 +1,17 @@
-//! Health probes, run by the daemon: an exec in the container, a Redis PING, a Redis key
-//! holding a value, or a named process running in the container.
+//! The health adapter: readiness probes (an exec in the container, a Redis PING, a Redis key
+//! holding a value, or a named process running in the container), critical processes
+//! watched by pidfd, and warm or fast stop steps.
 
 use std::sync::Arc;
 use std::time::Duration;
 
+use super::procwatch::PidFd;
 use crate::db::redis::Db;
 use crate::db::schema::resolve_db;
 use crate::manifest::{Probe, Service, StopStep, STEP_SIGNALS};
-use crate::procwatch::PidFd;
 use crate::runtime::spec::HostSettings;
 use crate::runtime::ContainerRuntime;
-use crate::supervisor::Health;
+use crate::supervisor::ports::{Health, HealthError};
 
 /// The cap on one exec probe.
 const EXEC_TIMEOUT: Duration = Duration::from_secs(5);
@@ -27,8 +28,8 @@ impl<R: ContainerRuntime> Prober<R> {
     }
 
     /// The container's processes with their names (`comm`).
-    async fn processes(&self, container: &str) -> Result<Vec<(u32, String)>, String> {
-        let pids = self.runtime.pids(container).await.map_err(|e| e.to_string())?;
+    async fn processes(&self, container: &str) -> Result<Vec<(u32, String)>, HealthError> {
+        let pids = self.runtime.pids(container).await?;
         Ok(pids
             .into_iter()
             .filter_map(|pid| {
@@ -38,7 +39,7 @@ impl<R: ContainerRuntime> Prober<R> {
             .collect())
     }
 
-    async fn process_running(&self, container: &str, name: &str) -> Result<bool, String> {
+    async fn process_running(&self, container: &str, name: &str) -> Result<bool, HealthError> {
         Ok(self.processes(container).await?.iter().any(|(_, comm)| comm == name))
     }
 
@@ -93,11 +94,16 @@ impl<R: ContainerRuntime> Health for Prober<R> {
         watched[index].0.clone()
     }
 
-    async fn stop_step(&self, container: &str, step: &StopStep) -> Result<(), String> {
+    async fn stop_step(&self, container: &str, step: &StopStep) -> Result<(), HealthError> {
+        let failed = |message: String| HealthError::Failed(message);
         let timeout = Duration::from_secs(u64::from(step.timeout));
         if let Some(signal) = &step.signal {
-            let number = STEP_SIGNALS.iter().find(|(n, _)| n == signal).map(|(_, s)| *s).ok_or("unknown signal")?;
-            let signal = nix::sys::signal::Signal::try_from(number).map_err(|e| e.to_string())?;
+            let number = STEP_SIGNALS
+                .iter()
+                .find(|(n, _)| n == signal)
+                .map(|(_, s)| *s)
+                .ok_or_else(|| failed(format!("unknown signal {signal}")))?;
+            let signal = nix::sys::signal::Signal::try_from(number).map_err(|e| failed(e.to_string()))?;
             // In order: each process gets the signal, and the next waits until it is gone.
             for name in &step.processes {
                 let pids = self.pids_named(container, name).await;
@@ -106,18 +112,22 @@ impl<R: ContainerRuntime> Health for Prober<R> {
                     let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(*pid as i32), signal);
                 }
                 if !all_exited(&pidfds, timeout).await {
-                    return Err(format!(
+                    return Err(failed(format!(
                         "{name} still runs {}s after SIG{}",
                         step.timeout,
                         signal.as_str().trim_start_matches("SIG")
-                    ));
+                    )));
                 }
             }
             return Ok(());
         }
         if !step.exec.is_empty() {
-            let code = self.runtime.exec(container, step.exec.clone(), timeout).await.map_err(|e| e.to_string())?;
-            return if code == 0 { Ok(()) } else { Err(format!("{} exited with code {code}", step.exec.join(" "))) };
+            let code = self.runtime.exec(container, step.exec.clone(), timeout).await?;
+            return if code == 0 {
+                Ok(())
+            } else {
+                Err(failed(format!("{} exited with code {code}", step.exec.join(" "))))
+            };
         }
         let mut pidfds = Vec::new();
         for name in &step.wait_exit {
@@ -126,45 +136,45 @@ impl<R: ContainerRuntime> Health for Prober<R> {
         if all_exited(&pidfds, timeout).await {
             Ok(())
         } else {
-            Err(format!("{} still running after {}s", step.wait_exit.join(", "), step.timeout))
+            Err(failed(format!("{} still running after {}s", step.wait_exit.join(", "), step.timeout)))
         }
     }
 
-    async fn check(&self, service: &Service, container: &str) -> Result<bool, String> {
+    async fn check(&self, service: &Service, container: &str) -> Result<(), HealthError> {
+        let not_ready = |message: String| HealthError::NotReady(message);
+        let failed = |e: &dyn std::error::Error| HealthError::Failed(e.to_string());
         match &service.manifest.readiness.probe {
             Probe::Exec { command } => {
-                let code =
-                    self.runtime.exec(container, command.clone(), EXEC_TIMEOUT).await.map_err(|e| e.to_string())?;
+                let code = self.runtime.exec(container, command.clone(), EXEC_TIMEOUT).await?;
                 if code == 0 {
-                    Ok(true)
+                    Ok(())
                 } else {
-                    Err(format!("{} exited with code {code}", command.join(" ")))
+                    Err(not_ready(format!("{} exited with code {code}", command.join(" "))))
                 }
             }
             Probe::RedisPing { socket } => {
-                let conn = Db::open_socket(&self.host.host_path(socket), 0).await.map_err(|e| e.to_string())?;
-                conn.ping().await.map_err(|e| e.to_string())?;
-                Ok(true)
+                let conn = Db::open_socket(&self.host.host_path(socket), 0).await.map_err(|e| failed(&e))?;
+                conn.ping().await.map_err(|e| failed(&e))
             }
             Probe::RedisKey { socket, db, key, field, value } => {
-                let id = resolve_db(db).ok_or_else(|| format!("unknown database {db}"))?;
-                let conn = Db::open_socket(&self.host.host_path(socket), id).await.map_err(|e| e.to_string())?;
+                let id = resolve_db(db).ok_or_else(|| HealthError::Failed(format!("unknown database {db}")))?;
+                let conn = Db::open_socket(&self.host.host_path(socket), id).await.map_err(|e| failed(&e))?;
                 let found = match field {
                     Some(field) => conn.hget(key, field).await,
                     None => conn.get(key).await,
                 }
-                .map_err(|e| e.to_string())?;
+                .map_err(|e| failed(&e))?;
                 match found {
-                    Some(v) if &v == value => Ok(true),
-                    Some(v) => Err(format!("{db} {key} is {v:?}, waiting for {value:?}")),
-                    None => Err(format!("{db} {key} is not set yet")),
+                    Some(v) if &v == value => Ok(()),
+                    Some(v) => Err(not_ready(format!("{db} {key} is {v:?}, waiting for {value:?}"))),
+                    None => Err(not_ready(format!("{db} {key} is not set yet"))),
                 }
             }
             Probe::Process { name } => {
                 if self.process_running(container, name).await? {
-                    Ok(true)
+                    Ok(())
                 } else {
-                    Err(format!("process {name} is not running yet"))
+                    Err(not_ready(format!("process {name} is not running yet")))
                 }
             }
         }

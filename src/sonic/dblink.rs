@@ -11,19 +11,19 @@
 //! It decides nothing: every decision is the supervisor's, which gets [`Event`]s.
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 
-use crate::configdb::{self, ConfigContent};
+use super::configdb::{self, ConfigContent, ConfigDbError};
+use super::feature::FeatureReport;
 use crate::db::config::{DbConfig, DEFAULT_DB_CONFIG};
 use crate::db::subscriber::SubscriberStateTable;
 use crate::db::{Db, DbError, Fields, Op};
-use crate::feature::FeatureReport;
-use crate::supervisor::{Event, Handle, WarmFlags};
+use crate::supervisor::{BootType, DbRequest, Event, Failure, Handle, WarmFlags};
 
 /// Open connections, while the database is up.
 #[derive(Debug, Clone)]
@@ -36,54 +36,22 @@ pub struct Connections {
     pub counters_db: Db,
 }
 
-/// How this boot started (`SONIC_BOOT_TYPE` on the kernel command line).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum BootType {
-    Cold,
-    Warm,
-    Fast,
+/// Why the link could not do what it was asked.
+#[derive(Debug, thiserror::Error)]
+pub enum LinkError {
+    #[error(transparent)]
+    Db(#[from] DbError),
+    #[error(transparent)]
+    Config(#[from] ConfigDbError),
 }
 
-impl BootType {
-    /// Reads `SONIC_BOOT_TYPE=` from a kernel command line, as docker_image_ctl.j2 does.
-    pub fn from_cmdline(cmdline: &str) -> Self {
-        let value = cmdline.split_whitespace().find_map(|w| w.strip_prefix("SONIC_BOOT_TYPE=")).unwrap_or("cold");
-        match value {
-            "warm" => Self::Warm,
-            "fast" | "fastfast" | "fast-reboot" | "express" => Self::Fast,
-            _ => Self::Cold,
-        }
-    }
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Cold => "cold",
-            Self::Warm => "warm",
-            Self::Fast => "fast",
-        }
+impl From<LinkError> for Failure {
+    fn from(e: LinkError) -> Self {
+        Failure::of(&e)
     }
 }
 
-/// What the supervisor sends the link.
-#[derive(Debug)]
-pub enum DbMessage {
-    /// STATE_DB `FEATURE|<name>`.
-    Feature(FeatureReport),
-    /// STATE_DB `SYSTEM_READY|SYSTEM_STATE`.
-    System { status: String, reason: String },
-    /// Clear what failure group `group` clears before it starts cold; answered with
-    /// [`Event::ColdStartDone`].
-    ColdStart { group: String, flush: Vec<String>, delete_state: Vec<String> },
-    /// Replace CONFIG_DB with `init_cfg.json` and `config`; answered with [`Event::ConfigReloaded`].
-    Reload { config: ConfigContent },
-    /// STATE_DB `WARM_RESTART_ENABLE_TABLE|<service> enable`; `None` deletes the entry.
-    Warm { service: String, enable: Option<bool> },
-    /// STATE_DB `SERVICE_UPGRADE_TABLE|<service>`: the last image change and its outcome.
-    Upgrade { service: String, fields: Fields },
-}
-
-/// Shared with the API (CONFIG_DB writes for `soniclet feature`) and the intent engine.
+/// The database link, shared with the intent engine (which follows its connections).
 #[derive(Debug)]
 pub struct DbLink {
     sonic_root: PathBuf,
@@ -95,11 +63,6 @@ pub struct DbLink {
 impl DbLink {
     pub fn new(sonic_root: PathBuf) -> Arc<Self> {
         Arc::new(Self { sonic_root, current: watch::channel(None).0, appl_epoch: watch::channel(0).0 })
-    }
-
-    /// The open connections, or an error saying the database is not reachable.
-    pub async fn connections(&self) -> Result<Connections, DbError> {
-        self.current.borrow().clone().ok_or_else(|| DbError::UnknownDb("the database is not running".to_owned()))
     }
 
     /// Follows the connections: `Some` while the database is up, `None` while it is not.
@@ -137,14 +100,11 @@ impl DbLink {
     }
 
     /// `init_cfg.json` then `extra` (or `config_db.json`), merged; refuses a malformed file.
-    fn config_files(&self, extra: Option<ConfigContent>) -> Result<ConfigContent, String> {
-        let init =
-            configdb::load_if_present(&self.etc_sonic("init_cfg.json")).map_err(|e| e.to_string())?.unwrap_or_default();
+    fn config_files(&self, extra: Option<ConfigContent>) -> Result<ConfigContent, ConfigDbError> {
+        let init = configdb::load_if_present(&self.etc_sonic("init_cfg.json"))?.unwrap_or_default();
         let config = match extra {
             Some(c) => c,
-            None => configdb::load_if_present(&self.etc_sonic("config_db.json"))
-                .map_err(|e| e.to_string())?
-                .unwrap_or_default(),
+            None => configdb::load_if_present(&self.etc_sonic("config_db.json"))?.unwrap_or_default(),
         };
         Ok(configdb::merge(init, config))
     }
@@ -161,20 +121,20 @@ async fn write_config(config_db: &Db, content: &ConfigContent) -> Result<usize, 
 
 /// Loads CONFIG_DB when it was not initialised (a fresh database), as SONiC's database
 /// postStart does; on a warm or fast boot the restored content is kept.
-async fn initialise_config(link: &DbLink, conns: &Connections, boot: BootType) -> Result<(), String> {
-    let initialised = conns.config_db.get("CONFIG_DB_INITIALIZED").await.map_err(|e| e.to_string())?;
+async fn initialise_config(link: &DbLink, conns: &Connections, boot: BootType) -> Result<(), LinkError> {
+    let initialised = conns.config_db.get("CONFIG_DB_INITIALIZED").await?;
     if initialised.as_deref() == Some("1") {
         return Ok(());
     }
-    conns.config_db.set("CONFIG_DB_INITIALIZED", "0").await.map_err(|e| e.to_string())?;
+    conns.config_db.set("CONFIG_DB_INITIALIZED", "0").await?;
     if boot == BootType::Cold {
         let content = link.config_files(None)?;
-        let n = write_config(&conns.config_db, &content).await.map_err(|e| e.to_string())?;
+        let n = write_config(&conns.config_db, &content).await?;
         tracing::info!(entries = n, "CONFIG_DB loaded from init_cfg.json and config_db.json");
     } else {
         tracing::info!(boot = boot.as_str(), "CONFIG_DB kept from the restored dump");
     }
-    conns.config_db.set("CONFIG_DB_INITIALIZED", "1").await.map_err(|e| e.to_string())
+    Ok(conns.config_db.set("CONFIG_DB_INITIALIZED", "1").await?)
 }
 
 /// The subscriptions that follow what the supervisor decides on.
@@ -260,7 +220,7 @@ async fn cold_start(
     conns: &Connections,
     flush: &[String],
     delete_state: &[String],
-) -> Result<(), String> {
+) -> Result<(), DbError> {
     let mut flushed = std::collections::BTreeSet::new();
     let mut locations = Vec::new();
     for name in flush {
@@ -278,8 +238,8 @@ async fn cold_start(
     let (flushes, deletes) =
         futures_util::future::join(futures_util::future::join_all(flushes), futures_util::future::join_all(deletes))
             .await;
-    flushes.into_iter().collect::<Result<Vec<_>, _>>().map_err(|e| e.to_string())?;
-    deletes.into_iter().collect::<Result<Vec<_>, _>>().map_err(|e| e.to_string())?;
+    flushes.into_iter().collect::<Result<Vec<_>, _>>()?;
+    deletes.into_iter().collect::<Result<Vec<_>, _>>()?;
     if flush.iter().any(|n| n == "APPL_DB") {
         link.appl_epoch.send_modify(|e| *e += 1);
     }
@@ -287,24 +247,48 @@ async fn cold_start(
     Ok(())
 }
 
-async fn handle_message(link: &DbLink, conns: &Connections, handle: &Handle, message: &DbMessage) {
+/// An operator's FEATURE change, completed with a state when the entry has none.
+async fn write_feature(
+    conns: &Connections,
+    service: &str,
+    fields: &Fields,
+    state_if_missing: &str,
+) -> Result<(), DbError> {
+    let key = conns.config_db.key("FEATURE", service);
+    let mut fields = fields.clone();
+    let has_state = fields.iter().any(|(f, _)| f == "state");
+    if !has_state && conns.config_db.hget(&key, "state").await?.is_none() {
+        fields.push(("state".to_owned(), state_if_missing.to_owned()));
+    }
+    conns.config_db.hset(&key, &fields).await
+}
+
+async fn handle_message(link: &DbLink, conns: &Connections, handle: &Handle, message: &DbRequest) {
     match message {
-        DbMessage::Feature(report) => {
+        DbRequest::WriteFeature { service, fields, state_if_missing } => {
+            let result = write_feature(conns, service.as_str(), fields, state_if_missing).await;
+            if let Err(e) = &result {
+                tracing::warn!(service = %service, error = %e, "cannot write CONFIG_DB FEATURE");
+            }
+            handle
+                .send(Event::FeatureWritten { service: service.clone(), result: result.map_err(|e| Failure::of(&e)) });
+        }
+        DbRequest::Feature(report) => {
             if let Err(e) = conns.state_db.table("FEATURE").set(&report.name, &report.fields()).await {
                 tracing::warn!(service = %report.name, error = %e, "cannot write STATE_DB FEATURE");
             }
         }
-        DbMessage::System { status, reason } => {
+        DbRequest::System { status, reason } => {
             let fields = vec![("Status".to_owned(), status.clone()), ("reason".to_owned(), reason.clone())];
             if let Err(e) = conns.state_db.table("SYSTEM_READY").set("SYSTEM_STATE", &fields).await {
                 tracing::warn!(error = %e, "cannot write STATE_DB SYSTEM_READY");
             }
         }
-        DbMessage::ColdStart { group, flush, delete_state } => {
-            let result = cold_start(link, conns, flush, delete_state).await;
+        DbRequest::ColdStart { group, flush, delete_state } => {
+            let result = cold_start(link, conns, flush, delete_state).await.map_err(|e| Failure::of(&e));
             handle.send(Event::ColdStartDone { group: group.clone(), result });
         }
-        DbMessage::Warm { service, enable } => {
+        DbRequest::Warm { service, enable } => {
             let table = conns.state_db.table("WARM_RESTART_ENABLE_TABLE");
             let result = match enable {
                 Some(enable) => table.set(service, &vec![("enable".to_owned(), enable.to_string())]).await,
@@ -314,29 +298,29 @@ async fn handle_message(link: &DbLink, conns: &Connections, handle: &Handle, mes
                 tracing::warn!(service = %service, error = %e, "cannot write STATE_DB WARM_RESTART_ENABLE_TABLE");
             }
         }
-        DbMessage::Upgrade { service, fields } => {
+        DbRequest::Upgrade { service, fields } => {
             if let Err(e) = conns.state_db.table("SERVICE_UPGRADE_TABLE").set(service, fields).await {
                 tracing::warn!(service = %service, error = %e, "cannot write STATE_DB SERVICE_UPGRADE_TABLE");
             }
         }
-        DbMessage::Reload { config } => {
+        DbRequest::Reload { config } => {
             let result = reload(link, conns, config.clone()).await;
             if result.is_ok() {
                 if let Ok(features) = read_features(&conns.config_db).await {
                     handle.send(Event::FeaturesLoaded(features));
                 }
             }
-            handle.send(Event::ConfigReloaded(result));
+            handle.send(Event::ConfigReloaded(result.map_err(Failure::from)));
         }
     }
 }
 
-async fn reload(link: &DbLink, conns: &Connections, config: ConfigContent) -> Result<(), String> {
+async fn reload(link: &DbLink, conns: &Connections, config: ConfigContent) -> Result<(), LinkError> {
     let content = link.config_files(Some(config))?;
-    conns.config_db.flushdb().await.map_err(|e| e.to_string())?;
-    conns.config_db.set("CONFIG_DB_INITIALIZED", "0").await.map_err(|e| e.to_string())?;
-    let n = write_config(&conns.config_db, &content).await.map_err(|e| e.to_string())?;
-    conns.config_db.set("CONFIG_DB_INITIALIZED", "1").await.map_err(|e| e.to_string())?;
+    conns.config_db.flushdb().await?;
+    conns.config_db.set("CONFIG_DB_INITIALIZED", "0").await?;
+    let n = write_config(&conns.config_db, &content).await?;
+    conns.config_db.set("CONFIG_DB_INITIALIZED", "1").await?;
     tracing::info!(entries = n, "CONFIG_DB reloaded");
     Ok(())
 }
@@ -350,13 +334,13 @@ struct Latest {
 }
 
 impl Latest {
-    fn keep(&mut self, message: &DbMessage) {
+    fn keep(&mut self, message: &DbRequest) {
         match message {
-            DbMessage::Feature(report) => {
+            DbRequest::Feature(report) => {
                 self.features.insert(report.name.clone(), report.clone());
             }
-            DbMessage::System { status, reason } => self.system = Some((status.clone(), reason.clone())),
-            DbMessage::Upgrade { service, fields } => {
+            DbRequest::System { status, reason } => self.system = Some((status.clone(), reason.clone())),
+            DbRequest::Upgrade { service, fields } => {
                 self.upgrades.insert(service.clone(), fields.clone());
             }
             _ => {}
@@ -368,14 +352,14 @@ impl Latest {
 pub async fn run(
     link: Arc<DbLink>,
     handle: Handle,
-    mut messages: mpsc::UnboundedReceiver<DbMessage>,
+    mut messages: mpsc::UnboundedReceiver<DbRequest>,
     mut database_ready: watch::Receiver<bool>,
     boot: BootType,
     shutdown: CancellationToken,
 ) {
     let mut latest = Latest::default();
     // Requests that need the database, kept until it is back.
-    let mut waiting: Vec<DbMessage> = Vec::new();
+    let mut waiting: Vec<DbRequest> = Vec::new();
     let mut first_connect = true;
     loop {
         while !*database_ready.borrow_and_update() {
@@ -384,8 +368,14 @@ pub async fn run(
                 changed = database_ready.changed() => if changed.is_err() { return },
                 Some(message) = messages.recv() => {
                     latest.keep(&message);
-                    if matches!(message, DbMessage::ColdStart { .. } | DbMessage::Reload { .. } | DbMessage::Warm { .. }) {
-                        waiting.push(message);
+                    match message {
+                        DbRequest::ColdStart { .. } | DbRequest::Reload { .. } | DbRequest::Warm { .. } => waiting.push(message),
+                        // An operator's write cannot wait for a database that may not come back.
+                        DbRequest::WriteFeature { service, .. } => {
+                            let result = Err(Failure("the database is not running; see `soniclet status database`".to_owned()));
+                            handle.send(Event::FeatureWritten { service, result });
+                        }
+                        _ => {}
                     }
                 }
             }
@@ -444,13 +434,13 @@ pub async fn run(
         }
         handle.send(Event::FeaturesLoaded(features));
         for report in latest.features.values() {
-            handle_message(&link, &conns, &handle, &DbMessage::Feature(report.clone())).await;
+            handle_message(&link, &conns, &handle, &DbRequest::Feature(report.clone())).await;
         }
         if let Some((status, reason)) = latest.system.clone() {
-            handle_message(&link, &conns, &handle, &DbMessage::System { status, reason }).await;
+            handle_message(&link, &conns, &handle, &DbRequest::System { status, reason }).await;
         }
         for (service, fields) in latest.upgrades.clone() {
-            handle_message(&link, &conns, &handle, &DbMessage::Upgrade { service, fields }).await;
+            handle_message(&link, &conns, &handle, &DbRequest::Upgrade { service, fields }).await;
         }
         for message in std::mem::take(&mut waiting) {
             handle_message(&link, &conns, &handle, &message).await;
@@ -494,22 +484,5 @@ pub async fn run(
         }
         link.current.send_replace(None);
         tracing::info!("lost the switch's databases; waiting for the database service");
-    }
-}
-
-/// The boot type of this machine, from `/proc/cmdline`.
-pub fn boot_type_of_host(proc_cmdline: &Path) -> BootType {
-    BootType::from_cmdline(&std::fs::read_to_string(proc_cmdline).unwrap_or_default())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn boot_type_from_the_kernel_command_line() {
-        assert_eq!(BootType::from_cmdline("BOOT_IMAGE=/vmlinuz ro quiet"), BootType::Cold);
-        assert_eq!(BootType::from_cmdline("ro SONIC_BOOT_TYPE=warm quiet"), BootType::Warm);
-        assert_eq!(BootType::from_cmdline("SONIC_BOOT_TYPE=fastfast"), BootType::Fast);
     }
 }

@@ -8,8 +8,8 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use crate::fsutil::atomic_write;
-use crate::store::{ChangeKind, ImagePin};
+use super::fsutil::{read_versioned, write_versioned, FileError, Versioned};
+use super::store::{ChangeKind, ImagePin};
 
 const HISTORY_FILE: &str = "history.json";
 const HISTORY_VERSION: u32 = 1;
@@ -67,6 +67,13 @@ struct HistoryFile {
     entries: Vec<HistoryEntry>,
 }
 
+impl Versioned for HistoryFile {
+    const VERSION: u32 = HISTORY_VERSION;
+    fn version(&self) -> u32 {
+        self.version
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum HistoryError {
     #[error("cannot read {}", path.display())]
@@ -89,20 +96,20 @@ fn path(state_dir: &Path) -> PathBuf {
     state_dir.join(HISTORY_FILE)
 }
 
+impl HistoryError {
+    fn of(e: FileError) -> Self {
+        match e {
+            FileError::Read { path, source } => Self::Read { path, source },
+            FileError::Corrupt { path, message } => Self::Corrupt { path, message },
+            FileError::Write { path, source } => Self::Write { path, source },
+        }
+    }
+}
+
 /// Every entry, oldest first.
 pub fn load(state_dir: &Path) -> Result<Vec<HistoryEntry>, HistoryError> {
-    let path = path(state_dir);
-    let text = match std::fs::read_to_string(&path) {
-        Ok(text) => text,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
-        Err(source) => return Err(HistoryError::Read { path, source }),
-    };
-    let file: HistoryFile = serde_json::from_str(&text)
-        .map_err(|e| HistoryError::Corrupt { path: path.clone(), message: e.to_string() })?;
-    if file.version != HISTORY_VERSION {
-        return Err(HistoryError::Corrupt { path, message: format!("unsupported version {}", file.version) });
-    }
-    Ok(file.entries)
+    let file: Option<HistoryFile> = read_versioned(&path(state_dir)).map_err(HistoryError::of)?;
+    Ok(file.map(|f| f.entries).unwrap_or_default())
 }
 
 /// Appends `entry`, dropping the oldest beyond [`KEEP`]. A corrupt file is moved aside
@@ -121,9 +128,7 @@ pub fn append(state_dir: &Path, entry: HistoryEntry) -> Result<(), HistoryError>
     let excess = entries.len().saturating_sub(KEEP);
     entries.drain(..excess);
     let file = HistoryFile { version: HISTORY_VERSION, entries };
-    let bytes = serde_json::to_vec_pretty(&file).expect("history serialises");
-    let path = path(state_dir);
-    atomic_write(&path, &bytes).map_err(|source| HistoryError::Write { path, source })
+    write_versioned(&path(state_dir), &file).map_err(HistoryError::of)
 }
 
 #[cfg(test)]

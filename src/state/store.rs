@@ -1,12 +1,15 @@
-//! The daemon's desired state on disk: which services an operator started or stopped, and
-//! each service's container generation. Written atomically on every change.
+//! The daemon's desired state on disk: which services an operator started or stopped, each
+//! service's container generation and image pins, and the journals of the image change and
+//! the release in flight. The supervisor's core owns it in memory; this module reads it at
+//! start and writes it whole, atomically, whenever the core asks.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use crate::fsutil::atomic_write;
+use super::fsutil::{read_versioned, write_versioned, FileError, Versioned};
+use crate::images::release::Release;
 
 const STATE_FILE: &str = "state.json";
 const STATE_VERSION: u32 = 1;
@@ -98,6 +101,26 @@ pub struct ChangeJournal {
     pub started_ms: u64,
 }
 
+/// The journal of the release upgrade in flight (`soniclet upgrade --release`): which of its
+/// services is next, and how the ones before went.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReleaseJournal {
+    pub release: Release,
+    /// The entry being applied, or next.
+    pub next: usize,
+    /// The entry at `next` began its change (a daemon that finds no change journal with it
+    /// begins it again).
+    pub in_change: bool,
+    /// The services that ran ready when the release began, with the digest they ran.
+    pub running: BTreeMap<String, String>,
+    pub timeout_secs: Option<u64>,
+    pub settle_secs: Option<u64>,
+    pub upgraded: Vec<String>,
+    pub unchanged: Vec<String>,
+    pub skipped: Vec<String>,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct PersistedState {
@@ -106,11 +129,30 @@ pub struct PersistedState {
     pub services: BTreeMap<String, ServiceRecord>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub change: Option<ChangeJournal>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub release: Option<ReleaseJournal>,
 }
 
 impl Default for PersistedState {
     fn default() -> Self {
-        Self { version: STATE_VERSION, services: BTreeMap::new(), change: None }
+        Self { version: STATE_VERSION, services: BTreeMap::new(), change: None, release: None }
+    }
+}
+
+impl Versioned for PersistedState {
+    const VERSION: u32 = STATE_VERSION;
+    fn version(&self) -> u32 {
+        self.version
+    }
+}
+
+impl PersistedState {
+    /// Forgets every operator's start and stop: the manifests and FEATURE decide again.
+    /// Generations are kept, so container generations are never reused.
+    pub fn forget_desires(&mut self) {
+        for record in self.services.values_mut() {
+            record.desired = None;
+        }
     }
 }
 
@@ -143,27 +185,29 @@ pub enum StoreError {
     },
 }
 
-/// The state directory and the state loaded from it.
+/// The state file of a state directory.
 #[derive(Debug, Clone)]
 pub struct StateStore {
     dir: PathBuf,
-    state: PersistedState,
+}
+
+impl StoreError {
+    fn of(e: FileError) -> Self {
+        match e {
+            FileError::Read { path, source } => Self::Read { path, source },
+            FileError::Corrupt { path, message } => Self::Corrupt { path, message },
+            FileError::Write { path, source } => Self::Write { path, source },
+        }
+    }
 }
 
 impl StateStore {
-    /// Loads the state of `dir`; a missing file is the empty state, a corrupt one an error.
-    pub fn open(dir: &Path) -> Result<Self, StoreError> {
-        let mut store = Self { dir: dir.to_owned(), state: PersistedState::default() };
-        store.state = store.load()?;
-        Ok(store)
-    }
-
-    pub fn state(&self) -> &PersistedState {
-        &self.state
-    }
-
-    pub fn state_mut(&mut self) -> &mut PersistedState {
-        &mut self.state
+    /// The store of `dir`, and the state in it: a missing file is the empty state, a
+    /// corrupt one an error.
+    pub fn open(dir: &Path) -> Result<(Self, PersistedState), StoreError> {
+        let store = Self { dir: dir.to_owned() };
+        let state = read_versioned(&store.path()).map_err(StoreError::of)?.unwrap_or_default();
+        Ok((store, state))
     }
 
     pub fn dir(&self) -> &Path {
@@ -174,34 +218,9 @@ impl StateStore {
         self.dir.join(STATE_FILE)
     }
 
-    fn load(&self) -> Result<PersistedState, StoreError> {
-        let path = self.path();
-        let text = match std::fs::read_to_string(&path) {
-            Ok(text) => text,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(PersistedState::default()),
-            Err(source) => return Err(StoreError::Read { path, source }),
-        };
-        let state: PersistedState = serde_json::from_str(&text)
-            .map_err(|e| StoreError::Corrupt { path: path.clone(), message: e.to_string() })?;
-        if state.version != STATE_VERSION {
-            return Err(StoreError::Corrupt { path, message: format!("unsupported version {}", state.version) });
-        }
-        Ok(state)
-    }
-
-    /// Forgets every operator's start and stop: the manifests and FEATURE decide again.
-    /// Generations are kept, so container generations are never reused.
-    pub fn forget_desires(&mut self) {
-        for record in self.state.services.values_mut() {
-            record.desired = None;
-        }
-    }
-
-    /// Writes the current state atomically.
-    pub fn save(&self) -> Result<(), StoreError> {
-        let path = self.path();
-        let bytes = serde_json::to_vec_pretty(&self.state).expect("state serialises");
-        atomic_write(&path, &bytes).map_err(|source| StoreError::Write { path, source })
+    /// Writes `state` atomically.
+    pub fn write(&self, state: &PersistedState) -> Result<(), StoreError> {
+        write_versioned(&self.path(), state).map_err(StoreError::of)
     }
 }
 
@@ -212,12 +231,12 @@ mod tests {
     #[test]
     fn round_trip_and_corruption() {
         let dir = tempfile::tempdir().unwrap();
-        let mut store = StateStore::open(dir.path()).unwrap();
-        assert_eq!(store.state(), &PersistedState::default());
+        let (store, mut state) = StateStore::open(dir.path()).unwrap();
+        assert_eq!(state, PersistedState::default());
         let record = ServiceRecord { desired: Some(Desired::Stopped), generation: 3, ..Default::default() };
-        store.state_mut().services.insert("bgp".into(), record.clone());
-        store.save().unwrap();
-        assert_eq!(StateStore::open(dir.path()).unwrap().state().services["bgp"], record);
+        state.services.insert("bgp".into(), record.clone());
+        store.write(&state).unwrap();
+        assert_eq!(StateStore::open(dir.path()).unwrap().1.services["bgp"], record);
         std::fs::write(dir.path().join("state.json"), "{\"version\": 1, \"services\": {\"bgp\": {\"bogus\": 1}}}")
             .unwrap();
         let err = StateStore::open(dir.path()).unwrap_err().to_string();

@@ -1,0 +1,70 @@
+//! What the core reports of each service.
+
+use super::core::Core;
+use super::plan::Phase;
+use super::types::{RestartCause, ServiceState, ServiceView, StatusView};
+use crate::manifest::ServiceName;
+
+pub(super) fn state(core: &Core, name: &ServiceName) -> ServiceState {
+    match &core.units[name].phase {
+        Phase::Stopped if core.want(name) => ServiceState::Waiting,
+        Phase::Stopped => ServiceState::Stopped,
+        Phase::Starting => ServiceState::Starting,
+        Phase::Probing | Phase::Ready => ServiceState::Running,
+        Phase::Stopping => ServiceState::Stopping,
+        Phase::Backoff { .. } => ServiceState::Restarting,
+        Phase::Failed { .. } => ServiceState::Failed,
+    }
+}
+
+pub(super) fn service_view(core: &Core, name: &ServiceName) -> ServiceView {
+    let unit = &core.units[name];
+    let mut message = unit.message.clone();
+    if let Some(deps) = core.waiting.get(name) {
+        message = Some(format!("waiting for {}", deps.join(", ")));
+    }
+    if let Some(degraded) = &unit.degraded {
+        let minutes = core.now.mono.saturating_duration_since(degraded.since).as_secs() / 60;
+        message = Some(format!(
+            "degraded: critical process {} is not running ({minutes} min); auto-restart is disabled",
+            degraded.process
+        ));
+    }
+    ServiceView {
+        name: name.clone(),
+        state: state(core, name),
+        ready: unit.phase == Phase::Ready,
+        enabled: core.want(name),
+        pid: unit.pid(),
+        restarts: unit.restarts,
+        image: core.image_ref(name),
+        image_digest: unit.image_digest.clone(),
+        has_container: unit.has_container(),
+        generation: unit.generation,
+        since: unit.since,
+        last_exit_code: unit.last_exit,
+        message,
+        upgrade: unit.upgrade_note.clone(),
+        downtime: unit.last_downtime,
+        restart: if unit.comeback.requested {
+            Some(RestartCause::Requested)
+        } else {
+            unit.comeback.crash.as_ref().map(|_| RestartCause::Crash)
+        },
+    }
+}
+
+pub(super) fn status_view(core: &Core) -> StatusView {
+    StatusView {
+        since: core.started.wall,
+        services: core.manifests.graph().start_order().iter().map(|n| service_view(core, n)).collect(),
+    }
+}
+
+/// Whether the service's unit must be started: it is meant to run and just came up (or was
+/// found up, when the daemon starts and adopts it). Starting a unit never fights an
+/// operator: the start is queued in systemd's `fail` mode, refused while a stop job is
+/// pending; stops need nothing, as a facade exits once its service is stopped.
+pub(super) fn unit_must_start(previous: Option<&ServiceView>, now: &ServiceView) -> bool {
+    now.enabled && now.state.is_up() && !previous.is_some_and(|p| p.enabled && p.state.is_up())
+}
