@@ -14,23 +14,11 @@
 //! | 9 | an upgrade failed its health gate and was rolled back: the old image serves |
 //! | 78 | the daemon's configuration or manifests are invalid (`EX_CONFIG`; the unit's `RestartPreventExitStatus=`) |
 
-use std::error::Error;
 use std::process::ExitCode;
 
 use crate::api::ErrorKind;
 
-/// An error and its causes on one line, each once: errors never repeat their source in
-/// their own message, so the chain is printed here, at the edge.
-pub fn chain(err: &dyn Error) -> String {
-    let mut message = err.to_string();
-    let mut source = err.source();
-    while let Some(cause) = source {
-        message.push_str(": ");
-        message.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    message
-}
+pub use crate::error::chain;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[repr(u8)]

@@ -25,7 +25,8 @@
 //! - `daemon`: wiring of the real adapters, signals, shutdown.
 //! - `logs`: the log shim, rotation, tail and follow.
 //! - `vasic`: the virtual ASIC (orchagent, syncd and portsyncd's roles over the kernel).
-//! - `config`, `exit`: the agent's config file and the CLI's exit codes.
+//! - `config`, `exit`, `error`: the agent's config file, the CLI's exit codes, and the one
+//!   rendering of error chains.
 //!
 //! # Invariants
 //!
@@ -44,6 +45,7 @@ pub mod cli;
 pub mod config;
 pub mod daemon;
 pub mod db;
+pub mod error;
 pub mod exit;
 pub mod health;
 pub mod images;

@@ -1,7 +1,9 @@
 //! Container health, run by the daemon: readiness probes, critical-process watches and warm
-//! stop steps (`probe::Prober`, the adapter of the supervisor's `Health` port), the pidfds
-//! they wait on (`procwatch`), and the probing schedule every caller shares.
+//! stop steps (`probe::Prober`, the adapter of the supervisor's `Health` port; `memory` is
+//! its twin), the pidfds they wait on (`procwatch`), and the probing schedule every caller
+//! shares.
 
+pub mod memory;
 pub mod probe;
 pub mod procwatch;
 

@@ -25,7 +25,7 @@ pub enum ImportError {
     /// The archive was refused; nothing was imported from it.
     #[error(transparent)]
     Archive(#[from] archive::ArchiveError),
-    #[error("{}: {source}", path.display())]
+    #[error("cannot store the images of {} in containerd", path.display())]
     Runtime {
         path: PathBuf,
         #[source]

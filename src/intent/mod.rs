@@ -36,7 +36,6 @@ pub enum IntentError {
 
 /// What `soniclet intent apply` is told.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct ApplyOutcome {
     pub intents: usize,
     pub entries: usize,
@@ -46,7 +45,6 @@ pub struct ApplyOutcome {
 
 /// One intent's state, for `soniclet intent status`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct IntentStatus {
     pub id: String,
     pub kind: String,
@@ -60,7 +58,6 @@ pub struct IntentStatus {
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct IntentReport {
     pub database_reachable: bool,
     /// CONFIG_DB `DEVICE_METADATA|localhost synchronous_mode` is not `disable`.

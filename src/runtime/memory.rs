@@ -18,6 +18,7 @@ use super::{
 #[derive(Debug)]
 struct Container {
     image: String,
+    digest: String,
     labels: BTreeMap<String, String>,
     task: TaskState,
     /// Set once the task ends: what `wait` returns.
@@ -61,7 +62,8 @@ impl MemoryRuntime {
             size: 1,
             architecture: super::host_architecture().to_owned(),
             os: "linux".to_owned(),
-            config: ImageConfig::default(),
+            // Something to run, as every real image has.
+            config: ImageConfig { cmd: vec!["/usr/bin/serve".to_owned()], ..ImageConfig::default() },
             chain_id: format!("chain-{digest}"),
         };
         self.world().images.insert(name.to_owned(), image);
@@ -90,6 +92,11 @@ impl MemoryRuntime {
             TaskState::Running { pid } => Some(pid),
             _ => None,
         }
+    }
+
+    /// The digest of the image the container of `id` was made from.
+    pub fn image_digest(&self, id: &str) -> Option<String> {
+        Some(self.world().containers.get(id)?.digest.clone())
     }
 
     /// How many tasks `id` has started so far.
@@ -139,6 +146,7 @@ impl ContainerRuntime for MemoryRuntime {
         let rootfs = request.rootfs.unwrap_or_else(|| request.id.clone());
         world.rootfs.insert(rootfs.clone());
         let container = Container {
+            digest: request.image.digest,
             image: request.image.name,
             labels: request.labels,
             task: TaskState::Absent,

@@ -66,12 +66,27 @@ pub fn host_architecture() -> &'static str {
     }
 }
 
+/// An image built for another platform than this switch's.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("image {name} is for {os}/{architecture}, but this switch is linux/{host}")]
+pub struct PlatformError {
+    pub name: String,
+    pub os: String,
+    pub architecture: String,
+    pub host: &'static str,
+}
+
 /// Refuses an image (by name, OS and architecture) built for another platform than this
 /// switch's.
-pub fn check_platform(name: &str, os: &str, architecture: &str) -> Result<(), String> {
+pub fn check_platform(name: &str, os: &str, architecture: &str) -> Result<(), PlatformError> {
     let host = host_architecture();
     if os != "linux" || architecture != host {
-        return Err(format!("image {name} is for {os}/{architecture}, but this switch is linux/{host}"));
+        return Err(PlatformError {
+            name: name.to_owned(),
+            os: os.to_owned(),
+            architecture: architecture.to_owned(),
+            host,
+        });
     }
     Ok(())
 }

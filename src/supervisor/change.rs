@@ -19,9 +19,7 @@ use std::collections::BTreeSet;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use super::core::Core;
-use super::event::{
-    ChangeRequest, DbRequest, Effect, Failure, ImageSource, Prepared, Progress, RequestId, Response, StagedImage,
-};
+use super::event::{ChangeRequest, DbRequest, Effect, Failure, Prepared, Progress, RequestId, Response, StagedImage};
 use super::plan::Phase;
 use super::types::{CommandError, ErrorKind, StopMode};
 use super::unit::{Cycle, NextStart};
@@ -642,15 +640,6 @@ fn collect_images(core: &mut Core) {
         .map(|n| core.service(n).manifest.container.image.clone())
         .collect();
     core.emit(Effect::CollectImages { keep, unpinned });
-}
-
-/// What a request names as an upgrade's source, for logs.
-#[allow(dead_code)]
-fn describe(source: &ImageSource) -> String {
-    match source {
-        ImageSource::Archive(path) => path.display().to_string(),
-        ImageSource::Stored(reference) => reference.clone(),
-    }
 }
 
 #[cfg(test)]

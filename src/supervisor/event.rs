@@ -179,8 +179,9 @@ pub enum StartError {
 pub struct Failure(pub String);
 
 impl Failure {
+    /// The error and its causes.
     pub fn of(e: &dyn std::error::Error) -> Self {
-        Self(e.to_string())
+        Self(crate::error::chain(e))
     }
 }
 

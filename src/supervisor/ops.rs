@@ -8,6 +8,7 @@ use super::change::repository;
 use super::event::{Failure, ImageSource, Prepared, StagedImage, StartError, StartFrom, Started, StopHow};
 use super::ports::Health;
 use super::types::{CommandError, ErrorKind};
+use crate::error::chain;
 use crate::images::{self, ImportError};
 use crate::manifest::Service;
 use crate::runtime::archive::{StagedArchive, StagedImage as ArchiveImage};
@@ -29,7 +30,7 @@ pub(super) async fn start<R: ContainerRuntime>(
 ) -> Result<Started, StartError> {
     let id = service.name.to_string();
     if from.leftover {
-        runtime.remove(&id).await.map_err(|e| StartError::Failed(e.to_string()))?;
+        runtime.remove(&id).await.map_err(|e| StartError::Failed(chain(&e)))?;
     }
     let (image, spec_json, rootfs) = match from.prepared {
         Some(prepared) => (prepared.image, prepared.spec, Some(prepared.rootfs)),
@@ -48,12 +49,12 @@ pub(super) async fn start<R: ContainerRuntime>(
     runtime
         .create(CreateContainer { id: id.clone(), image, spec: spec_json, labels, rootfs })
         .await
-        .map_err(|e| StartError::Failed(e.to_string()))?;
+        .map_err(|e| StartError::Failed(chain(&e)))?;
     match runtime.start(&id, logs).await {
         Ok(pid) => Ok(Started { pid, image_digest }),
         Err(e) => {
             let _ = runtime.remove(&id).await;
-            Err(StartError::Failed(e.to_string()))
+            Err(StartError::Failed(chain(&e)))
         }
     }
 }
@@ -82,9 +83,9 @@ async fn resolve<R: ContainerRuntime>(
                 "image {reference} is not in containerd; import it with `soniclet image import FILE`"
             )))
         }
-        Err(e) => return Err(StartError::Failed(e.to_string())),
+        Err(e) => return Err(StartError::Failed(chain(&e))),
     };
-    let spec = spec::render(service, &image.config, host).map_err(|e| StartError::Blocked(e.to_string()))?;
+    let spec = spec::render(service, &image.config, host).map_err(|e| StartError::Blocked(chain(&e)))?;
     make_bind_sources(&spec).map_err(|e| StartError::Failed(e.to_string()))?;
     Ok((image, spec::to_json(&spec)))
 }
@@ -114,9 +115,11 @@ pub(super) async fn stop<R: ContainerRuntime, H: Health>(
 /// Why an archive could not be staged or imported, as the API reports it.
 fn import_error(e: ImportError) -> CommandError {
     match e {
-        ImportError::Archive(_) => CommandError::new(ErrorKind::BadRequest, format!("{e}; nothing was changed")),
-        ImportError::Runtime { .. } => CommandError::new(ErrorKind::Failed, e.to_string()),
-        ImportError::Interrupted { .. } => CommandError::new(ErrorKind::Internal, e.to_string()),
+        ImportError::Archive(_) => {
+            CommandError::new(ErrorKind::BadRequest, format!("{}; nothing was changed", chain(&e)))
+        }
+        ImportError::Runtime { .. } => CommandError::new(ErrorKind::Failed, chain(&e)),
+        ImportError::Interrupted { .. } => CommandError::new(ErrorKind::Internal, chain(&e)),
     }
 }
 
@@ -174,7 +177,7 @@ pub(super) async fn stage<R: ContainerRuntime>(
                         "image {reference} is not in containerd; import it (`soniclet image import FILE`) or pass the archive"
                     ),
                 ),
-                e => CommandError::new(ErrorKind::Unavailable, e.to_string()),
+                e => CommandError::new(ErrorKind::Unavailable, chain(&e)),
             })?;
             check(digest, &image.name, &image.digest, &image.os, &image.architecture)?;
             Ok((StagedImage { name: image.name, digest: image.digest, archive: None }, None))
@@ -204,7 +207,7 @@ pub(super) async fn prepare<R: ContainerRuntime>(
     archive: Option<StagedArchive>,
     say: Say<'_>,
 ) -> Result<Prepared, Failure> {
-    let err = |e: RuntimeError| Failure(e.to_string());
+    let err = |e: RuntimeError| Failure::of(&e);
     // The running image by digest, so a rollback finds it whatever was imported since.
     let running = runtime.image(current).await.ok().filter(|i| i.digest == journal.from.digest);
     let running = match running {
@@ -225,7 +228,7 @@ pub(super) async fn prepare<R: ContainerRuntime>(
     };
     runtime.tag_image(&running, &journal.from.reference).await.map_err(err)?;
     if let Some(staged) = &archive {
-        images::import_staged(runtime, staged, say).await.map_err(|e| Failure(e.to_string()))?;
+        images::import_staged(runtime, staged, say).await.map_err(|e| Failure::of(&e))?;
     }
     let target = runtime.image(source).await.map_err(err)?;
     if target.digest != journal.to.digest {
@@ -234,9 +237,9 @@ pub(super) async fn prepare<R: ContainerRuntime>(
             target.digest, journal.to.digest
         )));
     }
-    runtime::check_platform(&target.name, &target.os, &target.architecture).map_err(Failure)?;
+    runtime::check_platform(&target.name, &target.os, &target.architecture).map_err(|e| Failure::of(&e))?;
     let image = runtime.tag_image(source, &journal.to.reference).await.map_err(err)?;
-    let rendered = spec::render(service, &image.config, host).map_err(|e| Failure(e.to_string()))?;
+    let rendered = spec::render(service, &image.config, host).map_err(|e| Failure::of(&e))?;
     make_bind_sources(&rendered).map_err(|e| Failure(e.to_string()))?;
     runtime.prepare_rootfs(&journal.rootfs, &image).await.map_err(err)?;
     Ok(Prepared { image, spec: spec::to_json(&rendered), rootfs: journal.rootfs.clone() })
@@ -258,7 +261,7 @@ pub(super) async fn import<R: ContainerRuntime>(
                 ImportError::Runtime { .. } => ErrorKind::Failed,
                 ImportError::Interrupted { .. } => ErrorKind::Internal,
             };
-            CommandError::new(kind, e.to_string())
+            CommandError::new(kind, chain(&e))
         })?;
         count += images.len();
         for image in images {

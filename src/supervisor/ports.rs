@@ -20,7 +20,7 @@ pub enum HealthError {
 
 impl From<RuntimeError> for HealthError {
     fn from(e: RuntimeError) -> Self {
-        Self::Failed(e.to_string())
+        Self::Failed(crate::error::chain(&e))
     }
 }
 

@@ -5,6 +5,7 @@ use std::time::Duration;
 use crate::support::{start_then_ready, test_manifest, TestSwitch};
 
 #[test]
+#[ignore = "needs root, containerd, runc and redis-server: `cargo xtask ci` runs it"]
 fn full_vs_boots_and_survives_daemon_kill9_with_zero_restarts() {
     let mut sw = TestSwitch::vs();
     sw.start_daemon();
@@ -33,6 +34,7 @@ fn full_vs_boots_and_survives_daemon_kill9_with_zero_restarts() {
 }
 
 #[test]
+#[ignore = "needs root, containerd, runc and redis-server: `cargo xtask ci` runs it"]
 fn a_changed_manifest_recreates_only_that_service() {
     let a = test_manifest("", &start_then_ready("0"));
     let b = test_manifest("requires = [\"a\"]", &start_then_ready("0"));

@@ -7,6 +7,7 @@ use std::time::Duration;
 use crate::support::{project_root, start_then_ready, test_manifest, wait_until, TestSwitch, SONICLET};
 
 #[test]
+#[ignore = "needs root, containerd, runc and redis-server: `cargo xtask ci` runs it"]
 fn invalid_manifests_start_nothing_and_name_file_and_field() {
     let good = test_manifest("", &start_then_ready("0"));
     let bad = test_manifest("requires = [\"good\", \"ghost\"]\nstoptime = 3", "true")
@@ -35,6 +36,7 @@ fn invalid_manifests_start_nothing_and_name_file_and_field() {
 }
 
 #[test]
+#[ignore = "needs root, containerd, runc and redis-server: `cargo xtask ci` runs it"]
 fn corrupt_and_foreign_archives_are_refused_and_leave_no_image() {
     let a = test_manifest("", &start_then_ready("0"));
     let mut sw = TestSwitch::new(&[("a", &a)]);
@@ -81,6 +83,7 @@ fn raw_http(socket: &std::path::Path, request: &str) -> String {
 }
 
 #[test]
+#[ignore = "needs root, containerd, runc and redis-server: `cargo xtask ci` runs it"]
 fn api_errors_are_clear_and_the_daemon_stays_up() {
     let a = test_manifest("", &start_then_ready("0"));
     let mut sw = TestSwitch::new(&[("a", &a)]);

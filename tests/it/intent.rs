@@ -137,6 +137,7 @@ fn asic_route(sw: &TestSwitch, dest: &str, drop: bool) -> String {
 }
 
 #[test]
+#[ignore = "needs root, containerd, runc and redis-server: `cargo xtask ci` runs it"]
 fn apply_diff_delete_and_verify_in_asic_db() {
     let sw = switch();
     let orch = Orchagent::start(&sw);
@@ -208,6 +209,7 @@ fn apply_diff_delete_and_verify_in_asic_db() {
 }
 
 #[test]
+#[ignore = "needs root, containerd, runc and redis-server: `cargo xtask ci` runs it"]
 fn other_writers_keys_are_left_alone_and_a_restart_sends_only_what_is_missing() {
     let mut sw = switch();
     let orch = Orchagent::start(&sw);
@@ -233,6 +235,7 @@ fn other_writers_keys_are_left_alone_and_a_restart_sends_only_what_is_missing() 
 }
 
 #[test]
+#[ignore = "needs root, containerd, runc and redis-server: `cargo xtask ci` runs it"]
 fn intents_survive_the_database_going_away() {
     let sw = switch();
     // A Redis crash: the database restarts empty, and every intent is written again.
@@ -259,6 +262,7 @@ fn intents_survive_the_database_going_away() {
 }
 
 #[test]
+#[ignore = "needs root, containerd, runc and redis-server: `cargo xtask ci` runs it"]
 fn bad_files_change_nothing_and_flags_are_honoured() {
     let sw = switch();
     apply(&sw, "a.yaml", DOC_A);

@@ -41,6 +41,7 @@ fn kill9(pid: u64) {
 }
 
 #[test]
+#[ignore = "needs root, containerd, runc and redis-server: `cargo xtask ci` runs it"]
 fn boot_crash_of_syncd_cold_and_warm() {
     let sw = booted_vs();
     // Boot: CONFIG_DB was loaded from init_cfg.json and config_db.json before anything but the
@@ -138,6 +139,7 @@ fn boot_crash_of_syncd_cold_and_warm() {
 }
 
 #[test]
+#[ignore = "needs root, containerd, runc and redis-server: `cargo xtask ci` runs it"]
 fn database_crash_recovers_in_order_and_config_reload() {
     let sw = booted_vs();
     let before = pids(&sw);
@@ -215,6 +217,7 @@ fn database_crash_recovers_in_order_and_config_reload() {
 }
 
 #[test]
+#[ignore = "needs root, containerd, runc and redis-server: `cargo xtask ci` runs it"]
 fn delayed_start_waits_for_port_init_done_or_the_fallback() {
     let database = TestSwitch::real_manifest("database");
     let svc = |extra: &str| {
@@ -245,6 +248,7 @@ fn delayed_start_waits_for_port_init_done_or_the_fallback() {
 }
 
 #[test]
+#[ignore = "needs root, containerd, runc and redis-server: `cargo xtask ci` runs it"]
 fn critical_process_exits_restart_or_degrade() {
     let sw = booted_vs();
     let find = |comm: &str, service: &str| -> u32 {

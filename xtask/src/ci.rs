@@ -1,7 +1,9 @@
 //! `cargo xtask ci`: the README's test command and what `.ci/run` runs. It installs every
 //! missing prerequisite (Debian packages), then runs each tier; nothing is skipped: format,
-//! lint, unit, integration (real containerd and redis-server), and e2e (a virtual switch
-//! booted with systemd under systemd-nspawn).
+//! lint, unit (with xtask's tidy tests) and sim (no root), integration (real containerd and
+//! redis-server), and e2e (a virtual switch booted with systemd under systemd-nspawn). The
+//! root tiers are `#[ignore = "needs ..."]`, so plain `cargo test` passes anywhere; here they
+//! run with `--ignored`.
 
 use std::time::Instant;
 
@@ -42,9 +44,10 @@ pub fn run_task(args: &[String]) -> Result<()> {
     let soniclet = build_soniclet()?;
     stage("VS images", || images::run(Some(&soniclet)).map(|_| ()))?;
     stage("unit tier", || run(cargo().args(["test", "--release", "--locked", "--workspace", "--lib", "--bins"])))?;
+    stage("sim tier", || run(cargo().args(["test", "--release", "--locked", "--test", "sim"])))?;
     stage("integration tier", || {
         run(cargo()
-            .args(["test", "--release", "--locked", "--test", "it", "--", "--test-threads=3"])
+            .args(["test", "--release", "--locked", "--test", "it", "--", "--ignored", "--test-threads=3"])
             .env("RUST_BACKTRACE", "1"))
     })?;
     let rootfs = stage("switch rootfs", vs::build_rootfs)?;
@@ -55,7 +58,7 @@ pub fn run_task(args: &[String]) -> Result<()> {
         let booted = vs::up_quiet(&switch, &rootfs);
         let result = booted.and_then(|secs| {
             eprintln!("ci: the e2e switch booted in {secs:.1}s");
-            run(cargo().args(["test", "--release", "--locked", "--test", "e2e", "--", "--nocapture"]))
+            run(cargo().args(["test", "--release", "--locked", "--test", "e2e", "--", "--ignored", "--nocapture"]))
         });
         // Power it off whatever happened; a failure keeps its disk for a look.
         let down = switch.down();

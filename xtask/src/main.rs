@@ -18,6 +18,7 @@ mod images;
 mod lab;
 mod rootfs;
 mod switch;
+mod tidy;
 mod util;
 mod vs;
 

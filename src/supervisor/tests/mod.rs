@@ -10,6 +10,7 @@
 mod adopt;
 mod boot;
 mod change;
+mod commands;
 mod crash;
 mod durability;
 mod features;

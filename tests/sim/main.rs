@@ -1,0 +1,120 @@
+//! The sim tier: the real daemon (`daemon::run_with`) over the in-memory twins of its ports
+//! (container runtime, health, systemd units), driven through the real API and the real CLI
+//! binary on a temp socket. No root, no containerd, no Redis: it runs on any machine.
+
+mod support;
+
+use std::time::Duration;
+
+use serde_json::Value;
+use support::{svc, Sim};
+
+fn code(out: &std::process::Output) -> i32 {
+    out.status.code().unwrap_or(-1)
+}
+
+#[test]
+fn the_cli_sees_a_boot_in_dependency_order_and_systemd_units_follow() {
+    let sim = Sim::start(&[("a", svc("")), ("b", svc("requires = [\"a\"]")), ("c", svc("after = [\"b\"]"))]);
+    sim.cli_ok(&["wait", "--timeout", "10"]);
+    let status: Value = serde_json::from_str(&sim.cli_ok(&["status", "--json"])).unwrap();
+    let names: Vec<&str> = status["services"].as_array().unwrap().iter().map(|s| s["name"].as_str().unwrap()).collect();
+    assert_eq!(names, ["a", "b", "c"], "start order");
+    for service in status["services"].as_array().unwrap() {
+        assert_eq!(service["state"], "running", "{service}");
+        assert_eq!(service["ready"], true, "{service}");
+    }
+    let table = sim.cli_ok(&["status"]);
+    assert!(table.contains("3/3 enabled services ready"), "{table}");
+    // Every service came up on its own: its unit was started.
+    assert!(
+        support::wait_until(Duration::from_secs(5), || sim.units.started().len() == 3),
+        "{:?}",
+        sim.units.started()
+    );
+}
+
+#[test]
+fn a_crash_restarts_the_service_and_an_operators_stop_and_start_act_on_what_requires_it() {
+    let sim = Sim::start(&[("a", svc("")), ("b", svc("requires = [\"a\"]"))]);
+    sim.cli_ok(&["wait"]);
+    let pid = sim.runtime.pid("b").unwrap();
+    assert!(sim.runtime.crash("b", 137));
+    assert!(support::wait_until(Duration::from_secs(10), || {
+        let b = sim.service("b");
+        b["ready"] == true && b["restarts"] == 1
+    }));
+    assert_ne!(sim.runtime.pid("b"), Some(pid));
+
+    let out = sim.cli_ok(&["stop", "a"]);
+    assert!(out.contains("a: stopped"), "{out}");
+    assert_eq!(sim.service("b")["state"], "stopped", "what requires a stops too");
+    assert!(sim.runtime.container_ids().is_empty());
+    let out = sim.cli_ok(&["start", "b"]);
+    assert!(out.contains("b: ready"), "{out}");
+    assert_eq!(sim.service("a")["ready"], true, "what b requires starts first");
+    let out = sim.cli_ok(&["restart", "a", "--timeout", "10"]);
+    assert!(out.contains("a: ready"), "{out}");
+}
+
+#[test]
+fn bad_requests_get_their_exit_codes_and_the_daemon_stays_up() {
+    let sim = Sim::start(&[("a", svc(""))]);
+    sim.cli_ok(&["wait"]);
+    let out = sim.cli(&["start", "nosuch"]);
+    assert_eq!(code(&out), 4, "{out:?}");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("unknown service \"nosuch\"; known services: a"));
+    let out = sim.cli(&["upgrade", "a", "--image", "a:9"]);
+    assert_eq!(code(&out), 4, "{out:?}");
+    let out = sim.cli(&["upgrade", "a", "--image", "a:1"]);
+    assert_eq!(code(&out), 5, "already runs: {out:?}");
+    let out = sim.cli(&["rollback", "a"]);
+    assert_eq!(code(&out), 4, "no previous image: {out:?}");
+    let out = sim.cli(&["config", "reload", "--force"]);
+    assert_eq!(code(&out), 4, "no config_db.json here: {out:?}");
+    let out = sim.cli(&["feature", "ls"]);
+    assert_eq!(code(&out), 0);
+    assert_eq!(sim.service("a")["ready"], true);
+}
+
+#[test]
+fn an_upgrade_and_a_rollback_through_the_cli_are_gated_and_recorded() {
+    let sim = Sim::start(&[("a", svc(""))]);
+    sim.cli_ok(&["wait"]);
+    sim.runtime.add_image("a:2", "sha256:a2");
+    let out = sim.cli(&["upgrade", "a", "--image", "a:2", "--settle", "0"]);
+    assert_eq!(code(&out), 0, "{out:?}");
+    assert_eq!(sim.service("a")["image_digest"], "sha256:a2");
+    let history: Value = serde_json::from_str(&sim.cli_ok(&["history", "a", "--json"])).unwrap();
+    assert_eq!(history[0]["result"], "succeeded");
+    let out = sim.cli(&["rollback", "a", "--settle", "0"]);
+    assert_eq!(code(&out), 0, "{out:?}");
+    assert_eq!(sim.service("a")["image_digest"], "sha256:a:1");
+
+    // An image whose probe never passes fails its gate and is rolled back: exit 9.
+    sim.runtime.add_image("a:3", "sha256:a3");
+    sim.health.never_ready("sha256:a3");
+    let out = sim.cli(&["upgrade", "a", "--image", "a:3", "--timeout", "1", "--settle", "0"]);
+    assert_eq!(code(&out), 9, "{out:?}");
+    assert_eq!(sim.service("a")["image_digest"], "sha256:a:1");
+}
+
+#[test]
+fn a_shutdown_through_the_cli_stops_every_service_and_ends_the_daemon() {
+    let mut sim = Sim::start(&[("a", svc("")), ("b", svc("requires = [\"a\"]"))]);
+    sim.cli_ok(&["wait"]);
+    sim.cli_ok(&["shutdown", "--stop-services"]);
+    assert!(sim.join(Duration::from_secs(10)), "the daemon ended");
+    assert!(sim.runtime.container_ids().is_empty());
+}
+
+#[test]
+fn a_restarted_daemon_adopts_what_runs_without_a_restart() {
+    let mut sim = Sim::start(&[("a", svc("")), ("b", svc("requires = [\"a\"]"))]);
+    sim.cli_ok(&["wait"]);
+    let pids = (sim.runtime.pid("a"), sim.runtime.pid("b"));
+    sim.restart_daemon();
+    sim.cli_ok(&["wait"]);
+    assert_eq!((sim.runtime.pid("a"), sim.runtime.pid("b")), pids);
+    assert_eq!(sim.runtime.starts("a"), 1);
+}
