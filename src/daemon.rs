@@ -4,7 +4,8 @@
 //! Start-up order matters for systemd: manifests and state are validated first (an invalid
 //! set starts nothing and exits with `EX_CONFIG`), then containerd is reached, the API socket
 //! bound and running containers adopted; only then is `READY=1` sent. [`run`] builds the real
-//! adapters; [`run_with`] takes any (the sim tier runs it over the in-memory twins).
+//! adapters (containerd, the prober, systemd over D-Bus, Redis); [`run_with`] takes any (the
+//! sim tier runs it over the in-memory twins).
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -17,6 +18,8 @@ use tokio_util::task::TaskTracker;
 use crate::api::http::{self, ApiState, BindError};
 use crate::api::server;
 use crate::config::{Config, ConfigError};
+use crate::db::port::Databases;
+use crate::db::switch::RedisSwitch;
 use crate::exit::Exit;
 use crate::health::Prober;
 use crate::intent::engine::Engine as IntentEngine;
@@ -24,7 +27,7 @@ use crate::intent::{self, IntentError};
 use crate::manifest::{self, LoadError, ManifestSet};
 use crate::runtime::containerd::Containerd;
 use crate::runtime::{ContainerRuntime, RuntimeError};
-use crate::sonic::dblink::{self, DbLink};
+use crate::sonic::dblink;
 use crate::state::store::{PersistedState, StateStore, StoreError};
 use crate::supervisor::ports::{Health, Units};
 use crate::supervisor::{Command, Core, CoreConfig, DbPort, Driver, DriverConfig, Now, Ports};
@@ -71,11 +74,13 @@ impl DaemonError {
 
 /// The adapters the daemon runs the supervisor over.
 #[derive(Debug)]
-pub struct Adapters<R, H, U> {
+pub struct Adapters<R, H, U, D> {
     pub runtime: Arc<R>,
     pub health: Arc<H>,
     /// systemd, when it is the init.
     pub units: Option<Arc<U>>,
+    /// The switch's databases (used when a manifest is the database service).
+    pub databases: Arc<D>,
 }
 
 /// What the daemon loaded and checked before it reaches out to anything.
@@ -201,13 +206,14 @@ pub async fn run(config: Config, signals: impl Stream<Item = ()> + Send + Unpin 
     };
     let health = Arc::new(Prober::new(Arc::clone(&runtime), loaded.config.host_settings()));
     let units = systemd::dbus::systemd_booted().then(|| Arc::new(SystemdManager::new()));
-    run_with(loaded, Adapters { runtime, health, units }, life).await
+    let databases = Arc::new(RedisSwitch::new(&loaded.config.paths.sonic_root));
+    run_with(loaded, Adapters { runtime, health, units, databases }, life).await
 }
 
 /// Runs the daemon over `adapters` until `first_signal` (or a shutdown request) stops it.
-pub async fn run_with<R: ContainerRuntime, H: Health, U: Units>(
+pub async fn run_with<R: ContainerRuntime, H: Health, U: Units, D: Databases>(
     loaded: Loaded,
-    adapters: Adapters<R, H, U>,
+    adapters: Adapters<R, H, U, D>,
     life: Lifetime,
 ) -> Result<(), DaemonError> {
     let Loaded { config, manifests, store, state, intents: intent_engine } = loaded;
@@ -224,7 +230,6 @@ pub async fn run_with<R: ContainerRuntime, H: Health, U: Units>(
     let boot = config.boot_type();
     tracing::info!(boot = boot.as_str(), "boot type");
     let program = std::env::current_exe().unwrap_or_else(|_| PathBuf::from("/usr/bin/soniclet"));
-    let link = DbLink::new(config.paths.sonic_root.clone());
     // With a database service, CONFIG_DB's FEATURE table decides what runs.
     let db = manifests.database().map(|_| {
         let (requests, requests_rx) = tokio::sync::mpsc::unbounded_channel();
@@ -259,11 +264,21 @@ pub async fn run_with<R: ContainerRuntime, H: Health, U: Units>(
     }
     let handle = driver.handle();
     if let Some((requests_rx, ready_rx)) = db_task {
-        tracker.spawn(dblink::run(Arc::clone(&link), handle.clone(), requests_rx, ready_rx, boot, shutdown.clone()));
+        let (databases, sonic_root) = (Arc::clone(&adapters.databases), config.paths.sonic_root.clone());
+        tracker.spawn(dblink::run(
+            databases,
+            sonic_root,
+            handle.clone(),
+            requests_rx,
+            ready_rx,
+            boot,
+            shutdown.clone(),
+        ));
     }
-    let intents = intent_engine.map(|engine| {
+    // Intents speak swss-common's protocols: only databases that carry them get an engine.
+    let intents = intent_engine.zip(adapters.databases.intent_feeds()).map(|(engine, feeds)| {
         let (intents, requests) = intent::engine::channel();
-        tracker.spawn(engine.run(requests, link.subscribe(), link.appl_flushes(), shutdown.clone()));
+        tracker.spawn(engine.run(requests, feeds.connections, feeds.flushes, shutdown.clone()));
         intents
     });
 

@@ -7,6 +7,8 @@
 //! - `op_queue`: ProducerTable / ConsumerTable, the ASIC_STATE op queue.
 //! - `msgpack`: script replies packed with Redis's `cmsgpack`.
 //! - `schema`: standard database names, numbers and separators.
+//! - `port`: the daemon's database port (`Databases`, `Tables`, `Feed`); `switch` is its
+//!   adapter over Redis, `memory` its twin.
 //!
 //! **Invariant:** this module is the only importer of the `redis` crate; callers speak
 //! [`Op`], [`Fields`] and database names.
@@ -15,12 +17,15 @@ pub mod channel;
 pub mod config;
 pub mod consumer_state;
 pub mod lua;
+pub mod memory;
 mod msgpack;
 pub mod op_queue;
+pub mod port;
 pub mod producer_state;
 pub mod redis;
 pub mod schema;
 pub mod subscriber;
+pub mod switch;
 
 pub use self::redis::{Db, Table};
 

@@ -163,3 +163,13 @@ impl SubscriberStateTable {
         self.rx.try_recv().ok()
     }
 }
+
+impl super::port::Feed for SubscriberStateTable {
+    async fn next(&mut self) -> Option<Op> {
+        SubscriberStateTable::next(self).await
+    }
+
+    fn try_next(&mut self) -> Option<Op> {
+        SubscriberStateTable::try_next(self)
+    }
+}

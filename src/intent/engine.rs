@@ -23,8 +23,8 @@ use super::render::{owns_whole_key, render, EntryKey, Item, Rendered};
 use super::{ApplyOutcome, IntentError, IntentReport, IntentStatus};
 use crate::db::producer_state::ProducerStateTable;
 use crate::db::subscriber::SubscriberStateTable;
+use crate::db::switch::Connections;
 use crate::db::{DbError, Fields, Op};
-use crate::sonic::dblink::Connections;
 use crate::state::fsutil::atomic_write;
 
 const STATE_FILE: &str = "intents.json";
@@ -120,6 +120,10 @@ pub struct Engine {
     zmq_routes: bool,
     retry_at: Option<Instant>,
     failures: u32,
+    /// APPL_DB entries written since start (reported, so a reader knows what to expect).
+    writes: u64,
+    /// ASIC_DB changes judged since start.
+    asic_updates: u64,
 }
 
 impl std::fmt::Debug for Engine {
@@ -163,6 +167,8 @@ impl Engine {
             zmq_routes: false,
             retry_at: None,
             failures: 0,
+            writes: 0,
+            asic_updates: 0,
         };
         engine.set_doc(persisted.doc);
         Ok(engine)
@@ -269,6 +275,7 @@ impl Engine {
     }
 
     fn on_asic(&mut self, op: Op) {
+        self.asic_updates += 1;
         let touched = match op {
             Op::Set { key, fields } => self.index.apply(&key, Some(fields)),
             Op::Del { key } => self.index.apply(&key, None),
@@ -461,6 +468,7 @@ impl Engine {
         }
         for (table, ops) in &by_table {
             ProducerStateTable::new(appl, table).apply(ops).await?;
+            self.writes += ops.len() as u64;
         }
 
         // soniclet now owns what it wrote (and what already matched).
@@ -547,6 +555,9 @@ impl Engine {
             programmed: count("programmed"),
             pending: count("pending") + count("unverified"),
             failed: count("failed"),
+            in_sync: self.conns.is_some() && !self.dirty,
+            appl_db_writes: self.writes,
+            asic_updates: self.asic_updates,
             intents,
         }
     }

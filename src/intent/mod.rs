@@ -67,5 +67,14 @@ pub struct IntentReport {
     pub programmed: usize,
     pub pending: usize,
     pub failed: usize,
+    /// APPL_DB has every entry of the accepted intents: nothing is left to write.
+    #[serde(default)]
+    pub in_sync: bool,
+    /// APPL_DB entries written (set or deleted) since the daemon started.
+    #[serde(default)]
+    pub appl_db_writes: u64,
+    /// ASIC_DB changes judged since the daemon started.
+    #[serde(default)]
+    pub asic_updates: u64,
     pub intents: Vec<IntentStatus>,
 }

@@ -11,7 +11,7 @@
 //! It decides nothing: every decision is the supervisor's, which gets [`Event`]s.
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -20,21 +20,9 @@ use tokio_util::sync::CancellationToken;
 
 use super::configdb::{self, ConfigContent, ConfigDbError};
 use super::feature::FeatureReport;
-use crate::db::config::{DbConfig, DEFAULT_DB_CONFIG};
-use crate::db::subscriber::SubscriberStateTable;
-use crate::db::{Db, DbError, Fields, Op};
+use crate::db::port::{Databases, Feed, Opened, Tables};
+use crate::db::{DbError, Fields, Op};
 use crate::supervisor::{BootType, DbRequest, Event, Failure, Handle, WarmFlags};
-
-/// Open connections, while the database is up.
-#[derive(Debug, Clone)]
-pub struct Connections {
-    pub config: DbConfig,
-    pub config_db: Db,
-    pub state_db: Db,
-    pub appl_db: Db,
-    pub asic_db: Db,
-    pub counters_db: Db,
-}
 
 /// Why the link could not do what it was asked.
 #[derive(Debug, thiserror::Error)]
@@ -51,66 +39,28 @@ impl From<LinkError> for Failure {
     }
 }
 
-/// The database link, shared with the intent engine (which follows its connections).
-#[derive(Debug)]
-pub struct DbLink {
-    sonic_root: PathBuf,
-    current: watch::Sender<Option<Connections>>,
-    /// Counts APPL_DB flushes: who keeps APPL_DB entries writes them again on a change.
-    appl_epoch: watch::Sender<u64>,
+/// Where the link finds `init_cfg.json` and `config_db.json`.
+fn etc_sonic(sonic_root: &Path, file: &str) -> PathBuf {
+    sonic_root.join("etc/sonic").join(file)
 }
 
-impl DbLink {
-    pub fn new(sonic_root: PathBuf) -> Arc<Self> {
-        Arc::new(Self { sonic_root, current: watch::channel(None).0, appl_epoch: watch::channel(0).0 })
-    }
-
-    /// Follows the connections: `Some` while the database is up, `None` while it is not.
-    pub fn subscribe(&self) -> watch::Receiver<Option<Connections>> {
-        self.current.subscribe()
-    }
-
-    /// Follows APPL_DB flushes (a failure group's cold start).
-    pub fn appl_flushes(&self) -> watch::Receiver<u64> {
-        self.appl_epoch.subscribe()
-    }
-
-    fn etc_sonic(&self, file: &str) -> PathBuf {
-        self.sonic_root.join("etc/sonic").join(file)
-    }
-
-    /// Reads database_config.json, which the database container publishes once it runs.
-    async fn connect(&self) -> Result<Connections, DbError> {
-        let config = DbConfig::load(&self.sonic_root.join(DEFAULT_DB_CONFIG.trim_start_matches('/')))?;
-        let open = |name: &str| {
-            let location = config.locate(name).ok_or_else(|| DbError::UnknownDb(name.to_owned()));
-            let root = self.sonic_root.clone();
-            async move { Db::open(location?, &root).await }
-        };
-        let (config_db, state_db, appl_db, asic_db, counters_db) = tokio::try_join!(
-            open("CONFIG_DB"),
-            open("STATE_DB"),
-            open("APPL_DB"),
-            open("ASIC_DB"),
-            open("COUNTERS_DB"),
-        )?;
-        let connections = Connections { config_db, state_db, appl_db, asic_db, counters_db, config };
-        connections.config_db.ping().await?;
-        Ok(connections)
-    }
-
-    /// `init_cfg.json` then `extra` (or `config_db.json`), merged; refuses a malformed file.
-    fn config_files(&self, extra: Option<ConfigContent>) -> Result<ConfigContent, ConfigDbError> {
-        let init = configdb::load_if_present(&self.etc_sonic("init_cfg.json"))?.unwrap_or_default();
-        let config = match extra {
-            Some(c) => c,
-            None => configdb::load_if_present(&self.etc_sonic("config_db.json"))?.unwrap_or_default(),
-        };
-        Ok(configdb::merge(init, config))
-    }
+/// `init_cfg.json` then `extra` (or `config_db.json`), merged; refuses a malformed file.
+fn config_files(sonic_root: &Path, extra: Option<ConfigContent>) -> Result<ConfigContent, ConfigDbError> {
+    let init = configdb::load_if_present(&etc_sonic(sonic_root, "init_cfg.json"))?.unwrap_or_default();
+    let config = match extra {
+        Some(c) => c,
+        None => configdb::load_if_present(&etc_sonic(sonic_root, "config_db.json"))?.unwrap_or_default(),
+    };
+    Ok(configdb::merge(init, config))
 }
 
-async fn write_config(config_db: &Db, content: &ConfigContent) -> Result<usize, DbError> {
+/// One table entry, swss-common's `Table::set`: an entry without fields is `NULL=NULL`.
+async fn set_entry<T: Tables>(db: &T, table: &str, key: &str, fields: &Fields) -> Result<(), DbError> {
+    let null = vec![("NULL".to_owned(), "NULL".to_owned())];
+    db.hset(&db.key(table, key), if fields.is_empty() { &null } else { fields }).await
+}
+
+async fn write_config<T: Tables>(config_db: &T, content: &ConfigContent) -> Result<usize, DbError> {
     let entries: Vec<(String, Fields)> = content
         .iter()
         .flat_map(|(table, keys)| keys.iter().map(move |(key, fields)| (config_db.key(table, key), fields.clone())))
@@ -121,14 +71,14 @@ async fn write_config(config_db: &Db, content: &ConfigContent) -> Result<usize, 
 
 /// Loads CONFIG_DB when it was not initialised (a fresh database), as SONiC's database
 /// postStart does; on a warm or fast boot the restored content is kept.
-async fn initialise_config(link: &DbLink, conns: &Connections, boot: BootType) -> Result<(), LinkError> {
+async fn initialise_config<T: Tables>(sonic_root: &Path, conns: &Opened<T>, boot: BootType) -> Result<(), LinkError> {
     let initialised = conns.config_db.get("CONFIG_DB_INITIALIZED").await?;
     if initialised.as_deref() == Some("1") {
         return Ok(());
     }
     conns.config_db.set("CONFIG_DB_INITIALIZED", "0").await?;
     if boot == BootType::Cold {
-        let content = link.config_files(None)?;
+        let content = config_files(sonic_root, None)?;
         let n = write_config(&conns.config_db, &content).await?;
         tracing::info!(entries = n, "CONFIG_DB loaded from init_cfg.json and config_db.json");
     } else {
@@ -137,13 +87,13 @@ async fn initialise_config(link: &DbLink, conns: &Connections, boot: BootType) -
     Ok(conns.config_db.set("CONFIG_DB_INITIALIZED", "1").await?)
 }
 
-/// The subscriptions that follow what the supervisor decides on.
-struct Follows {
-    features: SubscriberStateTable,
-    ports: SubscriberStateTable,
-    warm_enable: SubscriberStateTable,
-    fast_enable: SubscriberStateTable,
-    warm_states: SubscriberStateTable,
+/// The tables the link follows for the supervisor.
+struct Follows<F> {
+    features: F,
+    ports: F,
+    warm_enable: F,
+    fast_enable: F,
+    warm_states: F,
 }
 
 #[derive(Default)]
@@ -186,22 +136,21 @@ impl Mirror {
     }
 }
 
-async fn subscribe(conns: &Connections) -> Result<Follows, DbError> {
+async fn subscribe<T: Tables>(conns: &Opened<T>) -> Result<Follows<T::Feed>, DbError> {
     // Concurrently: every service but the database waits for these at boot.
     let (features, ports, warm_enable, fast_enable, warm_states) = tokio::try_join!(
-        SubscriberStateTable::new(&conns.config_db, "FEATURE"),
-        SubscriberStateTable::new(&conns.appl_db, "PORT_TABLE"),
-        SubscriberStateTable::new(&conns.state_db, "WARM_RESTART_ENABLE_TABLE"),
-        SubscriberStateTable::new(&conns.state_db, "FAST_RESTART_ENABLE_TABLE"),
-        SubscriberStateTable::new(&conns.state_db, "WARM_RESTART_TABLE"),
+        conns.config_db.follow("FEATURE"),
+        conns.appl_db.follow("PORT_TABLE"),
+        conns.state_db.follow("WARM_RESTART_ENABLE_TABLE"),
+        conns.state_db.follow("FAST_RESTART_ENABLE_TABLE"),
+        conns.state_db.follow("WARM_RESTART_TABLE"),
     )?;
     Ok(Follows { features, ports, warm_enable, fast_enable, warm_states })
 }
 
 /// The FEATURE table as it is now.
-async fn read_features(config_db: &Db) -> Result<BTreeMap<String, Fields>, DbError> {
-    let table = config_db.table("FEATURE");
-    let keys = table.keys().await?;
+async fn read_features<T: Tables>(config_db: &T) -> Result<BTreeMap<String, Fields>, DbError> {
+    let keys = config_db.table_keys("FEATURE").await?;
     let full: Vec<String> = keys.iter().map(|k| config_db.key("FEATURE", k)).collect();
     let mut out = BTreeMap::new();
     for (key, fields) in keys.into_iter().zip(config_db.hgetall_many(&full).await?) {
@@ -214,42 +163,26 @@ async fn read_features(config_db: &Db) -> Result<BTreeMap<String, Fields>, DbErr
     Ok(out)
 }
 
-/// A failure group's cold start: flush its databases and STATE_DB tables.
-async fn cold_start(
-    link: &DbLink,
-    conns: &Connections,
+/// A failure group's cold start: flush its databases and STATE_DB tables, all at once (the
+/// group's start waits for this, and each step is a round trip).
+async fn cold_start<D: Databases>(
+    dbs: &D,
+    conns: &Opened<D::Tables>,
     flush: &[String],
     delete_state: &[String],
 ) -> Result<(), DbError> {
-    let mut flushed = std::collections::BTreeSet::new();
-    let mut locations = Vec::new();
-    for name in flush {
-        let Some(location) = conns.config.locate(name) else { continue };
-        // Databases sharing a number (PFC_WD_DB, FLEX_COUNTER_DB) are flushed once.
-        if flushed.insert((location.instance.clone(), location.id)) {
-            locations.push(location);
-        }
-    }
-    // All at once: the group's start waits for this, and each step is a round trip.
-    let flushes = locations
-        .into_iter()
-        .map(|location| async move { Db::open(location, &link.sonic_root).await?.flushdb().await });
     let deletes = delete_state.iter().map(|pattern| conns.state_db.delete_matching(pattern));
-    let (flushes, deletes) =
-        futures_util::future::join(futures_util::future::join_all(flushes), futures_util::future::join_all(deletes))
-            .await;
-    flushes.into_iter().collect::<Result<Vec<_>, _>>()?;
+    let (flushed, deletes) =
+        futures_util::future::join(dbs.flush(flush), futures_util::future::join_all(deletes)).await;
+    flushed?;
     deletes.into_iter().collect::<Result<Vec<_>, _>>()?;
-    if flush.iter().any(|n| n == "APPL_DB") {
-        link.appl_epoch.send_modify(|e| *e += 1);
-    }
     tracing::info!(databases = ?flush, state_tables = delete_state.len(), "cold start: databases cleared");
     Ok(())
 }
 
 /// An operator's FEATURE change, completed with a state when the entry has none.
-async fn write_feature(
-    conns: &Connections,
+async fn write_feature<T: Tables>(
+    conns: &Opened<T>,
     service: &str,
     fields: &Fields,
     state_if_missing: &str,
@@ -263,7 +196,13 @@ async fn write_feature(
     conns.config_db.hset(&key, &fields).await
 }
 
-async fn handle_message(link: &DbLink, conns: &Connections, handle: &Handle, message: &DbRequest) {
+/// The link's fixed inputs.
+struct Link<D> {
+    dbs: Arc<D>,
+    sonic_root: PathBuf,
+}
+
+async fn handle_message<D: Databases>(link: &Link<D>, conns: &Opened<D::Tables>, handle: &Handle, message: &DbRequest) {
     match message {
         DbRequest::WriteFeature { service, fields, state_if_missing } => {
             let result = write_feature(conns, service.as_str(), fields, state_if_missing).await;
@@ -274,32 +213,32 @@ async fn handle_message(link: &DbLink, conns: &Connections, handle: &Handle, mes
                 .send(Event::FeatureWritten { service: service.clone(), result: result.map_err(|e| Failure::of(&e)) });
         }
         DbRequest::Feature(report) => {
-            if let Err(e) = conns.state_db.table("FEATURE").set(&report.name, &report.fields()).await {
+            if let Err(e) = set_entry(&conns.state_db, "FEATURE", &report.name, &report.fields()).await {
                 tracing::warn!(service = %report.name, error = %e, "cannot write STATE_DB FEATURE");
             }
         }
         DbRequest::System { status, reason } => {
             let fields = vec![("Status".to_owned(), status.clone()), ("reason".to_owned(), reason.clone())];
-            if let Err(e) = conns.state_db.table("SYSTEM_READY").set("SYSTEM_STATE", &fields).await {
+            if let Err(e) = set_entry(&conns.state_db, "SYSTEM_READY", "SYSTEM_STATE", &fields).await {
                 tracing::warn!(error = %e, "cannot write STATE_DB SYSTEM_READY");
             }
         }
         DbRequest::ColdStart { group, flush, delete_state } => {
-            let result = cold_start(link, conns, flush, delete_state).await.map_err(|e| Failure::of(&e));
+            let result = cold_start(&*link.dbs, conns, flush, delete_state).await.map_err(|e| Failure::of(&e));
             handle.send(Event::ColdStartDone { group: group.clone(), result });
         }
         DbRequest::Warm { service, enable } => {
-            let table = conns.state_db.table("WARM_RESTART_ENABLE_TABLE");
+            let (db, table) = (&conns.state_db, "WARM_RESTART_ENABLE_TABLE");
             let result = match enable {
-                Some(enable) => table.set(service, &vec![("enable".to_owned(), enable.to_string())]).await,
-                None => table.del(service).await,
+                Some(enable) => set_entry(db, table, service, &vec![("enable".to_owned(), enable.to_string())]).await,
+                None => db.del(&[db.key(table, service)]).await,
             };
             if let Err(e) = result {
                 tracing::warn!(service = %service, error = %e, "cannot write STATE_DB WARM_RESTART_ENABLE_TABLE");
             }
         }
         DbRequest::Upgrade { service, fields } => {
-            if let Err(e) = conns.state_db.table("SERVICE_UPGRADE_TABLE").set(service, fields).await {
+            if let Err(e) = set_entry(&conns.state_db, "SERVICE_UPGRADE_TABLE", service, fields).await {
                 tracing::warn!(service = %service, error = %e, "cannot write STATE_DB SERVICE_UPGRADE_TABLE");
             }
         }
@@ -315,8 +254,12 @@ async fn handle_message(link: &DbLink, conns: &Connections, handle: &Handle, mes
     }
 }
 
-async fn reload(link: &DbLink, conns: &Connections, config: ConfigContent) -> Result<(), LinkError> {
-    let content = link.config_files(Some(config))?;
+async fn reload<D: Databases>(
+    link: &Link<D>,
+    conns: &Opened<D::Tables>,
+    config: ConfigContent,
+) -> Result<(), LinkError> {
+    let content = config_files(&link.sonic_root, Some(config))?;
     conns.config_db.flushdb().await?;
     conns.config_db.set("CONFIG_DB_INITIALIZED", "0").await?;
     let n = write_config(&conns.config_db, &content).await?;
@@ -348,15 +291,17 @@ impl Latest {
     }
 }
 
-/// Runs the link until shutdown.
-pub async fn run(
-    link: Arc<DbLink>,
+/// Runs the link over `dbs` until shutdown; `sonic_root` holds `/etc/sonic`.
+pub async fn run<D: Databases>(
+    dbs: Arc<D>,
+    sonic_root: PathBuf,
     handle: Handle,
     mut messages: mpsc::UnboundedReceiver<DbRequest>,
     mut database_ready: watch::Receiver<bool>,
     boot: BootType,
     shutdown: CancellationToken,
 ) {
+    let link = Link { dbs, sonic_root };
     let mut latest = Latest::default();
     // Requests that need the database, kept until it is back.
     let mut waiting: Vec<DbRequest> = Vec::new();
@@ -380,7 +325,7 @@ pub async fn run(
                 }
             }
         }
-        let conns = match link.connect().await {
+        let conns = match link.dbs.open().await {
             Ok(c) => c,
             Err(e) => {
                 tracing::debug!(error = %e, "database not reachable yet");
@@ -392,7 +337,7 @@ pub async fn run(
         };
         // A database that comes back after a crash is empty: whatever the boot was, load.
         let boot_now = if first_connect { boot } else { BootType::Cold };
-        if let Err(e) = initialise_config(&link, &conns, boot_now).await {
+        if let Err(e) = initialise_config(&link.sonic_root, &conns, boot_now).await {
             tracing::error!(error = %e, "cannot initialise CONFIG_DB; retrying");
             tokio::time::sleep(Duration::from_secs(1)).await;
             continue;
@@ -406,7 +351,7 @@ pub async fn run(
                 continue;
             }
         };
-        link.current.send_replace(Some(conns.clone()));
+        link.dbs.connected(true);
         // Everything a fresh subscriber loaded, then the gate opens with FEATURE.
         let mut mirror = Mirror::default();
         for (table, sub) in [
@@ -482,7 +427,7 @@ pub async fn run(
                 }
             }
         }
-        link.current.send_replace(None);
+        link.dbs.connected(false);
         tracing::info!("lost the switch's databases; waiting for the database service");
     }
 }

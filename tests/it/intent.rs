@@ -17,6 +17,8 @@ const TABLES: &[&str] =
 /// Plays orchagent's APPL_DB side: pops every table soniclet writes and records what it saw.
 struct Orchagent {
     seen: Arc<Mutex<Vec<(String, Op)>>>,
+    /// The daemon's APPL_DB writes already taken (its count, as the daemon reports it).
+    taken: Mutex<u64>,
     _runtime: tokio::runtime::Runtime,
 }
 
@@ -40,12 +42,33 @@ impl Orchagent {
             });
         }
         assert!(wait_until(Duration::from_secs(10), || ready.load(std::sync::atomic::Ordering::SeqCst) == TABLES.len()));
-        Self { seen, _runtime: runtime }
+        Self { seen, taken: Mutex::new(0), _runtime: runtime }
     }
 
-    /// Takes what was popped so far, after things settle.
-    fn take(&self) -> Vec<(String, Op)> {
-        std::thread::sleep(Duration::from_millis(600));
+    /// Takes what was popped since the last take, once the daemon says APPL_DB holds every
+    /// accepted entry and this consumer popped as many as the daemon wrote since (the counts
+    /// the daemon reports; no waiting for things to settle).
+    fn take(&self, sw: &TestSwitch) -> Vec<(String, Op)> {
+        let mut expected = 0;
+        let caught_up = wait_until(Duration::from_secs(10), || {
+            let report = intent_report(sw);
+            let Some(writes) = report["appl_db_writes"].as_u64().filter(|_| report["in_sync"] == true) else {
+                return false;
+            };
+            let mut taken = self.taken.lock().unwrap();
+            // A new daemon counts from zero.
+            if writes < *taken {
+                *taken = 0;
+            }
+            expected = writes - *taken;
+            self.seen.lock().unwrap().len() as u64 >= expected
+        });
+        assert!(
+            caught_up,
+            "the consumer never saw the {expected} entries the daemon wrote: {:?}",
+            self.seen.lock().unwrap()
+        );
+        *self.taken.lock().unwrap() += expected;
         std::mem::take(&mut *self.seen.lock().unwrap())
     }
 }
@@ -143,7 +166,7 @@ fn apply_diff_delete_and_verify_in_asic_db() {
     let orch = Orchagent::start(&sw);
     let out = apply(&sw, "a.yaml", DOC_A);
     assert!(out.contains("accepted 7 intents"), "{out}");
-    let seen = orch.take();
+    let seen = orch.take(&sw);
     assert_eq!(
         keys(&seen),
         [
@@ -186,7 +209,7 @@ fn apply_diff_delete_and_verify_in_asic_db() {
 
     // Only the difference is written: the changed route, the new one, the removed neighbour.
     apply(&sw, "b.yaml", DOC_B);
-    let seen = orch.take();
+    let seen = orch.take(&sw);
     assert_eq!(
         keys(&seen),
         ["DEL NEIGH_TABLE:Vlan10:10.0.10.2", "SET ROUTE_TABLE:10.1.0.0/24", "SET ROUTE_TABLE:192.0.2.0/24"]
@@ -198,11 +221,11 @@ fn apply_diff_delete_and_verify_in_asic_db() {
 
     // Applying the same again writes nothing.
     apply(&sw, "b.yaml", DOC_B);
-    assert!(orch.take().is_empty());
+    assert!(orch.take(&sw).is_empty());
 
     // An empty intent set deletes everything soniclet owns, dependents first.
     apply(&sw, "empty.yaml", "");
-    let seen = orch.take();
+    let seen = orch.take(&sw);
     assert_eq!(seen.len(), 8);
     assert!(seen.iter().all(|(_, op)| matches!(op, Op::Del { .. })));
     assert_eq!(sw.db("APPL_DB", &["keys", "VLAN_TABLE:*"]), "");
@@ -216,7 +239,7 @@ fn other_writers_keys_are_left_alone_and_a_restart_sends_only_what_is_missing() 
     // fpmsyncd (say) owns this route already.
     sw.db("APPL_DB", &["hset", "ROUTE_TABLE:10.1.0.0/24", "nexthop", "10.9.9.9", "ifname", "Ethernet8"]);
     apply(&sw, "a.yaml", DOC_A);
-    let seen = orch.take();
+    let seen = orch.take(&sw);
     assert!(!keys(&seen).contains(&"SET ROUTE_TABLE:10.1.0.0/24".to_owned()));
     assert_eq!(sw.hgetall("APPL_DB", "ROUTE_TABLE:10.1.0.0/24")["nexthop"], "10.9.9.9", "untouched");
     let route = intent(&sw, "route:10.1.0.0/24");
@@ -228,7 +251,7 @@ fn other_writers_keys_are_left_alone_and_a_restart_sends_only_what_is_missing() 
     sw.db("APPL_DB", &["del", "NEIGH_TABLE:Vlan10:10.0.10.2"]);
     sw.start_daemon();
     assert!(wait_until(Duration::from_secs(20), || intent_report(&sw)["database_reachable"] == true));
-    let seen = orch.take();
+    let seen = orch.take(&sw);
     assert_eq!(keys(&seen), ["SET NEIGH_TABLE:Vlan10:10.0.10.2"], "only the missing entry is sent again");
     // The other writer's route is still theirs.
     assert_eq!(sw.hgetall("APPL_DB", "ROUTE_TABLE:10.1.0.0/24")["nexthop"], "10.9.9.9");
@@ -288,8 +311,10 @@ fn bad_files_change_nothing_and_flags_are_honoured() {
         &["hset", "TEMP_ASIC_STATE:SAI_OBJECT_TYPE_VLAN:oid:0x26000000000099", "SAI_VLAN_ATTR_VLAN_ID", "10"],
     );
     assert!(wait_until(Duration::from_secs(5), || intent_report(&sw)["temp_view"] == true));
+    let judged = intent_report(&sw)["asic_updates"].as_u64().unwrap();
     sw.db("ASIC_DB", &["hset", "ASIC_STATE:SAI_OBJECT_TYPE_VLAN:oid:0x26000000000010", "SAI_VLAN_ATTR_VLAN_ID", "10"]);
-    std::thread::sleep(Duration::from_millis(500));
+    // Once the daemon has judged that change, the VLAN is still pending: nothing counts.
+    assert!(wait_until(Duration::from_secs(5), || intent_report(&sw)["asic_updates"].as_u64().unwrap() > judged));
     assert_eq!(intent(&sw, "vlan:Vlan10")["state"], "pending");
     sw.db("ASIC_DB", &["del", "TEMP_ASIC_STATE:SAI_OBJECT_TYPE_VLAN:oid:0x26000000000099"]);
     assert!(wait_until(Duration::from_secs(5), || intent(&sw, "vlan:Vlan10")["state"] == "programmed"));

@@ -111,14 +111,20 @@ fn boot_crash_of_syncd_cold_and_warm() {
     // Warm restart enabled for syncd: only syncd restarts; peers and databases untouched.
     sw.db("STATE_DB", &["hset", "WARM_RESTART_ENABLE_TABLE|syncd", "enable", "true"]);
     sw.db("APPL_DB", &["hset", "ROUTE_TABLE:10.9.0.0/24", "nexthop", "10.0.0.1"]);
-    std::thread::sleep(Duration::from_millis(300));
+    assert!(
+        wait_until(Duration::from_secs(10), || sw
+            .log_lines("warm restart flags")
+            .iter()
+            .any(|l| l.contains("\"syncd\": true"))),
+        "the daemon never saw syncd's warm restart flag"
+    );
     let before = pids(&sw);
     kill9(before["syncd"].unwrap());
     assert!(wait_until(Duration::from_secs(30), || {
         let now = pids(&sw);
         now["syncd"].is_some() && now["syncd"] != before["syncd"] && sw.all_ready()
     }));
-    std::thread::sleep(Duration::from_millis(500));
+    // Whether the peers restart is decided with the crash: by now it would show.
     let after = pids(&sw);
     for (name, pid) in &before {
         if name != "syncd" {
@@ -274,7 +280,7 @@ fn critical_process_exits_restart_or_degrade() {
     assert!(wait_until(Duration::from_secs(10), || sw
         .daemon_log()
         .contains("auto-restart is disabled service=pmon process=psud")));
-    std::thread::sleep(Duration::from_millis(500));
+    // The decision not to restart was taken with that log line: pmon runs on, degraded.
     let now = sw.service("pmon");
     assert_eq!(now["pid"], pmon["pid"], "no restart");
     assert_eq!(now["state"], "running");

@@ -118,3 +118,85 @@ fn a_restarted_daemon_adopts_what_runs_without_a_restart() {
     assert_eq!((sim.runtime.pid("a"), sim.runtime.pid("b")), pids);
     assert_eq!(sim.runtime.starts("a"), 1);
 }
+
+fn sonic_set() -> Vec<(&'static str, String)> {
+    vec![
+        ("database", svc("database = true")),
+        ("swss", svc("requires = [\"database\"]\nfailure-group = \"swss\"\n[service.cold-start]\nflush-databases = [\"APPL_DB\"]")),
+        ("bgp", svc("requires = [\"database\"]\nafter = [\"swss\"]\ndependent-of = [\"swss\"]")),
+        ("snmp", svc("requires = [\"database\"]\ndelayed = true")),
+    ]
+}
+
+#[test]
+fn with_a_database_config_db_gates_boot_and_port_init_done_releases_delayed_services() {
+    let sim = Sim::start(&sonic_set());
+    let out = sim.cli(&["wait", "bgp", "--timeout", "10"]);
+    assert_eq!(code(&out), 0, "{out:?}");
+    assert_eq!(sim.service("snmp")["state"], "waiting");
+    assert!(sim.service("snmp")["message"].as_str().unwrap().contains("PortInitDone"));
+    sim.databases.hset("APPL_DB", "PORT_TABLE:PortInitDone", &[("lanes", "0")]);
+    sim.cli_ok(&["wait", "--timeout", "10"]);
+    assert!(support::wait_until(Duration::from_secs(5), || {
+        let system = sim.databases.hgetall("STATE_DB", "SYSTEM_READY|SYSTEM_STATE");
+        system.iter().any(|(f, v)| f == "Status" && v == "UP")
+    }));
+    let feature = sim.databases.hgetall("STATE_DB", "FEATURE|snmp");
+    assert!(feature.contains(&("state".into(), "enabled".into())), "{feature:?}");
+}
+
+#[test]
+fn feature_changes_go_through_config_db_from_the_cli_or_any_writer() {
+    let sim = Sim::start(&sonic_set());
+    sim.databases.hset("APPL_DB", "PORT_TABLE:PortInitDone", &[("lanes", "0")]);
+    sim.cli_ok(&["wait", "--timeout", "10"]);
+    let out = sim.cli_ok(&["feature", "state", "snmp", "disabled"]);
+    assert!(out.contains("snmp: state disabled"), "{out}");
+    assert_eq!(sim.service("snmp")["state"], "stopped");
+    let written = sim.databases.hgetall("CONFIG_DB", "FEATURE|snmp");
+    assert_eq!(written, vec![("state".to_owned(), "disabled".to_owned())]);
+    // Another writer enables it again: the daemon follows.
+    sim.databases.hset("CONFIG_DB", "FEATURE|snmp", &[("state", "enabled")]);
+    assert!(support::wait_until(Duration::from_secs(10), || sim.service("snmp")["ready"] == true));
+    // auto_restart alone completes the entry with the state it has.
+    sim.cli_ok(&["feature", "autorestart", "bgp", "disabled"]);
+    let bgp = sim.databases.hgetall("CONFIG_DB", "FEATURE|bgp");
+    assert!(
+        bgp.contains(&("state".into(), "enabled".into())) && bgp.contains(&("auto_restart".into(), "disabled".into())),
+        "{bgp:?}"
+    );
+    let out = sim.cli(&["feature", "state", "database", "disabled"]);
+    assert_eq!(code(&out), 7, "{out:?}");
+}
+
+#[test]
+fn a_config_reload_replaces_config_db_and_brings_everything_back() {
+    let sim = Sim::start(&sonic_set());
+    sim.databases.hset("APPL_DB", "PORT_TABLE:PortInitDone", &[("lanes", "0")]);
+    sim.cli_ok(&["wait", "--timeout", "10"]);
+    let file = sim.path("config_db.json");
+    std::fs::write(
+        &file,
+        r#"{"FEATURE": {"bgp": {"state": "disabled"}}, "DEVICE_METADATA": {"localhost": {"hostname": "sim"}}}"#,
+    )
+    .unwrap();
+    // PortInitDone goes with the cold start of swss's group; the test's "ports" come back.
+    let databases = std::sync::Arc::clone(&sim.databases);
+    let ports = std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_millis(500));
+        databases.hset("APPL_DB", "PORT_TABLE:PortInitDone", &[("lanes", "0")]);
+    });
+    let out = sim.cli(&["config", "reload", file.to_str().unwrap(), "--force"]);
+    ports.join().unwrap();
+    assert_eq!(code(&out), 0, "{out:?}");
+    assert!(String::from_utf8_lossy(&out.stdout).contains("config reload done"), "{out:?}");
+    assert_eq!(sim.service("bgp")["state"], "stopped", "the new FEATURE table disables bgp");
+    assert_eq!(
+        sim.databases.hgetall("CONFIG_DB", "DEVICE_METADATA|localhost"),
+        vec![("hostname".into(), "sim".into())]
+    );
+    let bad = sim.path("broken.json");
+    std::fs::write(&bad, "{\"FEATURE\": [1]}").unwrap();
+    let out = sim.cli(&["config", "reload", bad.to_str().unwrap(), "--force"]);
+    assert_eq!(code(&out), 5, "a broken file changes nothing: {out:?}");
+}

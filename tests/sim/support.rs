@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 use soniclet::config::Config;
 use soniclet::daemon::{self, Adapters, Lifetime, Loaded};
+use soniclet::db::memory::MemoryDatabases;
 use soniclet::health::memory::MemoryHealth;
 use soniclet::runtime::memory::MemoryRuntime;
 use soniclet::systemd::memory::MemoryUnits;
@@ -40,6 +41,7 @@ pub struct Sim {
     pub runtime: Arc<MemoryRuntime>,
     pub health: Arc<MemoryHealth>,
     pub units: Arc<MemoryUnits>,
+    pub databases: Arc<MemoryDatabases>,
     config: PathBuf,
     stop: Option<tokio::sync::mpsc::UnboundedSender<()>>,
     thread: Option<std::thread::JoinHandle<()>>,
@@ -74,7 +76,8 @@ impl Sim {
         .unwrap();
         let health = Arc::new(MemoryHealth::new(Arc::clone(&runtime)));
         let units = Arc::new(MemoryUnits::new());
-        let mut sim = Self { _dir: dir, socket, runtime, health, units, config, stop: None, thread: None };
+        let databases = Arc::new(MemoryDatabases::new());
+        let mut sim = Self { _dir: dir, socket, runtime, health, units, databases, config, stop: None, thread: None };
         sim.spawn_daemon();
         sim
     }
@@ -86,6 +89,7 @@ impl Sim {
             runtime: Arc::clone(&self.runtime),
             health: Arc::clone(&self.health),
             units: Some(Arc::clone(&self.units)),
+            databases: Arc::clone(&self.databases),
         };
         let thread = std::thread::spawn(move || {
             let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
@@ -137,6 +141,11 @@ impl Sim {
             String::from_utf8_lossy(&out.stderr)
         );
         String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// A path in the sim's directory.
+    pub fn path(&self, name: &str) -> PathBuf {
+        self._dir.path().join(name)
     }
 
     pub fn service(&self, name: &str) -> Value {
