@@ -2,7 +2,7 @@
 
 use std::path::PathBuf;
 
-use super::{CliResult, Failure};
+use super::output::{CliResult, Failure};
 use crate::api::client::Client;
 use crate::api::{ReloadEvent, ReloadRequest};
 use crate::exit::Exit;

@@ -13,7 +13,7 @@ use std::time::Instant;
 
 use serde_json::Value;
 
-use super::{CliResult, Failure};
+use super::output::{CliResult, Failure};
 use crate::db::config::DbConfig;
 use crate::db::producer_state::ProducerStateTable;
 use crate::db::{Db, DbError, Fields, Op};

@@ -1,6 +1,6 @@
 //! `feature ls`, `feature state`, `feature autorestart`.
 
-use super::{print_table, CliResult};
+use super::output::{print_table, CliResult};
 use crate::api::client::Client;
 use crate::api::{FeatureChange, FeatureStatus};
 

@@ -1,6 +1,6 @@
 //! `image import` and `image ls`.
 
-use super::{print_table, CliResult, Failure};
+use super::output::{print_table, CliResult, Failure};
 use crate::api::client::Client;
 use crate::api::{ImageSummary, ImportEvent, ImportRequest};
 use crate::exit::Exit;

@@ -3,7 +3,7 @@
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use super::{print_table, CliResult, Failure};
+use super::output::{print_table, CliResult, Failure};
 use crate::api::client::Client;
 use crate::api::IntentApply;
 use crate::exit::Exit;

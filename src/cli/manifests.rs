@@ -2,7 +2,7 @@
 
 use std::path::{Path, PathBuf};
 
-use super::{CliResult, Failure};
+use super::output::{CliResult, Failure};
 use crate::config::Config;
 use crate::exit::Exit;
 use crate::manifest::{load_dir, LoadError};

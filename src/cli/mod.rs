@@ -11,6 +11,7 @@ mod feature;
 mod image;
 mod intent;
 mod manifests;
+mod output;
 mod service;
 mod unit;
 mod upgrade;
@@ -20,7 +21,11 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
 
-use crate::api::client::{Action, Client, ClientError};
+pub use output::{CliResult, Failure};
+pub use service::ActionArgs;
+pub use vasic::VasicRole;
+
+use crate::api::client::{Action, Client};
 use crate::config::{DEFAULT_API_SOCKET, DEFAULT_CONFIG_PATH};
 use crate::exit::Exit;
 
@@ -195,24 +200,6 @@ pub enum CliCommand {
     },
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum VasicRole {
-    Orch,
-    Syncd,
-    Portsyncd,
-}
-
-#[derive(Debug, Args)]
-pub struct ActionArgs {
-    pub service: String,
-    /// Return at once instead of waiting for the service.
-    #[arg(long)]
-    pub no_wait: bool,
-    /// Seconds to wait before giving up (the operation goes on).
-    #[arg(long, default_value_t = 300)]
-    pub timeout: u64,
-}
-
 #[derive(Debug, Subcommand)]
 pub enum UnitCommand {
     /// Ask the daemon to start SVC (unless it runs it already), report READY=1 once its probe
@@ -324,21 +311,6 @@ pub enum ManifestsCommand {
     },
 }
 
-/// What a CLI command ends with.
-#[derive(Debug)]
-pub struct Failure {
-    pub exit: Exit,
-    pub message: String,
-}
-
-impl From<ClientError> for Failure {
-    fn from(e: ClientError) -> Self {
-        Failure { exit: Exit::from(e.kind()), message: crate::exit::chain(&e) }
-    }
-}
-
-pub type CliResult = Result<(), Failure>;
-
 /// Runs a client command or an offline tool.
 pub async fn run(socket: &std::path::Path, command: CliCommand) -> CliResult {
     use CliCommand as Command;
@@ -387,30 +359,5 @@ pub async fn run(socket: &std::path::Path, command: CliCommand) -> CliResult {
             unit::stop(&client, &service, timeout).await
         }
         Command::GenerateUnits { config, dir, other_dirs: _ } => unit::generate(&config, &dir),
-    }
-}
-
-/// Prints rows as aligned columns.
-pub(crate) fn print_table(header: &[&str], rows: &[Vec<String>]) {
-    let mut widths: Vec<usize> = header.iter().map(|h| h.len()).collect();
-    for row in rows {
-        for (i, cell) in row.iter().enumerate() {
-            widths[i] = widths[i].max(cell.chars().count());
-        }
-    }
-    let line = |cells: Vec<String>| {
-        let mut out = String::new();
-        for (i, cell) in cells.iter().enumerate() {
-            if i + 1 == cells.len() {
-                out.push_str(cell);
-            } else {
-                out.push_str(&format!("{cell:<w$}  ", w = widths[i]));
-            }
-        }
-        println!("{}", out.trim_end());
-    };
-    line(header.iter().map(|h| h.to_string()).collect());
-    for row in rows {
-        line(row.clone());
     }
 }

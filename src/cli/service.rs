@@ -1,10 +1,24 @@
 //! `status`, `start`, `stop`, `restart`, `logs`, `shutdown`.
 
-use super::{print_table, ActionArgs, CliResult, Failure};
+use clap::Args;
+
+use super::output::{print_table, CliResult, Failure};
 use crate::api::client::{Action, Client};
 use crate::api::{ActionRequest, ServiceStatus, ShutdownRequest, StatusResponse, WaitRequest};
 use crate::exit::Exit;
 use crate::logs::parse_record;
+
+/// What `start`, `stop` and `restart` take.
+#[derive(Debug, Args)]
+pub struct ActionArgs {
+    pub service: String,
+    /// Return at once instead of waiting for the service.
+    #[arg(long)]
+    pub no_wait: bool,
+    /// Seconds to wait before giving up (the operation goes on).
+    #[arg(long, default_value_t = 300)]
+    pub timeout: u64,
+}
 
 fn yes_no(b: bool) -> String {
     if b { "yes" } else { "no" }.to_owned()

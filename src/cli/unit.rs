@@ -5,7 +5,7 @@ use std::ops::ControlFlow;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use super::{CliResult, Failure};
+use super::output::{CliResult, Failure};
 use crate::api::client::{Action, Client, ClientError};
 use crate::api::{ActionRequest, ErrorKind, ServiceState, ServiceStatus};
 use crate::config::Config;

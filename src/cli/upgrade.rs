@@ -2,7 +2,7 @@
 
 use std::path::{Path, PathBuf};
 
-use super::{print_table, CliResult, Failure};
+use super::output::{print_table, CliResult, Failure};
 use crate::api::client::Client;
 use crate::api::{ChangeEvent, ReleaseOutcome, ReleaseRequest, UpgradeRequest};
 use crate::exit::Exit;

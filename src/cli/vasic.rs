@@ -4,7 +4,6 @@ use std::path::{Path, PathBuf};
 
 use tokio_util::sync::CancellationToken;
 
-use super::VasicRole;
 use crate::db::config::DbConfig;
 use crate::db::{Db, DbError};
 use crate::vasic::netlink::Netlink;
@@ -14,6 +13,14 @@ use crate::vasic::VasicError;
 async fn open(config: &DbConfig, name: &str, sonic_root: &Path) -> Result<Db, VasicError> {
     let location = config.locate(name).ok_or_else(|| DbError::UnknownDb(name.to_owned()))?;
     Ok(Db::open(location, sonic_root).await?)
+}
+
+/// Which process of the virtual ASIC to run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum VasicRole {
+    Orch,
+    Syncd,
+    Portsyncd,
 }
 
 pub async fn run(

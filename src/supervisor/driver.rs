@@ -22,9 +22,10 @@ use super::core::Core;
 use super::event::{
     ArchiveHandle, Command, Effect, Event, Failure, Observed, Progress, RequestId, Response, StagedImage,
 };
+use super::ops;
+use super::ports::DbPort;
 use super::ports::{Health, Units};
 use super::types::{CommandError, ErrorKind, Now, ServiceView};
-use super::{ops, DbPort};
 use crate::manifest::{ManifestSet, ServiceName};
 use crate::runtime::archive::StagedArchive;
 use crate::runtime::spec::HostSettings;

@@ -45,17 +45,8 @@ pub use event::{
     ArchiveHandle, ChangeRequest, Command, DbRequest, Effect, Event, Failure, ImageSource, Observed, Prepared,
     Progress, ReleaseOutcome, RequestId, Response, StagedImage, StartError, StartFrom, Started, StopHow,
 };
+pub use ports::DbPort;
 pub use types::{
     BootType, CommandError, ErrorKind, FeatureSource, FeatureView, Now, RestartCause, ServiceState, ServiceView,
     StatusView, StopMode, WarmFlags,
 };
-
-use tokio::sync::{mpsc, watch};
-
-/// The database link as the driver sees it: where requests go, and whether the database
-/// service is ready (for the link to connect).
-#[derive(Debug)]
-pub struct DbPort {
-    pub requests: mpsc::UnboundedSender<DbRequest>,
-    pub database_ready: watch::Sender<bool>,
-}

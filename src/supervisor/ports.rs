@@ -6,6 +6,9 @@ use std::future::Future;
 
 use crate::manifest::{Service, StopStep};
 use crate::runtime::RuntimeError;
+use tokio::sync::{mpsc, watch};
+
+use super::event::DbRequest;
 
 /// Why a container is not healthy, or a stop step did not finish.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -54,4 +57,12 @@ pub trait Units: Send + Sync + 'static {
     /// Queues a start of `unit` unless a conflicting job is pending; a no-op for an active
     /// unit. Bounded in time by the adapter.
     fn start_unit(&self, unit: &str) -> impl Future<Output = Result<(), UnitError>> + Send;
+}
+
+/// The database link as the driver sees it: where requests go, and whether the database
+/// service is ready (for the link to connect).
+#[derive(Debug)]
+pub struct DbPort {
+    pub requests: mpsc::UnboundedSender<DbRequest>,
+    pub database_ready: watch::Sender<bool>,
 }

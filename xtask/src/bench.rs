@@ -4,81 +4,16 @@
 //! Each measures its baseline in the same run, on the same machine, so ratios are
 //! comparable even when absolute figures move with the machine's load.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
-use serde::Serialize;
 
 use crate::images;
-use crate::lab::Lab;
-use crate::util::{build_bench, build_soniclet, ensure_packages, is_root, output, project_root, run, PREREQUISITES};
-
-#[derive(Debug, Clone, Serialize)]
-pub struct Metric {
-    pub name: String,
-    pub value: f64,
-    pub unit: String,
-    pub baseline: Option<f64>,
-    pub ratio: Option<f64>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub target: Option<String>,
-}
-
-impl Metric {
-    pub fn new(name: &str, value: f64, unit: &str, baseline: Option<f64>, target: &str) -> Self {
-        Self {
-            name: name.to_owned(),
-            value,
-            unit: unit.to_owned(),
-            ratio: baseline.map(|b| if b > 0.0 { value / b } else { f64::NAN }),
-            baseline,
-            target: (!target.is_empty()).then(|| target.to_owned()),
-        }
-    }
-}
-
-pub fn print_table(title: &str, metrics: &[Metric]) {
-    println!("\n{title}\n");
-    let width = metrics.iter().map(|m| m.name.chars().count()).max().unwrap_or(0).max(48);
-    println!("{:<width$} {:>12} {:<5} {:>12} {:>7}  target", "metric", "value", "unit", "baseline", "ratio");
-    println!("{}", "-".repeat(width + 52));
-    for m in metrics {
-        let baseline = m.baseline.map(|b| format!("{b:.2}")).unwrap_or_else(|| "-".into());
-        let ratio = m.ratio.map(|r| format!("{r:.2}")).unwrap_or_else(|| "-".into());
-        println!(
-            "{:<width$} {:>12.2} {:<5} {:>12} {:>7}  {}",
-            m.name,
-            m.value,
-            m.unit,
-            baseline,
-            ratio,
-            m.target.clone().unwrap_or_default()
-        );
-    }
-}
-
-fn write_json(path: Option<&Path>, metrics: &[Metric]) -> Result<()> {
-    if let Some(path) = path {
-        std::fs::write(path, serde_json::to_vec_pretty(metrics)?).with_context(|| format!("{}", path.display()))?;
-        eprintln!("bench: wrote {}", path.display());
-    }
-    Ok(())
-}
-
-pub fn median(values: &mut [f64]) -> f64 {
-    values.sort_by(|a, b| a.total_cmp(b));
-    let n = values.len();
-    if n == 0 {
-        return f64::NAN;
-    }
-    if n % 2 == 1 {
-        values[n / 2]
-    } else {
-        (values[n / 2 - 1] + values[n / 2]) / 2.0
-    }
-}
+use crate::lab::{bench_lab, on_booted_lab, Lab};
+use crate::metric::{median, print_table, write_json, Metric};
+use crate::util::{build_bench, build_soniclet, ensure_packages, is_root, output, run, PREREQUISITES};
 
 pub fn run_task(args: &[String]) -> Result<()> {
     let Some(name) = args.first() else {
@@ -118,19 +53,6 @@ pub fn run_task(args: &[String]) -> Result<()> {
 /// semantics, a swss restart takes its whole failure group along (`bench lifecycle` times
 /// that against raw containerd).
 const RESTARTED: &str = "bgp";
-
-pub(crate) fn bench_lab(soniclet: &Path) -> Lab {
-    let base = std::env::temp_dir().join(format!("soniclet-bench-{}", std::process::id()));
-    Lab {
-        data: base.join("data"),
-        run_dir: base.join("run"),
-        logs: base.join("logs"),
-        netns: format!("soniclet-bench-{}", std::process::id()),
-        namespace: "sonic".to_owned(),
-        services: project_root().join("services"),
-        soniclet: soniclet.to_owned(),
-    }
-}
 
 fn proc_field(pid: u32, key: &str) -> Option<f64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
@@ -347,31 +269,6 @@ fn status_json(lab: &Lab) -> Result<serde_json::Value> {
 
 fn pid_of(status: &serde_json::Value, name: &str) -> Option<u64> {
     status["services"].as_array()?.iter().find(|s| s["name"] == name)?["pid"].as_u64()
-}
-
-/// Runs `bench` on a lab booted with the full VS set (every image imported, every enabled
-/// service ready, a minimal CONFIG_DB), then takes the lab down whatever happened.
-pub(crate) fn on_booted_lab(bench: impl FnOnce(&Lab) -> Result<Vec<Metric>>) -> Result<Vec<Metric>> {
-    let soniclet = build_soniclet()?;
-    let built = images::run(Some(&soniclet))?;
-    let lab = bench_lab(&soniclet);
-    let result = boot_lab(&lab, &built).and_then(|()| bench(&lab));
-    let _ = lab.down();
-    let _ = std::fs::remove_dir_all(lab.data.parent().unwrap_or(&lab.data));
-    result
-}
-
-fn boot_lab(lab: &Lab, built: &[(String, PathBuf, String)]) -> Result<()> {
-    let quiet = || std::process::Stdio::null();
-    let etc_sonic = lab.sonic_root().join("etc/sonic");
-    std::fs::create_dir_all(&etc_sonic)?;
-    std::fs::write(etc_sonic.join("config_db.json"), r#"{"DEVICE_METADATA": {"localhost": {"hostname": "vs"}}}"#)?;
-    lab.ensure_containerd()?;
-    lab.start_daemon()?;
-    let archives: Vec<String> = built.iter().map(|(_, p, _)| p.display().to_string()).collect();
-    run(lab.cli().args(["image", "import"]).args(&archives).stderr(quiet()))?;
-    run(lab.cli().args(["wait", "--timeout", "180"]).stdout(quiet()))?;
-    Ok(())
 }
 
 /// Group recovery after a syncd crash, and config reload.

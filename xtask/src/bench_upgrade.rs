@@ -11,9 +11,10 @@ use std::time::Duration;
 use anyhow::{bail, Context, Result};
 use serde_json::Value;
 
-use crate::bench::{median, on_booted_lab, Metric};
 use crate::images;
+use crate::lab::on_booted_lab;
 use crate::lab::Lab;
+use crate::metric::{median, Metric};
 use crate::util::{output, run};
 
 const SERVICE: &str = "bgp";

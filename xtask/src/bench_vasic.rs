@@ -12,9 +12,10 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 
-use crate::bench::{bench_lab, median, Metric};
 use crate::images;
+use crate::lab::bench_lab;
 use crate::lab::Lab;
+use crate::metric::{median, Metric};
 use crate::util::{build_bench, build_soniclet, output, run};
 
 const ROUTES: usize = 10_000;

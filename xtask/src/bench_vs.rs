@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 
-use crate::bench::{median, Metric};
+use crate::metric::{median, Metric};
 use crate::switch::Switch;
 use crate::vs;
 

@@ -8,7 +8,9 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 
-use crate::util::run;
+use crate::images;
+use crate::metric::Metric;
+use crate::util::{build_soniclet, project_root, run};
 
 #[derive(Debug, Clone)]
 pub struct Lab {
@@ -170,4 +172,43 @@ impl Lab {
         let _ = Command::new("ip").args(["netns", "del", &self.netns]).stderr(Stdio::null()).status();
         Ok(())
     }
+}
+
+/// The lab the integration benches boot: throwaway paths under the temp dir.
+pub(crate) fn bench_lab(soniclet: &Path) -> Lab {
+    let base = std::env::temp_dir().join(format!("soniclet-bench-{}", std::process::id()));
+    Lab {
+        data: base.join("data"),
+        run_dir: base.join("run"),
+        logs: base.join("logs"),
+        netns: format!("soniclet-bench-{}", std::process::id()),
+        namespace: "sonic".to_owned(),
+        services: project_root().join("services"),
+        soniclet: soniclet.to_owned(),
+    }
+}
+
+/// Runs `bench` on a lab booted with the full VS set (every image imported, every enabled
+/// service ready, a minimal CONFIG_DB), then takes the lab down whatever happened.
+pub(crate) fn on_booted_lab(bench: impl FnOnce(&Lab) -> Result<Vec<Metric>>) -> Result<Vec<Metric>> {
+    let soniclet = build_soniclet()?;
+    let built = images::run(Some(&soniclet))?;
+    let lab = bench_lab(&soniclet);
+    let result = boot_lab(&lab, &built).and_then(|()| bench(&lab));
+    let _ = lab.down();
+    let _ = std::fs::remove_dir_all(lab.data.parent().unwrap_or(&lab.data));
+    result
+}
+
+fn boot_lab(lab: &Lab, built: &[(String, PathBuf, String)]) -> Result<()> {
+    let quiet = || std::process::Stdio::null();
+    let etc_sonic = lab.sonic_root().join("etc/sonic");
+    std::fs::create_dir_all(&etc_sonic)?;
+    std::fs::write(etc_sonic.join("config_db.json"), r#"{"DEVICE_METADATA": {"localhost": {"hostname": "vs"}}}"#)?;
+    lab.ensure_containerd()?;
+    lab.start_daemon()?;
+    let archives: Vec<String> = built.iter().map(|(_, p, _)| p.display().to_string()).collect();
+    run(lab.cli().args(["image", "import"]).args(&archives).stderr(quiet()))?;
+    run(lab.cli().args(["wait", "--timeout", "180"]).stdout(quiet()))?;
+    Ok(())
 }

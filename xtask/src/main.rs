@@ -16,6 +16,7 @@ mod bench_vs;
 mod ci;
 mod images;
 mod lab;
+mod metric;
 mod rootfs;
 mod switch;
 mod tidy;
