@@ -2,6 +2,8 @@
 //! through the real daemon and CLI. One binary, one module per area (matklad's layout).
 
 mod adoption;
+#[path = "../common/mod.rs"]
+mod common;
 mod db;
 mod feature;
 mod inputs;

@@ -3,11 +3,12 @@
 //! a temp dir. Needs root, containerd, runc and the VS image archives (`cargo xtask images`);
 //! anything missing fails the test with what to do, never skips it.
 
+pub use crate::common::wait_until;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde_json::Value;
 
@@ -31,20 +32,6 @@ pub fn require_environment() {
     }
     let images = project_root().join("target/images/docker-database.tar");
     assert!(images.exists(), "VS images are missing ({}): run `cargo xtask images`", images.display());
-}
-
-/// Polls `cond` until it holds or `timeout` passes; returns whether it held.
-pub fn wait_until(timeout: Duration, mut cond: impl FnMut() -> bool) -> bool {
-    let deadline = Instant::now() + timeout;
-    loop {
-        if cond() {
-            return true;
-        }
-        if Instant::now() >= deadline {
-            return false;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
 }
 
 /// A manifest for a test service running `script` in the busybox-based teamd image; it is

@@ -2,12 +2,14 @@
 //! (container runtime, health, systemd units), driven through the real API and the real CLI
 //! binary on a temp socket. No root, no containerd, no Redis: it runs on any machine.
 
+#[path = "../common/mod.rs"]
+mod common;
 mod support;
 
 use std::time::Duration;
 
 use serde_json::Value;
-use support::{svc, Sim};
+use support::Sim;
 
 fn code(out: &std::process::Output) -> i32 {
     out.status.code().unwrap_or(-1)
@@ -15,7 +17,7 @@ fn code(out: &std::process::Output) -> i32 {
 
 #[test]
 fn the_cli_sees_a_boot_in_dependency_order_and_systemd_units_follow() {
-    let sim = Sim::start(&[("a", svc("")), ("b", svc("requires = [\"a\"]")), ("c", svc("after = [\"b\"]"))]);
+    let sim = Sim::start(&[("a", ""), ("b", "requires = [\"a\"]"), ("c", "after = [\"b\"]")]);
     sim.cli_ok(&["wait", "--timeout", "10"]);
     let status: Value = serde_json::from_str(&sim.cli_ok(&["status", "--json"])).unwrap();
     let names: Vec<&str> = status["services"].as_array().unwrap().iter().map(|s| s["name"].as_str().unwrap()).collect();
@@ -36,7 +38,7 @@ fn the_cli_sees_a_boot_in_dependency_order_and_systemd_units_follow() {
 
 #[test]
 fn a_crash_restarts_the_service_and_an_operators_stop_and_start_act_on_what_requires_it() {
-    let sim = Sim::start(&[("a", svc("")), ("b", svc("requires = [\"a\"]"))]);
+    let sim = Sim::start(&[("a", ""), ("b", "requires = [\"a\"]")]);
     sim.cli_ok(&["wait"]);
     let pid = sim.runtime.pid("b").unwrap();
     assert!(sim.runtime.crash("b", 137));
@@ -59,7 +61,7 @@ fn a_crash_restarts_the_service_and_an_operators_stop_and_start_act_on_what_requ
 
 #[test]
 fn bad_requests_get_their_exit_codes_and_the_daemon_stays_up() {
-    let sim = Sim::start(&[("a", svc(""))]);
+    let sim = Sim::start(&[("a", "")]);
     sim.cli_ok(&["wait"]);
     let out = sim.cli(&["start", "nosuch"]);
     assert_eq!(code(&out), 4, "{out:?}");
@@ -79,7 +81,7 @@ fn bad_requests_get_their_exit_codes_and_the_daemon_stays_up() {
 
 #[test]
 fn an_upgrade_and_a_rollback_through_the_cli_are_gated_and_recorded() {
-    let sim = Sim::start(&[("a", svc(""))]);
+    let sim = Sim::start(&[("a", "")]);
     sim.cli_ok(&["wait"]);
     sim.runtime.add_image("a:2", "sha256:a2");
     let out = sim.cli(&["upgrade", "a", "--image", "a:2", "--settle", "0"]);
@@ -101,7 +103,7 @@ fn an_upgrade_and_a_rollback_through_the_cli_are_gated_and_recorded() {
 
 #[test]
 fn a_shutdown_through_the_cli_stops_every_service_and_ends_the_daemon() {
-    let mut sim = Sim::start(&[("a", svc("")), ("b", svc("requires = [\"a\"]"))]);
+    let mut sim = Sim::start(&[("a", ""), ("b", "requires = [\"a\"]")]);
     sim.cli_ok(&["wait"]);
     sim.cli_ok(&["shutdown", "--stop-services"]);
     assert!(sim.join(Duration::from_secs(10)), "the daemon ended");
@@ -110,7 +112,7 @@ fn a_shutdown_through_the_cli_stops_every_service_and_ends_the_daemon() {
 
 #[test]
 fn a_restarted_daemon_adopts_what_runs_without_a_restart() {
-    let mut sim = Sim::start(&[("a", svc("")), ("b", svc("requires = [\"a\"]"))]);
+    let mut sim = Sim::start(&[("a", ""), ("b", "requires = [\"a\"]")]);
     sim.cli_ok(&["wait"]);
     let pids = (sim.runtime.pid("a"), sim.runtime.pid("b"));
     sim.restart_daemon();
@@ -119,18 +121,21 @@ fn a_restarted_daemon_adopts_what_runs_without_a_restart() {
     assert_eq!(sim.runtime.starts("a"), 1);
 }
 
-fn sonic_set() -> Vec<(&'static str, String)> {
-    vec![
-        ("database", svc("database = true")),
-        ("swss", svc("requires = [\"database\"]\nfailure-group = \"swss\"\n[service.cold-start]\nflush-databases = [\"APPL_DB\"]")),
-        ("bgp", svc("requires = [\"database\"]\nafter = [\"swss\"]\ndependent-of = [\"swss\"]")),
-        ("snmp", svc("requires = [\"database\"]\ndelayed = true")),
-    ]
-}
+/// database, swss with its failure group and cold-start flush, bgp its dependent, and a
+/// delayed snmp.
+const SONIC_SET: &[(&str, &str)] = &[
+    ("database", "database = true"),
+    (
+        "swss",
+        "requires = [\"database\"]\nfailure-group = \"swss\"\n[service.cold-start]\nflush-databases = [\"APPL_DB\"]",
+    ),
+    ("bgp", "requires = [\"database\"]\nafter = [\"swss\"]\ndependent-of = [\"swss\"]"),
+    ("snmp", "requires = [\"database\"]\ndelayed = true"),
+];
 
 #[test]
 fn with_a_database_config_db_gates_boot_and_port_init_done_releases_delayed_services() {
-    let sim = Sim::start(&sonic_set());
+    let sim = Sim::start(SONIC_SET);
     let out = sim.cli(&["wait", "bgp", "--timeout", "10"]);
     assert_eq!(code(&out), 0, "{out:?}");
     assert_eq!(sim.service("snmp")["state"], "waiting");
@@ -147,7 +152,7 @@ fn with_a_database_config_db_gates_boot_and_port_init_done_releases_delayed_serv
 
 #[test]
 fn feature_changes_go_through_config_db_from_the_cli_or_any_writer() {
-    let sim = Sim::start(&sonic_set());
+    let sim = Sim::start(SONIC_SET);
     sim.databases.hset("APPL_DB", "PORT_TABLE:PortInitDone", &[("lanes", "0")]);
     sim.cli_ok(&["wait", "--timeout", "10"]);
     let out = sim.cli_ok(&["feature", "state", "snmp", "disabled"]);
@@ -171,7 +176,7 @@ fn feature_changes_go_through_config_db_from_the_cli_or_any_writer() {
 
 #[test]
 fn a_config_reload_replaces_config_db_and_brings_everything_back() {
-    let sim = Sim::start(&sonic_set());
+    let sim = Sim::start(SONIC_SET);
     sim.databases.hset("APPL_DB", "PORT_TABLE:PortInitDone", &[("lanes", "0")]);
     sim.cli_ok(&["wait", "--timeout", "10"]);
     let file = sim.path("config_db.json");

@@ -1,10 +1,11 @@
 //! The sim harness: a temp dir with manifests and a config, the daemon in a thread of its
 //! own over the twins, and the real CLI binary.
 
+pub use crate::common::wait_until;
 use std::path::PathBuf;
 use std::process::{Command, Output};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde_json::Value;
 use soniclet::config::Config;
@@ -15,24 +16,6 @@ use soniclet::runtime::memory::MemoryRuntime;
 use soniclet::systemd::memory::MemoryUnits;
 
 pub const SONICLET: &str = env!("CARGO_BIN_EXE_soniclet");
-
-/// A manifest body with `service` lines, image `<file name>:1`, a process probe.
-pub fn svc(service: &str) -> String {
-    service.to_owned()
-}
-
-pub fn wait_until(timeout: Duration, mut cond: impl FnMut() -> bool) -> bool {
-    let deadline = Instant::now() + timeout;
-    loop {
-        if cond() {
-            return true;
-        }
-        if Instant::now() >= deadline {
-            return false;
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    }
-}
 
 pub struct Sim {
     /// Kept for the daemon's files; removed with the sim.
@@ -49,7 +32,9 @@ pub struct Sim {
 
 impl Sim {
     /// A daemon over the twins for these manifests (name, `[service]` lines).
-    pub fn start(manifests: &[(&str, String)]) -> Self {
+    /// The daemon over the twins, with one service per `(name, [service] lines)`: image
+    /// `<name>:1`, ready once a process named like the service runs.
+    pub fn start(manifests: &[(&str, &str)]) -> Self {
         let dir = tempfile::Builder::new().prefix("soniclet-sim-").tempdir().unwrap();
         let root = dir.path();
         let services = root.join("services");
