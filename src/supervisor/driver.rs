@@ -23,8 +23,7 @@ use super::event::{
     ArchiveHandle, Command, Effect, Event, Failure, Observed, Progress, RequestId, Response, StagedImage,
 };
 use super::ops;
-use super::ports::DbPort;
-use super::ports::{Health, Units};
+use super::ports::{DbPort, Health, Units};
 use super::types::{CommandError, ErrorKind, Now, ServiceView};
 use crate::manifest::{ManifestSet, ServiceName};
 use crate::runtime::archive::StagedArchive;
