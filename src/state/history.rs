@@ -114,6 +114,21 @@ pub fn load(state_dir: &Path) -> Result<Vec<HistoryEntry>, HistoryError> {
 
 /// Appends `entry`, dropping the oldest beyond [`KEEP`]. A corrupt file is moved aside
 /// (`history.json.corrupt`) rather than losing the new entry.
+/// Adds an entry to the newest end, keeping the last [`KEEP`]. A daemon killed after
+/// recording an outcome but before clearing the journal resumes the change and records it
+/// again: the later word on the same change replaces the first.
+pub fn record(entries: &mut Vec<HistoryEntry>, entry: HistoryEntry) {
+    let same_change = |e: &HistoryEntry| {
+        e.service == entry.service && e.started == entry.started && e.action == entry.action && e.to == entry.to
+    };
+    if entries.last().is_some_and(same_change) {
+        entries.pop();
+    }
+    entries.push(entry);
+    let excess = entries.len().saturating_sub(KEEP);
+    entries.drain(..excess);
+}
+
 pub fn append(state_dir: &Path, entry: HistoryEntry) -> Result<(), HistoryError> {
     let mut entries = match load(state_dir) {
         Ok(entries) => entries,
@@ -124,9 +139,7 @@ pub fn append(state_dir: &Path, entry: HistoryEntry) -> Result<(), HistoryError>
         }
         Err(e) => return Err(e),
     };
-    entries.push(entry);
-    let excess = entries.len().saturating_sub(KEEP);
-    entries.drain(..excess);
+    record(&mut entries, entry);
     let file = HistoryFile { version: HISTORY_VERSION, entries };
     write_versioned(&path(state_dir), &file).map_err(HistoryError::of)
 }
@@ -166,5 +179,19 @@ mod tests {
         append(dir.path(), entry("bgp")).unwrap();
         assert_eq!(load(dir.path()).unwrap().len(), 1);
         assert!(dir.path().join("history.json.corrupt").exists());
+    }
+
+    #[test]
+    fn a_change_recorded_twice_is_one_entry_with_the_later_word() {
+        let dir = tempfile::tempdir().unwrap();
+        append(dir.path(), entry("bgp")).unwrap();
+        let again = HistoryEntry { finished: "2026-01-01T00:00:09.000Z".to_owned(), ..entry("bgp") };
+        append(dir.path(), again).unwrap();
+        let entries = load(dir.path()).unwrap();
+        assert_eq!(entries.len(), 1);
+        assert_eq!(entries[0].finished, "2026-01-01T00:00:09.000Z");
+        let next = HistoryEntry { started: "2026-01-01T00:01:00.000Z".to_owned(), ..entry("bgp") };
+        append(dir.path(), next).unwrap();
+        assert_eq!(load(dir.path()).unwrap().len(), 2);
     }
 }

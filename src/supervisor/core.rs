@@ -466,12 +466,18 @@ impl Core {
         let mut ready = std::mem::take(&mut self.out.released);
         let fresh = std::mem::take(&mut self.out.batch);
         if std::mem::take(&mut self.out.dirty) {
+            // A change's outcome reaches the history before the persist that clears its
+            // journal: a kill -9 between the two resumes the change, and never loses it.
+            let (outcomes, fresh): (Vec<Effect>, Vec<Effect>) =
+                fresh.into_iter().partition(|e| matches!(e, Effect::AppendHistory(_)));
             self.out.seq += 1;
             let persist = Effect::Persist { seq: self.out.seq, state: self.state.clone() };
             if self.out.awaiting.is_some() {
+                self.out.held.extend(outcomes);
                 self.out.held.push_back(persist);
             } else {
                 self.out.awaiting = Some(self.out.seq);
+                ready.extend(outcomes);
                 ready.push(persist);
             }
             self.out.held.extend(fresh);

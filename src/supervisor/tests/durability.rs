@@ -123,6 +123,14 @@ fn a_crash_after_any_persist_of_any_scenario_converges() {
                 world.step(step);
             }
             let journal = world.disk().change.clone();
+            // Every change whose journal reached the disk before the crash is in the history
+            // once, whether it ended before the crash or after the restart (a release resumed
+            // from its own journal may add more).
+            let journaled: std::collections::BTreeSet<(String, u64)> = world
+                .persisted
+                .iter()
+                .filter_map(|s| s.change.as_ref().map(|j| (j.service.clone(), j.started_ms)))
+                .collect();
             if let Some(journal) = &journal {
                 steps_seen
                     .insert(format!("{:?}", journal.step).split([' ', '{']).next().unwrap_or_default().to_owned());
@@ -152,6 +160,20 @@ fn a_crash_after_any_persist_of_any_scenario_converges() {
                     "{at}: {service} runs another image than its pins"
                 );
             }
+            let recorded: Vec<(String, String)> =
+                world.history.iter().map(|e| (e.service.clone(), e.started.clone())).collect();
+            let wanted: Vec<(String, String)> = journaled
+                .iter()
+                .map(|(service, ms)| {
+                    let started = std::time::UNIX_EPOCH + Duration::from_millis(*ms);
+                    (service.clone(), crate::supervisor::change::rfc3339_ms(started))
+                })
+                .collect();
+            for change in &wanted {
+                assert!(recorded.contains(change), "{at}: {change:?} was journaled but is not in the history");
+            }
+            let distinct: std::collections::BTreeSet<_> = recorded.iter().collect();
+            assert_eq!(distinct.len(), recorded.len(), "{at}: a change is in the history twice: {recorded:?}");
             // The change ends the way its journal on disk calls for.
             if let Some(journal) = journal {
                 let last = world.history.last().unwrap_or_else(|| panic!("{at}: no history after {journal:?}"));

@@ -508,7 +508,7 @@ impl World {
             Effect::AppendHistory(entry) => {
                 let reason = entry.reason.as_deref().map(|r| format!(": {r}")).unwrap_or_default();
                 self.line("history", format!("history {} {}{reason}", entry.service, entry.result.as_str()));
-                self.history.push(entry);
+                crate::state::history::record(&mut self.history, entry);
             }
             Effect::Db(request) => self.database(request),
             Effect::DatabaseReady(ready) => {
