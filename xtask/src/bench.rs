@@ -17,7 +17,7 @@ use crate::util::{build_bench, build_soniclet, ensure_packages, is_root, output,
 
 pub fn run_task(args: &[String]) -> Result<()> {
     let Some(name) = args.first() else {
-        bail!("usage: cargo xtask bench <boot | appl-db | lifecycle | systemd | vasic | upgrade> [--json FILE] [--idle-secs N] [--repeat N]")
+        bail!("usage: cargo xtask bench <boot | appl-db | lifecycle | systemd | vasic | upgrade | onie> [--json FILE] [--idle-secs N] [--repeat N]")
     };
     let mut json = None;
     let mut idle_secs = 60u64;
@@ -42,7 +42,10 @@ pub fn run_task(args: &[String]) -> Result<()> {
         "systemd" => crate::bench_vs::systemd(repeat.min(5))?,
         "vasic" => crate::bench_vasic::vasic(repeat.min(5))?,
         "upgrade" => crate::bench_upgrade::upgrade(repeat)?,
-        other => bail!("unknown benchmark {other:?}; available: boot, appl-db, lifecycle, systemd, vasic, upgrade"),
+        "onie" => crate::bench_onie::onie()?,
+        other => {
+            bail!("unknown benchmark {other:?}; available: boot, appl-db, lifecycle, systemd, vasic, upgrade, onie")
+        }
     };
     print_table(&format!("cargo xtask bench {name}"), &metrics);
     write_json(json.as_deref(), &metrics)

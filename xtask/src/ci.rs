@@ -1,8 +1,9 @@
 //! `cargo xtask ci`: the README's test command and what `.ci/run` runs. It installs every
 //! missing prerequisite (Debian packages), then runs each tier; nothing is skipped: format,
 //! lint, unit (with xtask's tidy tests) and sim (no root), integration (real containerd and
-//! redis-server), and e2e (a virtual switch booted with systemd under systemd-nspawn). The
-//! root tiers are `#[ignore = "needs ..."]`, so plain `cargo test` passes anywhere; here they
+//! redis-server), e2e (a virtual switch booted with systemd under systemd-nspawn), and the
+//! ONIE tier (the installer in the ONIE install environment under qemu, then the installed
+//! disk booted by its own GRUB, legacy BIOS and UEFI). The root tiers are `#[ignore = "needs ..."]`, so plain `cargo test` passes anywhere; here they
 //! run with `--ignored`.
 
 use std::time::Instant;
@@ -10,6 +11,8 @@ use std::time::Instant;
 use anyhow::{bail, Result};
 
 use crate::images;
+use crate::onie;
+use crate::onie_env;
 use crate::switch::Switch;
 use crate::util::{build_soniclet, cargo, ensure_packages, is_root, run, PREREQUISITES};
 use crate::vs;
@@ -36,7 +39,11 @@ pub fn run_task(args: &[String]) -> Result<()> {
         );
     }
     let started = Instant::now();
-    stage("prerequisites", || ensure_packages(PREREQUISITES))?;
+    stage("prerequisites", || {
+        ensure_packages(PREREQUISITES)?;
+        ensure_packages(onie::TOOLS)?;
+        ensure_packages(onie_env::TOOLS)
+    })?;
     stage("format", || run(cargo().args(["fmt", "--all", "--", "--check"])))?;
     stage("lint", || {
         run(cargo().args(["clippy", "--workspace", "--all-targets", "--locked", "--release", "--", "-D", "warnings"]))
@@ -63,6 +70,22 @@ pub fn run_task(args: &[String]) -> Result<()> {
         // Power it off whatever happened; a failure keeps its disk for a look.
         let down = switch.down();
         result.and(down)
+    })?;
+    stage("ONIE installer", || onie::build(None).map(|_| ()))?;
+    stage("ONIE tier", || {
+        run(cargo()
+            .args([
+                "test",
+                "-p",
+                "xtask",
+                "--release",
+                "--locked",
+                "--",
+                "--ignored",
+                "--test-threads=2",
+                "onie_tests::",
+            ])
+            .env("RUST_BACKTRACE", "1"))
     })?;
     eprintln!("\nci: every tier passed in {:.0}s", started.elapsed().as_secs_f64());
     Ok(())

@@ -5,18 +5,25 @@
 //! | `images` | builds the VS image archives into `target/images/` |
 //! | `rootfs` | builds the switch's root filesystem into `target/vs/rootfs/` |
 //! | `vs [--exec CMD] [--down] [--fresh] [--name NAME] [--link PORT=SWITCH:PORT]` | boots (or drives, or stops) the virtual switch under systemd-nspawn |
+//! | `onie [--version V]` | builds the ONIE NOS installer into `target/onie/` |
 //! | `ci` | installs test prerequisites and runs every test tier (`.ci/run` calls it) |
-//! | `bench <boot, appl-db, lifecycle, systemd> [--json FILE]` | runs a benchmark and prints its table |
+//! | `bench <boot, appl-db, lifecycle, systemd, vasic, upgrade, onie> [--json FILE]` | runs a benchmark and prints its table |
 //! | `deps` | installs the Debian packages soniclet needs |
 
 mod bench;
+mod bench_onie;
 mod bench_upgrade;
 mod bench_vasic;
 mod bench_vs;
 mod ci;
 mod images;
+mod kernel;
 mod lab;
 mod metric;
+mod onie;
+mod onie_env;
+#[cfg(test)]
+mod onie_tests;
 mod rootfs;
 mod switch;
 mod tidy;
@@ -25,8 +32,8 @@ mod vs;
 
 use anyhow::{bail, Result};
 
-const USAGE: &str = "usage: cargo xtask <images | rootfs | vs [--exec CMD] [--down] [--fresh] [--name NAME] [--link PORT=SWITCH:PORT] | ci | \
-bench <boot | appl-db | lifecycle | systemd | vasic> [--json FILE] | deps>";
+const USAGE: &str = "usage: cargo xtask <images | rootfs | vs [--exec CMD] [--down] [--fresh] [--name NAME] [--link PORT=SWITCH:PORT] | onie [--version V] | ci | \
+bench <boot | appl-db | lifecycle | systemd | vasic | upgrade | onie> [--json FILE] | deps>";
 
 fn main() -> std::process::ExitCode {
     match run() {
@@ -51,6 +58,7 @@ fn run() -> Result<u8> {
         }
         "rootfs" => vs::build_rootfs().map(|_| 0),
         "vs" => vs::run_task(rest),
+        "onie" => onie::run_task(rest),
         "ci" => ci::run_task(rest).map(|()| 0),
         "bench" => bench::run_task(rest).map(|()| 0),
         "deps" => util::ensure_packages(util::PREREQUISITES).map(|()| 0),

@@ -5,7 +5,9 @@
 //! - the **base**: Debian bookworm from debootstrap with systemd, containerd, runc and an
 //!   operator's tools, rebuilt only when its package list or mirror changes (about a minute);
 //! - the **overlay**: soniclet, its config, units and generator, `services/` and the VS image
-//!   archives (imported by the daemon at first boot), rewritten file by file where changed.
+//!   archives (imported by the daemon at first boot), rewritten file by file where changed;
+//!   and Debian's kernel in `/boot` with its modules (`crate::kernel`), for the switch that
+//!   boots from disk (the ONIE installer's image).
 //!
 //! A rebuild with nothing changed takes seconds. `target/vs/rootfs.id` names the result: the
 //! virtual switch reinstalls its machine when the id changes.
@@ -17,6 +19,7 @@ use std::process::Command;
 use anyhow::{bail, Context, Result};
 use sha2::{Digest, Sha256};
 
+use crate::kernel::{self, Kernel};
 use crate::util::{ensure_packages, project_root, run};
 
 const SUITE: &str = "bookworm";
@@ -35,6 +38,9 @@ const PACKAGES: &[&str] = &[
     "less",
     "redis-tools",
     "ca-certificates",
+    // A switch booted from disk: its kernel's modules, and devices named and ready.
+    "kmod",
+    "udev",
 ];
 
 /// Host tools the build and the virtual switch need.
@@ -244,6 +250,31 @@ fn overlay_digest(base_key: &str, entries: &[Entry]) -> String {
     format!("{:x}", hasher.finalize())
 }
 
+/// Puts the kernel and its modules into the tree, unless this kernel is there already.
+fn install_kernel(tree: &Path, kernel: &Kernel) -> Result<()> {
+    let marker = tree.join("usr/lib/modules/.soniclet-kernel");
+    if std::fs::read_to_string(&marker).ok().as_deref() == Some(kernel.package.as_str()) {
+        return Ok(());
+    }
+    eprintln!("rootfs: installing {}", kernel.package);
+    let modules = tree.join("usr/lib/modules");
+    if modules.exists() {
+        std::fs::remove_dir_all(&modules)?;
+    }
+    std::fs::create_dir_all(&modules)?;
+    std::fs::create_dir_all(tree.join("boot"))?;
+    run(Command::new("cp").args(["-a", "--reflink=auto"]).arg(kernel.modules()).arg(&modules))?;
+    for old in std::fs::read_dir(tree.join("boot"))? {
+        let path = old?.path();
+        if path.file_name().is_some_and(|n| n.to_string_lossy().starts_with("vmlinuz-")) {
+            std::fs::remove_file(&path)?;
+        }
+    }
+    run(Command::new("cp").arg(kernel.vmlinuz()).arg(tree.join("boot")))?;
+    std::fs::write(&marker, &kernel.package)?;
+    Ok(())
+}
+
 /// Builds (or refreshes) `target/vs/rootfs` from the built soniclet and image archives.
 pub fn build(soniclet: &Path, archives: &[PathBuf]) -> Result<Rootfs> {
     ensure_packages(TOOLS)?;
@@ -261,7 +292,9 @@ pub fn build(soniclet: &Path, archives: &[PathBuf]) -> Result<Rootfs> {
     }
     let entries = overlay(soniclet, archives)?;
     apply(&tree, &entries)?;
-    let id = overlay_digest(&key, &entries);
+    let kernel = kernel::fetch()?;
+    install_kernel(&tree, &kernel)?;
+    let id = overlay_digest(&format!("{key}\n{}", kernel.package), &entries);
     std::fs::write(dir.join("rootfs.id"), &id)?;
     eprintln!("rootfs: {} ({})", tree.display(), &id[..12]);
     Ok(Rootfs { dir: tree, id })
