@@ -277,9 +277,16 @@ impl Machine {
         // installer made is there when the disk boots.
         let vars = disks.first().map(|(d, _)| d.with_extension("vars")).unwrap_or_else(|| dir().join("vars"));
         firmware_args(&mut cmd, firmware, &vars)?;
-        for (disk, readonly) in disks {
+        for (index, (disk, readonly)) in disks.iter().enumerate() {
             let ro = if *readonly { ",readonly=on" } else { "" };
-            cmd.arg("-drive").arg(format!("file={},if=virtio,format=raw{ro}", disk.display()));
+            // The first disk is the one the firmware boots; OVMF keeps the boot entries that
+            // lie on the devices qemu names in its boot order.
+            // (A kernel qemu loads itself boots first, so then no disk has a boot index.)
+            let boot = if kernel.is_none() { format!(",bootindex={index}") } else { String::new() };
+            cmd.arg("-drive")
+                .arg(format!("file={},if=none,id=disk{index},format=raw{ro}", disk.display()))
+                .arg("-device")
+                .arg(format!("virtio-blk-pci,drive=disk{index}{boot}"));
         }
         if let Some((env, append)) = kernel {
             cmd.arg("-kernel")
