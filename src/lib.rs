@@ -19,6 +19,7 @@
 //! - `state`: the state directory (desired state, journals, history), written atomically.
 //! - `images`: importing image archives, release manifests.
 //! - `intent`: ASIC programming intents through APPL_DB, verified in ASIC_DB.
+//! - `os`: the switch's OS images in SONiC's `/host` layout, and GRUB's environment block.
 //! - `api`: the HTTP/JSON API on a unix socket (wire types, server, typed client).
 //! - `cli`: the command line.
 //! - `systemd`: sd_notify and the watchdog, the unit generator, the facades, D-Bus, journald.
@@ -52,6 +53,7 @@ pub mod images;
 pub mod intent;
 pub mod logs;
 pub mod manifest;
+pub mod os;
 pub mod runtime;
 pub mod sonic;
 pub mod state;

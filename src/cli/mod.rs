@@ -11,6 +11,7 @@ mod feature;
 mod image;
 mod intent;
 mod manifests;
+mod os;
 mod output;
 mod service;
 mod unit;
@@ -160,6 +161,11 @@ pub enum CliCommand {
         #[command(subcommand)]
         command: ImageCommand,
     },
+    /// The switch's OS images (as sonic-installer): which runs, which boots next.
+    Os {
+        #[command(subcommand)]
+        command: OsCommand,
+    },
     /// Validate service manifests without a daemon.
     Manifests {
         #[command(subcommand)]
@@ -300,6 +306,19 @@ pub enum IntentCommand {
 }
 
 #[derive(Debug, Subcommand)]
+pub enum OsCommand {
+    /// List the installed images: the running one, the default, the next boot's. Reads
+    /// /host itself: works without the daemon.
+    List {
+        #[arg(long)]
+        json: bool,
+        /// The SONiC-OS partition's mount point.
+        #[arg(long, env = "SONICLET_HOST", default_value = "/host")]
+        host: PathBuf,
+    },
+}
+
+#[derive(Debug, Subcommand)]
 pub enum ManifestsCommand {
     /// Check every manifest in DIR (default: the configured services directory).
     Check {
@@ -349,6 +368,7 @@ pub async fn run(socket: &std::path::Path, command: CliCommand) -> CliResult {
         Command::Intent { command: IntentCommand::Status { json } } => intent::status(&client, json).await,
         Command::Image { command: ImageCommand::Import { files } } => image::import(&client, &files).await,
         Command::Image { command: ImageCommand::Ls { json } } => image::list(&client, json).await,
+        Command::Os { command: OsCommand::List { json, host } } => os::list(&host, json),
         Command::Manifests { command: ManifestsCommand::Check { dir, config, json } } => {
             manifests::check(dir, &config, json)
         }

@@ -442,6 +442,7 @@ soniclet wait --timeout 1 >/dev/null 2>&1 && echo "PROBE: ready $(up)"
 echo PROBE: status-begin; soniclet status; echo PROBE: status-end
 echo "PROBE: system $(systemctl is-system-running)"
 echo "PROBE: swss $(systemctl is-active swss)"
+echo PROBE: os-begin; soniclet os list --json; echo PROBE: os-end
 echo "PROBE: hostname $(hostname)"
 echo "PROBE: cmdline $(cat /proc/cmdline)"
 echo PROBE: done

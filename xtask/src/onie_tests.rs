@@ -112,6 +112,14 @@ fn install_and_boot(firmware: Firmware, name: &str) {
     for service in ["database", "swss", "syncd", "bgp"] {
         assert!(status.contains(service), "`soniclet status` does not list {service}:\n{status}");
     }
+    // `soniclet os list` reads the grubenv the installer wrote, and the running kernel.
+    let os = console.split("PROBE: os-begin").nth(1).and_then(|s| s.split("PROBE: os-end").next()).unwrap_or_default();
+    let os: serde_json::Value =
+        serde_json::from_str(os.trim()).unwrap_or_else(|e| panic!("`soniclet os list --json`: {e}:\n{os}"));
+    let image = format!("image-{}", fixture.version);
+    for key in ["current", "default", "next"] {
+        assert_eq!(os[key], image.as_str(), "os list {key}: {os}");
+    }
     let _ = std::fs::remove_file(&disk);
 }
 
