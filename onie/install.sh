@@ -25,7 +25,8 @@ fail() {
 
 # ---- ONIE's facts: the environment first, then machine.conf, then onie-sysinfo ----------
 if [ -r /etc/machine.conf ]; then
-    # Only onie_* assignments; an installer never runs what the file says otherwise.
+    # ONIE's own file: only its onie_* assignments are taken, and none overrides the
+    # environment ONIE exported.
     eval "$(grep -E '^onie_[a-z_]+=' /etc/machine.conf | sed -e 's/^\(onie_[a-z_]*\)=\(.*\)$/: ${\1:=\2}/')"
 fi
 sysinfo() { command -v onie-sysinfo >/dev/null 2>&1 && onie-sysinfo "$1" 2>/dev/null; }
