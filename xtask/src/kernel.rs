@@ -13,7 +13,7 @@ use std::process::Command;
 use anyhow::{bail, Context, Result};
 use sha2::{Digest, Sha256};
 
-use crate::util::{output, project_root, run};
+use crate::util::{output, project_root, run, shell_quote};
 
 /// Module trees no switch loads; everything else of Debian's kernel ships.
 const LEFT_OUT: &[&str] = &[
@@ -234,11 +234,10 @@ pub fn initramfs(
     }
     depmod(&staging, &kernel.version)?;
     let tmp = image.with_extension("tmp");
-    let quote = |p: &Path| format!("'{}'", p.display().to_string().replace('\'', r"'\''"));
     let pack = format!(
         "cd {} && find . | LC_ALL=C sort | cpio --quiet -o -H newc -R 0:0 | gzip -6 > {}",
-        quote(&staging),
-        quote(&tmp)
+        shell_quote(&staging.display().to_string()),
+        shell_quote(&tmp.display().to_string())
     );
     run(Command::new("sh").args(["-c", &pack]))?;
     std::fs::rename(&tmp, image)?;

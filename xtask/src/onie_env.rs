@@ -252,9 +252,8 @@ fn firmware_args(cmd: &mut Command, firmware: Firmware, vars: &Path) -> Result<(
 }
 
 impl Machine {
-    /// Boots qemu. `kernel` boots a kernel directly (the ONIE environment); without it the
-    /// firmware boots the first disk. `reboot` lets the guest reboot (a trial fallback) rather
-    /// than end qemu.
+    /// Boots qemu. `kernel` boots a kernel directly (the ONIE environment, which ends qemu
+    /// when it powers off or reboots); without it the firmware boots the first disk.
     pub fn start(
         name: &str,
         firmware: Firmware,

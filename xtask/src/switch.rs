@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context, Result};
 
 use crate::rootfs::Rootfs;
-use crate::util::{project_root, run};
+use crate::util::{project_root, run, shell_quote};
 
 /// The nspawn flags that let containerd and runc run containers inside (DEVELOPERS.md).
 pub const NSPAWN_FLAGS: &[&str] = &[
@@ -98,10 +98,6 @@ fn namespace_init_below(ancestor: u32) -> Option<u32> {
         }
     }
     None
-}
-
-fn shell_quote(s: &str) -> String {
-    format!("'{}'", s.replace('\'', "'\\''"))
 }
 
 impl Switch {

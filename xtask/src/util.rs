@@ -27,6 +27,11 @@ pub fn output(cmd: &mut Command) -> Result<String> {
     Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
+/// A word quoted for `sh -c`.
+pub fn shell_quote(s: &str) -> String {
+    format!("'{}'", s.replace('\'', "'\\''"))
+}
+
 /// Whether a program is on the PATH; an absolute path is a file the package ships.
 pub fn have(program: &str) -> bool {
     if program.starts_with('/') {
