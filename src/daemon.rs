@@ -233,7 +233,7 @@ pub async fn run_with<R: ContainerRuntime, H: Health, U: Units, D: Databases>(
     // With a database service, CONFIG_DB's FEATURE table decides what runs.
     let db = manifests.database().map(|_| {
         let (requests, requests_rx) = tokio::sync::mpsc::unbounded_channel();
-        let (database_ready, ready_rx) = tokio::sync::watch::channel(false);
+        let (database_ready, ready_rx) = tokio::sync::watch::channel(crate::supervisor::DatabaseReadiness::Down);
         (DbPort { requests, database_ready }, requests_rx, ready_rx)
     });
     let core_config = CoreConfig {

@@ -22,7 +22,7 @@ use super::configdb::{self, ConfigContent, ConfigDbError};
 use super::feature::FeatureReport;
 use crate::db::port::{Databases, Feed, Opened, Tables};
 use crate::db::{DbError, Fields, Op};
-use crate::supervisor::{BootType, DbRequest, Event, Failure, Handle, WarmFlags};
+use crate::supervisor::{BootType, DatabaseReadiness, DbRequest, Event, Failure, Handle, WarmFlags};
 
 /// Why the link could not do what it was asked.
 #[derive(Debug, thiserror::Error)]
@@ -297,7 +297,7 @@ pub async fn run<D: Databases>(
     sonic_root: PathBuf,
     handle: Handle,
     mut messages: mpsc::UnboundedReceiver<DbRequest>,
-    mut database_ready: watch::Receiver<bool>,
+    mut database_ready: watch::Receiver<DatabaseReadiness>,
     boot: BootType,
     shutdown: CancellationToken,
 ) {
@@ -307,7 +307,7 @@ pub async fn run<D: Databases>(
     let mut waiting: Vec<DbRequest> = Vec::new();
     let mut first_connect = true;
     loop {
-        while !*database_ready.borrow_and_update() {
+        while !database_ready.borrow_and_update().is_ready() {
             tokio::select! {
                 () = shutdown.cancelled() => return,
                 changed = database_ready.changed() => if changed.is_err() { return },
@@ -325,6 +325,9 @@ pub async fn run<D: Databases>(
                 }
             }
         }
+        // The episode these connections belong to: any other value means the database went
+        // away since, even if it is ready again by the time this link looks.
+        let episode = *database_ready.borrow();
         let conns = match link.dbs.open().await {
             Ok(c) => c,
             Err(e) => {
@@ -423,11 +426,69 @@ pub async fn run<D: Databases>(
                 }
                 changed = database_ready.changed() => {
                     if changed.is_err() { return }
-                    if !*database_ready.borrow() { break }
+                    if *database_ready.borrow() != episode { break }
                 }
             }
         }
         link.dbs.connected(false);
         tracing::info!("lost the switch's databases; waiting for the database service");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::db::memory::MemoryDatabases;
+    use crate::supervisor::driver::HandleProbe;
+
+    async fn features_loaded(probe: &mut HandleProbe) {
+        let wait = async {
+            while let Some(event) = probe.next_event().await {
+                if matches!(event, Event::FeaturesLoaded(_)) {
+                    return;
+                }
+            }
+            panic!("the link stopped");
+        };
+        tokio::time::timeout(Duration::from_secs(5), wait).await.expect("the link never loaded FEATURE");
+    }
+
+    /// The supervisor's readiness is a watch: a crash and a restart between two of the link's
+    /// looks leave only the last value. The link must still see a new database, load CONFIG_DB
+    /// into it and send FEATURE again, or every service waits for CONFIG_DB forever.
+    #[tokio::test]
+    async fn a_database_restart_between_two_looks_is_reconnected_and_loaded() {
+        let sonic = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(sonic.path().join("etc/sonic")).unwrap();
+        std::fs::write(sonic.path().join("etc/sonic/config_db.json"), r#"{"FEATURE": {"swss": {"state": "enabled"}}}"#)
+            .unwrap();
+        let dbs = Arc::new(MemoryDatabases::new());
+        let (handle, mut probe) = HandleProbe::new();
+        let (_requests, messages) = mpsc::unbounded_channel();
+        let (ready, ready_rx) = watch::channel(DatabaseReadiness::Down);
+        let shutdown = CancellationToken::new();
+        let link = tokio::spawn(run(
+            dbs.clone(),
+            sonic.path().to_owned(),
+            handle,
+            messages,
+            ready_rx,
+            BootType::Cold,
+            shutdown.clone(),
+        ));
+        ready.send_replace(DatabaseReadiness::Ready(1));
+        features_loaded(&mut probe).await;
+        let initialised = || dbs.tables("CONFIG_DB");
+        assert_eq!(initialised().get("CONFIG_DB_INITIALIZED").await.unwrap().as_deref(), Some("1"));
+
+        // The database crashes and comes back empty before the link runs again.
+        initialised().flushdb().await.unwrap();
+        ready.send_replace(DatabaseReadiness::Down);
+        ready.send_replace(DatabaseReadiness::Ready(2));
+        features_loaded(&mut probe).await;
+        assert_eq!(initialised().get("CONFIG_DB_INITIALIZED").await.unwrap().as_deref(), Some("1"));
+        assert!(!dbs.hgetall("CONFIG_DB", "FEATURE|swss").is_empty(), "CONFIG_DB was not loaded again");
+        shutdown.cancel();
+        link.await.unwrap();
     }
 }

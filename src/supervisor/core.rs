@@ -15,7 +15,7 @@ use std::collections::{BTreeMap, VecDeque};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use super::event::{Effect, Event, Observed, RequestId};
+use super::event::{DatabaseReadiness, Effect, Event, Observed, RequestId};
 use super::plan::{self, Action, Phase, UnitView};
 use super::types::{BootType, Now, ServiceView, StopMode, WarmFlags};
 use super::unit::{Container, Cycle, Unit};
@@ -103,7 +103,10 @@ pub struct Core {
     pub(super) config_loaded: bool,
     pub(super) reported: BTreeMap<ServiceName, FeatureReport>,
     pub(super) system_reported: Option<(String, String)>,
-    database_ready_sent: Option<bool>,
+    /// What the database link was last told; `None` before the first report.
+    database_ready_sent: Option<DatabaseReadiness>,
+    /// How many times the database service has become ready.
+    database_episodes: u64,
     /// The ports are initialised (APPL_DB `PORT_TABLE:PortInitDone`).
     pub(super) ports_ready: bool,
     pub(super) delayed: Delayed,
@@ -143,6 +146,7 @@ impl Core {
             reported: BTreeMap::new(),
             system_reported: None,
             database_ready_sent: None,
+            database_episodes: 0,
             ports_ready: false,
             delayed: Delayed::Held { deadline: None },
             warm: WarmFlags::default(),
@@ -378,10 +382,18 @@ impl Core {
 
     /// Tells the database link whether the database service is ready (when that changed).
     pub(super) fn database_ready(&mut self, ready: bool) {
-        if self.database_ready_sent != Some(ready) {
-            self.database_ready_sent = Some(ready);
-            self.emit(Effect::DatabaseReady(ready));
+        let was_ready = self.database_ready_sent.is_some_and(DatabaseReadiness::is_ready);
+        if self.database_ready_sent.is_some() && ready == was_ready {
+            return;
         }
+        let readiness = if ready {
+            self.database_episodes += 1;
+            DatabaseReadiness::Ready(self.database_episodes)
+        } else {
+            DatabaseReadiness::Down
+        };
+        self.database_ready_sent = Some(readiness);
+        self.emit(Effect::DatabaseReady(readiness));
     }
 
     /// Asks the database link for `request`, when there is one.

@@ -110,6 +110,29 @@ impl Drop for Answers {
     }
 }
 
+/// The events sent through a [`Handle`] with no loop behind it, for an adapter's own tests.
+#[cfg(test)]
+pub(crate) struct HandleProbe(mpsc::UnboundedReceiver<InputBox>);
+
+#[cfg(test)]
+impl HandleProbe {
+    pub(crate) fn new() -> (Handle, Self) {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let handle = Handle { tx, ids: Arc::new(AtomicU64::new(0)), statuses: broadcast::channel(1).0 };
+        (handle, Self(rx))
+    }
+
+    /// The next event sent, skipping requests.
+    pub(crate) async fn next_event(&mut self) -> Option<Event> {
+        loop {
+            match self.0.recv().await?.0 {
+                Input::Event(event) => return Some(event),
+                Input::Request { .. } => {}
+            }
+        }
+    }
+}
+
 impl Handle {
     /// Sends an event (an adapter's news); false once the loop is gone.
     pub fn send(&self, event: Event) -> bool {

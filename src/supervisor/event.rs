@@ -402,7 +402,7 @@ pub enum Effect {
     /// Database work, carried out by the database link.
     Db(DbRequest),
     /// Whether the database service is ready, for the link to connect.
-    DatabaseReady(bool),
+    DatabaseReady(DatabaseReadiness),
     /// Start the service's systemd unit: it came up on its own, and its unit must say so.
     StartUnit(ServiceName),
     /// The service's view changed (for the watchers of `/v1/services/{name}/watch`).
@@ -415,4 +415,21 @@ pub enum Effect {
     WakeAt(Instant),
     /// The supervisor is done: end the loop.
     Exit,
+}
+
+/// The database service's readiness as the database link sees it. Each ready episode has its
+/// own number, so a crash and restart between two of the link's looks (a watch keeps only the
+/// latest value) still reads as new: the link reconnects and loads CONFIG_DB again.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum DatabaseReadiness {
+    #[default]
+    Down,
+    /// The n-th time, since the daemon started, that the database service became ready.
+    Ready(u64),
+}
+
+impl DatabaseReadiness {
+    pub fn is_ready(self) -> bool {
+        matches!(self, Self::Ready(_))
+    }
 }

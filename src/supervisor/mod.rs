@@ -20,7 +20,7 @@
 mod change;
 mod commands;
 mod core;
-mod driver;
+pub(crate) mod driver;
 mod event;
 mod features;
 mod groups;
@@ -42,8 +42,8 @@ pub use self::core::{Core, CoreConfig};
 pub use change::{pin_reference, repository};
 pub use driver::{Answer, Answers, Driver, DriverConfig, Handle, Ports};
 pub use event::{
-    ArchiveHandle, ChangeRequest, Command, DbRequest, Effect, Event, Failure, ImageSource, Observed, Prepared,
-    Progress, ReleaseOutcome, RequestId, Response, StagedImage, StartError, StartFrom, Started, StopHow,
+    ArchiveHandle, ChangeRequest, Command, DatabaseReadiness, DbRequest, Effect, Event, Failure, ImageSource, Observed,
+    Prepared, Progress, ReleaseOutcome, RequestId, Response, StagedImage, StartError, StartFrom, Started, StopHow,
 };
 pub use ports::DbPort;
 pub use types::{

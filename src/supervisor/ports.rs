@@ -64,5 +64,5 @@ pub trait Units: Send + Sync + 'static {
 #[derive(Debug)]
 pub struct DbPort {
     pub requests: mpsc::UnboundedSender<DbRequest>,
-    pub database_ready: watch::Sender<bool>,
+    pub database_ready: watch::Sender<super::event::DatabaseReadiness>,
 }

@@ -39,8 +39,8 @@ fn a_sonic_boot_waits_for_config_db_then_holds_delayed_services_for_port_init_do
         vec![Trace(&["dbready"]), Boot, Show("bgp"), Show("pmon"), Ports(true), Show("pmon")],
         "
         start database #1
-        database ready false
-        database ready true
+        database Down
+        database Ready(1)
         db cold-start swss [APPL_DB,ASIC_DB]
         start swss #1
         start bgp #1

@@ -164,9 +164,9 @@ fn a_database_crash_restarts_everything_that_requires_it_once_config_db_is_back(
         stop bgp cold
         stop snmp cold
         stop syncd cold
-        database ready false
+        database Down
         stop swss cold
-        database ready true
+        database Ready(2)
         start pmon #2
         start swss #2
         start bgp #2

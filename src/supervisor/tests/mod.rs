@@ -511,8 +511,9 @@ impl World {
                 crate::state::history::record(&mut self.history, entry);
             }
             Effect::Db(request) => self.database(request),
-            Effect::DatabaseReady(ready) => {
-                self.line("dbready", format!("database ready {ready}"));
+            Effect::DatabaseReady(readiness) => {
+                let ready = readiness.is_ready();
+                self.line("dbready", format!("database {readiness:?}"));
                 if ready && !self.database_connected {
                     self.database_connected = true;
                     self.connect_database();
