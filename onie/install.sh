@@ -144,6 +144,8 @@ else
     firmware=bios
 fi
 onie_mnt=/mnt/onie-boot
+# soniclet keeps what follows this line when it rewrites the menu.
+onie_marker="# ONIE's entries, as ONIE gives them:"
 onie_entry=""
 if [ -r "$onie_mnt/onie/grub.d/50_onie_grub" ]; then
     onie_entry=$(sh "$onie_mnt/onie/grub.d/50_onie_grub" 2>/dev/null)
@@ -155,39 +157,15 @@ if [ -z "$onie_entry" ]; then
     chainloader +1
 }"
 fi
-cmdline="root=UUID=$uuid rw loop=$image/fs.squashfs loopfstype=squashfs console=tty0 console=ttyS0,115200n8 panic=10 net.ifnames=0"
-cat > "$target/grub/grub.cfg" <<EOF || fail 5 "cannot write grub.cfg"
-# soniclet's GRUB menu: one entry per image, then ONIE. soniclet rewrites it (os install,
-# os remove); the one-shot next_entry is how a new image boots on trial.
-serial --unit=0 --speed=115200 --word=8 --parity=no --stop=1
-terminal_input serial console
-terminal_output serial console
-set timeout=3
-if [ -s \$prefix/grubenv ]; then
-    load_env
-fi
-if [ "\${next_entry}" ]; then
-    set default="\${next_entry}"
-    set next_entry=
-    save_env next_entry
-elif [ "\${saved_entry}" ]; then
-    set default="\${saved_entry}"
-fi
-if [ "\${onie_entry}" ]; then
-    set next_entry="\${default}"
-    set default="\${onie_entry}"
-    set onie_entry=
-    save_env onie_entry next_entry
-fi
-
-menuentry 'SONiC-OS-$version' --id '$image' {
-    search --no-floppy --fs-uuid --set=root $uuid
-    linux /$image/boot/vmlinuz $cmdline
-    initrd /$image/boot/initrd.img
-}
-
-$onie_entry
-EOF
+# The menu from the same templates `soniclet os` renders it from (installer/grub/).
+args="console=tty0 console=ttyS0,115200n8 panic=10 net.ifnames=0"
+{
+    cat installer/grub/header.cfg
+    sed -e "s|@VERSION@|$version|g" -e "s|@IMAGE@|$image|g" -e "s|@UUID@|$uuid|g" -e "s|@ARGS@|$args|g" \
+        installer/grub/entry.cfg
+    echo "$onie_marker"
+    echo "$onie_entry"
+} > "$target/grub/grub.cfg" || fail 5 "cannot write grub.cfg"
 grub-editenv "$target/grub/grubenv" create || fail 6 "grub-editenv failed"
 grub-editenv "$target/grub/grubenv" set "saved_entry=$image" || fail 6 "grub-editenv failed"
 if [ "$firmware" = uefi ]; then

@@ -20,6 +20,7 @@ pub struct Config {
     pub api: ApiConfig,
     pub platform: PlatformConfig,
     pub daemon: DaemonConfig,
+    pub os: OsConfig,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -86,6 +87,26 @@ pub struct DaemonConfig {
     /// Seconds after CONFIG_DB is ready when delayed services start even without
     /// PortInitDone (SONiC's PORT_INIT_TIMEOUT_SEC).
     pub delayed_start_timeout: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case", default)]
+pub struct OsConfig {
+    /// SONiC's `/host`, the SONiC-OS partition with the OS images (none on a virtual switch).
+    pub host: PathBuf,
+    /// Seconds a newly installed image's first boot has to become healthy (SYSTEM_READY
+    /// UP) before the switch falls back to the previous image.
+    pub trial_deadline: u64,
+    /// The public key (PEM, ed25519) signed images are checked with.
+    pub signing_key: Option<PathBuf>,
+    /// Refuse to install an image without a valid signature.
+    pub require_signature: bool,
+}
+
+impl Default for OsConfig {
+    fn default() -> Self {
+        Self { host: PathBuf::from("/host"), trial_deadline: 300, signing_key: None, require_signature: false }
+    }
 }
 
 impl Default for ContainerdConfig {

@@ -7,7 +7,7 @@
 //! adapters (containerd, the prober, systemd over D-Bus, Redis); [`run_with`] takes any (the
 //! sim tier runs it over the in-memory twins).
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -25,12 +25,13 @@ use crate::health::Prober;
 use crate::intent::engine::Engine as IntentEngine;
 use crate::intent::{self, IntentError};
 use crate::manifest::{self, LoadError, ManifestSet};
+use crate::os::images::{Host, InstallOptions, OsSetup};
 use crate::runtime::containerd::Containerd;
 use crate::runtime::{ContainerRuntime, RuntimeError};
 use crate::sonic::dblink;
 use crate::state::store::{PersistedState, StateStore, StoreError};
 use crate::supervisor::ports::{Health, Units};
-use crate::supervisor::{Command, Core, CoreConfig, DbPort, Driver, DriverConfig, Now, Ports};
+use crate::supervisor::{Command, Core, CoreConfig, DbPort, Driver, DriverConfig, Now, OsBoot, Ports};
 use crate::systemd::dbus::SystemdManager;
 use crate::systemd::{self, notify};
 
@@ -210,6 +211,50 @@ pub async fn run(config: Config, signals: impl Stream<Item = ()> + Send + Unpin 
     run_with(loaded, Adapters { runtime, health, units, databases }, life).await
 }
 
+/// The switch's OS images, when it has them: what the `os` commands work with, and what
+/// this boot is for a trial (a fallback found here is recorded on `/host` at once).
+fn os_images(config: &Config) -> (OsBoot, Option<OsSetup>) {
+    use crate::os::trial::{self, BootStatus};
+    let root = config.os.host.clone();
+    let Ok(env) = crate::os::load_env(&root) else { return (OsBoot::Settled, None) };
+    let cmdline = std::fs::read_to_string("/proc/cmdline").unwrap_or_default();
+    let booted = crate::os::booted(&cmdline);
+    let deadline = Duration::from_secs(config.os.trial_deadline);
+    let key = config.os.signing_key.as_deref().and_then(|path| match crate::os::signature::PublicKey::load(path) {
+        Ok(key) => Some(key),
+        Err(e) => {
+            tracing::error!(error = %crate::error::chain(&e), "the OS signing key cannot be used: signed images cannot be checked");
+            None
+        }
+    });
+    let carry = [config.paths.sonic_root.join("etc/sonic"), config.paths.state.clone()]
+        .into_iter()
+        .map(|here| {
+            let there = Path::new("/").join(here.strip_prefix(&config.paths.sonic_root).unwrap_or(&here));
+            (here, there)
+        })
+        .collect();
+    let install = InstallOptions {
+        key,
+        require_signature: config.os.require_signature,
+        trial_deadline: deadline,
+        carry,
+        force_platform: false,
+    };
+    let boot = match trial::boot_status(&env, booted.as_deref(), deadline) {
+        BootStatus::Settled => OsBoot::Settled,
+        BootStatus::OnTrial { image, deadline } => OsBoot::OnTrial { image, deadline },
+        BootStatus::FellBack { image, booted } => match trial::settle_fallback(&root, &image, booted.as_deref()) {
+            Ok(reason) => OsBoot::FellBack { image, reason },
+            Err(e) => {
+                let reason = format!("it failed its trial (and recording that failed: {})", crate::error::chain(&e));
+                OsBoot::FellBack { image, reason }
+            }
+        },
+    };
+    (boot, Some(OsSetup { host: Host { root, cmdline }, install }))
+}
+
 /// Runs the daemon over `adapters` until `first_signal` (or a shutdown request) stops it.
 pub async fn run_with<R: ContainerRuntime, H: Health, U: Units, D: Databases>(
     loaded: Loaded,
@@ -236,12 +281,14 @@ pub async fn run_with<R: ContainerRuntime, H: Health, U: Units, D: Databases>(
         let (database_ready, ready_rx) = tokio::sync::watch::channel(crate::supervisor::DatabaseReadiness::Down);
         (DbPort { requests, database_ready }, requests_rx, ready_rx)
     });
+    let (os_boot, os_setup) = os_images(&config);
     let core_config = CoreConfig {
         host: host.clone(),
         boot,
         delayed_fallback: Duration::from_secs(config.daemon.delayed_start_timeout),
         database_link: db.is_some(),
         mirror_units: adapters.units.is_some(),
+        os: os_boot.clone(),
     };
     let core = Core::new(core_config, Arc::clone(&manifests), state, Now::read());
     let (db_port, db_task) = match db {
@@ -255,6 +302,7 @@ pub async fn run_with<R: ContainerRuntime, H: Health, U: Units, D: Databases>(
         logs: config.log_sink(program),
         state_dir: config.paths.state.clone(),
         staging_dir: config.paths.state.join("staging"),
+        os: os_setup,
     };
     let mut driver =
         Driver::new(core, Arc::clone(&manifests), ports, driver_config, store, tracker.clone(), shutdown.clone());

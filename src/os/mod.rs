@@ -3,13 +3,24 @@
 //! image, and `/host/grub/grubenv`: `saved_entry` is the default, `next_entry` the one-shot
 //! next boot. The running image is the one `/proc/cmdline`'s `loop=` names.
 
+pub mod grubcfg;
 pub mod grubenv;
+pub mod images;
+pub mod installer;
+pub mod onie;
+pub mod signature;
+pub mod trial;
 
 use std::path::{Path, PathBuf};
 
 use serde::Serialize;
 
 use grubenv::{GrubEnv, GrubEnvError};
+use installer::InstallerError;
+use trial::TrialRecord;
+
+/// Every image's directory and GRUB entry id starts with this.
+pub const IMAGE_PREFIX: &str = "image-";
 
 #[derive(Debug, thiserror::Error)]
 pub enum OsError {
@@ -17,8 +28,36 @@ pub enum OsError {
     NotInstalled { host: PathBuf },
     #[error(transparent)]
     GrubEnv(#[from] GrubEnvError),
-    #[error("cannot list {path}: {source}")]
+    #[error("{path}: GRUB's environment block is full: {reason}")]
+    EnvFull { path: PathBuf, reason: String },
+    #[error("cannot read {path}: {source}")]
     Read { path: PathBuf, source: std::io::Error },
+    #[error("cannot write {path}: {source}")]
+    Write { path: PathBuf, source: std::io::Error },
+    #[error(transparent)]
+    Installer(#[from] InstallerError),
+    #[error("no image {image} is installed; `soniclet os list` shows what is")]
+    NoSuchImage { image: String },
+    #[error("{image} is the running image: {action}")]
+    Running { image: String, action: &'static str },
+    #[error("{image} is on trial: wait until it is committed or falls back (`soniclet os list`), or `soniclet os remove {image}`")]
+    OnTrial { image: String },
+    #[error("{image} is the default image: `soniclet os set-default {current}` first")]
+    IsDefault { image: String, current: String },
+    #[error("{host} has {free} MiB free, and the image needs {needed} MiB: `soniclet os cleanup` or `soniclet os remove` an image first")]
+    NoRoom { host: PathBuf, needed: u64, free: u64 },
+    #[error(
+        "the image does not support this switch's platform {platform} (it supports: {supported}); nothing was changed"
+    )]
+    Platform { platform: String, supported: String },
+    #[error("the kernel command line has no root=UUID=: cannot tell the new image's entry where SONiC-OS is")]
+    NoRootUuid,
+    #[error("a signature is required, but no key is configured (`[os] signing-key` in /etc/soniclet/config.toml)")]
+    NoKey,
+    #[error(transparent)]
+    Signature(#[from] signature::SignatureError),
+    #[error("ONIE: {0}")]
+    Onie(String),
 }
 
 /// One installed image.
@@ -30,6 +69,11 @@ pub struct Image {
     pub current: bool,
     pub default: bool,
     pub next: bool,
+    /// The image boots, or booted, on trial and is not committed yet.
+    pub on_trial: bool,
+    /// What its last trial came to, when it had one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub trial: Option<TrialRecord>,
 }
 
 /// What `os list` shows.
@@ -48,37 +92,64 @@ pub fn booted(cmdline: &str) -> Option<String> {
         .split_whitespace()
         .find_map(|arg| arg.strip_prefix("loop="))
         .and_then(|path| path.split('/').next())
-        .filter(|name| name.starts_with("image-"))
+        .filter(|name| name.starts_with(IMAGE_PREFIX))
         .map(str::to_owned)
 }
 
-/// The images under `host`, as GRUB's environment and the running kernel see them.
-pub fn list(host: &Path, cmdline: &str) -> Result<Images, OsError> {
-    let env_path = host.join("grub/grubenv");
-    if !env_path.exists() {
+pub(crate) fn env_path(host: &Path) -> PathBuf {
+    host.join("grub/grubenv")
+}
+
+pub fn load_env(host: &Path) -> Result<GrubEnv, OsError> {
+    let path = env_path(host);
+    if !path.exists() {
         return Err(OsError::NotInstalled { host: host.to_owned() });
     }
-    let env = GrubEnv::load(&env_path)?;
+    Ok(GrubEnv::load(&path)?)
+}
+
+/// Changes GRUB's environment block: write, fsync, rename.
+pub(crate) fn edit_env(host: &Path, change: impl FnOnce(&mut GrubEnv)) -> Result<(), OsError> {
+    let path = env_path(host);
+    let mut env = load_env(host)?;
+    change(&mut env);
+    let bytes = env.render().map_err(|reason| OsError::EnvFull { path: path.clone(), reason })?;
+    crate::state::fsutil::atomic_write(&path, &bytes).map_err(|source| OsError::Write { path, source })
+}
+
+/// The installed images' names, sorted: a directory counts once its squashfs is in place
+/// (an install writes under a hidden name and renames when whole).
+pub(crate) fn installed(host: &Path) -> Result<Vec<String>, OsError> {
     let read = |source| OsError::Read { path: host.to_owned(), source };
     let mut names: Vec<String> = Vec::new();
     for entry in std::fs::read_dir(host).map_err(read)? {
         let entry = entry.map_err(read)?;
         let name = entry.file_name().to_string_lossy().into_owned();
-        if name.starts_with("image-") && entry.path().join("fs.squashfs").exists() {
+        if name.starts_with(IMAGE_PREFIX) && entry.path().join("fs.squashfs").exists() {
             names.push(name);
         }
     }
     names.sort();
+    Ok(names)
+}
+
+/// The images under `host`, as GRUB's environment and the running kernel see them.
+pub fn list(host: &Path, cmdline: &str) -> Result<Images, OsError> {
+    let env = load_env(host)?;
+    let names = installed(host)?;
     let current = booted(cmdline);
     let default = env.get("saved_entry").map(str::to_owned);
     let next = env.get("next_entry").map(str::to_owned).or_else(|| default.clone());
+    let on_trial = env.get(trial::TRIAL);
     let images = names
         .into_iter()
         .map(|name| Image {
-            version: name.trim_start_matches("image-").to_owned(),
+            version: name.trim_start_matches(IMAGE_PREFIX).to_owned(),
             current: current.as_deref() == Some(name.as_str()),
             default: default.as_deref() == Some(name.as_str()),
             next: next.as_deref() == Some(name.as_str()),
+            on_trial: on_trial == Some(name.as_str()),
+            trial: trial::read_record(host, &name),
             name,
         })
         .collect();

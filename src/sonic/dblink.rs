@@ -237,9 +237,11 @@ async fn handle_message<D: Databases>(link: &Link<D>, conns: &Opened<D::Tables>,
                 tracing::warn!(service = %service, error = %e, "cannot write STATE_DB WARM_RESTART_ENABLE_TABLE");
             }
         }
-        DbRequest::Upgrade { service, fields } => {
-            if let Err(e) = set_entry(&conns.state_db, "SERVICE_UPGRADE_TABLE", service, fields).await {
-                tracing::warn!(service = %service, error = %e, "cannot write STATE_DB SERVICE_UPGRADE_TABLE");
+        DbRequest::Upgrade { .. } | DbRequest::OsImage { .. } => {
+            if let Some((table, key, fields)) = state_entry(message) {
+                if let Err(e) = set_entry(&conns.state_db, table, key, fields).await {
+                    tracing::warn!(key = %key, error = %e, "cannot write STATE_DB {table}");
+                }
             }
         }
         DbRequest::Reload { config } => {
@@ -268,12 +270,22 @@ async fn reload<D: Databases>(
     Ok(())
 }
 
+/// The STATE_DB entries that are reports of the supervisor's: table, key, fields.
+fn state_entry(message: &DbRequest) -> Option<(&'static str, &str, &Fields)> {
+    match message {
+        DbRequest::Upgrade { service, fields } => Some(("SERVICE_UPGRADE_TABLE", service, fields)),
+        DbRequest::OsImage { image, fields } => Some(("OS_IMAGE_TABLE", image, fields)),
+        _ => None,
+    }
+}
+
 /// Reports kept while the database is away, rewritten on every connect.
 #[derive(Default)]
 struct Latest {
     features: BTreeMap<String, FeatureReport>,
     system: Option<(String, String)>,
-    upgrades: BTreeMap<String, Fields>,
+    /// Other reports, by table and key.
+    entries: BTreeMap<(&'static str, String), DbRequest>,
 }
 
 impl Latest {
@@ -283,10 +295,11 @@ impl Latest {
                 self.features.insert(report.name.clone(), report.clone());
             }
             DbRequest::System { status, reason } => self.system = Some((status.clone(), reason.clone())),
-            DbRequest::Upgrade { service, fields } => {
-                self.upgrades.insert(service.clone(), fields.clone());
+            other => {
+                if let Some((table, key, _)) = state_entry(other) {
+                    self.entries.insert((table, key.to_owned()), other.clone());
+                }
             }
-            _ => {}
         }
     }
 }
@@ -387,8 +400,8 @@ pub async fn run<D: Databases>(
         if let Some((status, reason)) = latest.system.clone() {
             handle_message(&link, &conns, &handle, &DbRequest::System { status, reason }).await;
         }
-        for (service, fields) in latest.upgrades.clone() {
-            handle_message(&link, &conns, &handle, &DbRequest::Upgrade { service, fields }).await;
+        for report in latest.entries.values() {
+            handle_message(&link, &conns, &handle, report).await;
         }
         for message in std::mem::take(&mut waiting) {
             handle_message(&link, &conns, &handle, &message).await;

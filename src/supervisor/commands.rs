@@ -49,6 +49,7 @@ pub(super) fn handle(core: &mut Core, id: RequestId, command: Command) {
         Command::Change(request) => change::begin(core, Some(id), request, false),
         Command::Release { release, timeout, settle } => release::begin(core, id, release, timeout, settle),
         Command::Import { paths } => core.emit(Effect::Import { id, paths }),
+        Command::Os(request) => super::os::command(core, id, request),
         Command::Shutdown { stop_services } => {
             if stop_services {
                 tracing::info!("stopping every service, then exiting");

@@ -19,7 +19,7 @@ use super::event::{DatabaseReadiness, Effect, Event, Observed, RequestId};
 use super::plan::{self, Action, Phase, UnitView};
 use super::types::{BootType, Now, ServiceView, StopMode, WarmFlags};
 use super::unit::{Container, Cycle, Unit};
-use super::{change, features, groups, release, reload, status, waiters};
+use super::{change, features, groups, os, release, reload, status, waiters};
 use crate::manifest::{ManifestSet, Service, ServiceName};
 use crate::runtime::spec::{container_digest, HostSettings};
 use crate::runtime::{labels, TaskState};
@@ -40,6 +40,8 @@ pub struct CoreConfig {
     pub database_link: bool,
     /// systemd is the init: a service that comes up on its own gets its unit started.
     pub mirror_units: bool,
+    /// This boot's OS image trial, or the trial that failed before it.
+    pub os: super::os::OsBoot,
 }
 
 /// A failure group's cold-start state.
@@ -122,6 +124,8 @@ pub struct Core {
     pub(super) release_listener: Option<RequestId>,
     /// Operators' FEATURE changes waiting for their CONFIG_DB write to come back.
     pub(super) feature_requests: Vec<features::Request>,
+    /// The OS image on trial, and the `os` command in flight.
+    pub(super) os: super::os::Slot,
     out: Outbox,
     wake_at: Option<Instant>,
 }
@@ -130,7 +134,9 @@ impl Core {
     /// A core for `manifests`, from the state last persisted. Nothing runs until [`Core::adopt`].
     pub fn new(config: CoreConfig, manifests: Arc<ManifestSet>, state: PersistedState, now: Now) -> Self {
         let units = manifests.names().map(|n| (n.clone(), Unit::new(now.wall))).collect();
+        let os = os::Slot::new(&config.os, now.mono);
         Self {
+            os,
             config,
             manifests,
             state,
@@ -229,6 +235,7 @@ impl Core {
         }
         groups::init(self);
         change::resume(self);
+        os::start(self);
         self.finish()
     }
 
@@ -284,6 +291,7 @@ impl Core {
             Event::FeaturesLoaded(entries) => features::on_loaded(self, entries),
             Event::FeatureChanged { name, fields } => features::on_changed(self, &name, fields),
             Event::FeatureWritten { service, result } => features::on_written(self, &service, result),
+            event @ (Event::OsDone { .. } | Event::ImageCommitted { .. }) => os::dispatch(self, event),
         }
     }
 
@@ -295,6 +303,7 @@ impl Core {
         change::advance(self);
         release::advance(self);
         features::report(self);
+        os::advance(self);
         super::lifecycle::report_degraded(self);
         let plan = self.reconcile();
         self.views_changed();
@@ -359,6 +368,7 @@ impl Core {
             timers.push(deadline);
         }
         timers.extend(change::wake(self));
+        timers.extend(os::wake(self));
         timers
     }
 

@@ -167,6 +167,8 @@ pub struct DriverConfig {
     pub state_dir: PathBuf,
     /// Where archives are staged while they are verified.
     pub staging_dir: PathBuf,
+    /// The switch's OS images; `None` where it has none (a virtual switch under nspawn).
+    pub os: Option<crate::os::images::OsSetup>,
 }
 
 /// The ports the driver works through.
@@ -444,6 +446,55 @@ impl<R: ContainerRuntime, H: Health, U: Units> Driver<R, H, U> {
                     handle.send(Event::Imported { id, result });
                 });
             }
+            Effect::Os { id, request } => {
+                let say = self.progress(Some(id));
+                let (setup, handle) = (self.config.os.clone(), self.handle.clone());
+                self.tracker.spawn(async move {
+                    let work = {
+                        let request = request.clone();
+                        tokio::task::spawn_blocking(move || match &setup {
+                            Some(setup) => ops::os(setup, &request, &say),
+                            None => Err(CommandError::new(
+                                ErrorKind::NotFound,
+                                "this switch has no OS images: it was not installed from an image (a virtual switch under nspawn has none)",
+                            )),
+                        })
+                    };
+                    let result = work.await.unwrap_or_else(|e| Err(CommandError::new(ErrorKind::Internal, e.to_string())));
+                    handle.send(Event::OsDone { id, request, result });
+                });
+            }
+            Effect::CommitImage(image) => {
+                let (setup, handle) = (self.config.os.clone(), self.handle.clone());
+                self.tracker.spawn(async move {
+                    let Some(root) = setup.map(|s| s.host.root) else { return };
+                    let commit = {
+                        let image = image.clone();
+                        tokio::task::spawn_blocking(move || crate::os::trial::commit(&root, &image))
+                    };
+                    let result = match commit.await {
+                        Ok(result) => result.map_err(|e| Failure::of(&e)),
+                        Err(e) => Err(Failure(e.to_string())),
+                    };
+                    handle.send(Event::ImageCommitted { image, result });
+                });
+            }
+            Effect::FailTrial { image, reason } => {
+                let (setup, units) = (self.config.os.clone(), self.ports.units.clone());
+                self.tracker.spawn(async move {
+                    if let Some(root) = setup.map(|s| s.host.root) {
+                        let record = tokio::task::spawn_blocking(move || crate::os::trial::fail(&root, &image, &reason));
+                        if let Ok(Err(e)) = record.await {
+                            tracing::error!(error = %crate::error::chain(&e), "cannot record the failed trial; rebooting anyway");
+                        }
+                    }
+                    reboot(units.as_deref(), "the image on trial failed").await;
+                });
+            }
+            Effect::Reboot { reason } => {
+                let units = self.ports.units.clone();
+                self.tracker.spawn(async move { reboot(units.as_deref(), &reason).await });
+            }
             Effect::Persist { seq, state } => {
                 let _ = self.disk.send(DiskJob::Persist { seq, state: Box::new(state) });
             }
@@ -602,5 +653,19 @@ async fn write_state(store: &Arc<StateStore>, state: PersistedState) -> Result<(
     match tokio::task::spawn_blocking(move || store.write(&state)).await {
         Ok(result) => result.map_err(|e| Failure::of(&e)),
         Err(e) => Err(Failure(format!("the state writer stopped: {e}"))),
+    }
+}
+
+/// Reboots through systemd; without it (a test's twin-less world), says it cannot.
+async fn reboot<U: Units>(units: Option<&U>, reason: &str) {
+    let Some(units) = units else {
+        tracing::error!(reason, "a reboot is due, but systemd is not the init here: reboot the switch by hand");
+        return;
+    };
+    tracing::warn!(reason, "rebooting the switch");
+    match tokio::time::timeout(UNIT_CALL_TIMEOUT, units.reboot()).await {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => tracing::error!(error = %e, "systemd refused the reboot"),
+        Err(_) => tracing::error!("systemd did not answer the reboot in time"),
     }
 }

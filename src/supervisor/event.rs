@@ -10,6 +10,9 @@ use super::types::{CommandError, FeatureView, ServiceView, StatusView, StopMode,
 use crate::db::Fields;
 use crate::images::release::Release;
 use crate::manifest::{ServiceName, StopStep};
+use crate::os::images::Installed;
+use crate::os::onie::OnieMode;
+use crate::os::Images;
 use crate::runtime::{ExitStatus, ImageInfo, RuntimeError};
 use crate::sonic::configdb::ConfigContent;
 use crate::sonic::feature::FeatureReport;
@@ -73,6 +76,33 @@ pub enum Command {
     Shutdown {
         stop_services: bool,
     },
+    /// `os ...`: the switch's OS images; progress as lines.
+    Os(OsRequest),
+}
+
+/// What `soniclet os` asks for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum OsRequest {
+    List,
+    Install {
+        path: PathBuf,
+        require_signature: bool,
+        trial_deadline: Option<Duration>,
+        force_platform: bool,
+    },
+    SetDefault(String),
+    SetNextBoot(String),
+    Remove(String),
+    Cleanup,
+    /// Boot into ONIE in this mode (the switch reboots).
+    Onie(OnieMode),
+}
+
+impl OsRequest {
+    /// Whether it changes what boots or what is installed.
+    pub fn changes(&self) -> bool {
+        !matches!(self, Self::List)
+    }
 }
 
 /// Where an upgrade's new image comes from.
@@ -124,6 +154,10 @@ pub enum Response {
     Imported {
         images: usize,
     },
+    /// The OS images, after an `os` command.
+    Os(Images),
+    /// `os install` ended.
+    OsInstalled(Installed),
     Done,
 }
 
@@ -272,6 +306,17 @@ pub enum Event {
         id: RequestId,
         result: Result<usize, CommandError>,
     },
+    /// An [`Effect::Os`] ended.
+    OsDone {
+        id: RequestId,
+        request: OsRequest,
+        result: Result<Response, CommandError>,
+    },
+    /// An [`Effect::CommitImage`] ended.
+    ImageCommitted {
+        image: String,
+        result: Result<(), Failure>,
+    },
     /// A [`Effect::Persist`] is on disk (or could not be written).
     Persisted {
         seq: u64,
@@ -323,6 +368,8 @@ pub enum DbRequest {
     /// state: when CONFIG_DB has none, `state_if_missing` completes the entry. Answered with
     /// [`Event::FeatureWritten`].
     WriteFeature { service: ServiceName, fields: Fields, state_if_missing: String },
+    /// STATE_DB `OS_IMAGE_TABLE|<image>`: an OS image's trial and its outcome.
+    OsImage { image: String, fields: Fields },
 }
 
 /// How a container is taken down.
@@ -395,6 +442,16 @@ pub enum Effect {
     CollectImages { keep: BTreeSet<String>, unpinned: Vec<String> },
     /// Import archives; progress goes to the request, the end comes as [`Event::Imported`].
     Import { id: RequestId, paths: Vec<PathBuf> },
+    /// An `os` command's work on `/host`; answered with [`Event::OsDone`].
+    Os { id: RequestId, request: OsRequest },
+    /// The image on trial is healthy: make it GRUB's default; answered with
+    /// [`Event::ImageCommitted`].
+    CommitImage(String),
+    /// The image on trial was not healthy in time: record why on `/host`, then reboot, so
+    /// GRUB boots the previous image.
+    FailTrial { image: String, reason: String },
+    /// Reboot the switch (systemd's `reboot.target`).
+    Reboot { reason: String },
     /// Write the whole desired state, atomically; answered with [`Event::Persisted`].
     Persist { seq: u64, state: PersistedState },
     /// Append an image change to the history file.

@@ -377,6 +377,15 @@ pub(super) fn report(core: &mut Core) {
 /// STATE_DB `SYSTEM_READY|SYSTEM_STATE`: UP once every enabled service is ready, FAILED
 /// when one failed, DOWN (with the reason) otherwise.
 fn system_state(core: &mut Core) -> (String, String) {
+    let state = system_status(core);
+    if state.0 == "UP" {
+        core.settled = true;
+    }
+    state
+}
+
+/// What `SYSTEM_READY|SYSTEM_STATE` says now: status and reason.
+pub(super) fn system_status(core: &Core) -> (String, String) {
     if core.reload.is_some() {
         return ("DOWN".into(), "config reload in progress".into());
     }
@@ -389,7 +398,6 @@ fn system_state(core: &mut Core) -> (String, String) {
     }
     let ready = wanted.iter().filter(|n| core.units[**n].phase == Phase::Ready).count();
     if ready == wanted.len() {
-        core.settled = true;
         return ("UP".into(), "all enabled services are ready".into());
     }
     ("DOWN".into(), format!("{ready} of {} enabled services ready", wanted.len()))

@@ -26,6 +26,7 @@ mod features;
 mod groups;
 mod lifecycle;
 mod ops;
+mod os;
 pub mod plan;
 pub mod ports;
 mod release;
@@ -43,8 +44,10 @@ pub use change::{pin_reference, repository};
 pub use driver::{Answer, Answers, Driver, DriverConfig, Handle, Ports};
 pub use event::{
     ArchiveHandle, ChangeRequest, Command, DatabaseReadiness, DbRequest, Effect, Event, Failure, ImageSource, Observed,
-    Prepared, Progress, ReleaseOutcome, RequestId, Response, StagedImage, StartError, StartFrom, Started, StopHow,
+    OsRequest, Prepared, Progress, ReleaseOutcome, RequestId, Response, StagedImage, StartError, StartFrom, Started,
+    StopHow,
 };
+pub use os::OsBoot;
 pub use ports::DbPort;
 pub use types::{
     BootType, CommandError, ErrorKind, FeatureSource, FeatureView, Now, RestartCause, ServiceState, ServiceView,

@@ -294,3 +294,56 @@ pub(super) async fn collect_images<R: ContainerRuntime>(
         }
     }
 }
+
+/// What an `os` command does on `/host` (blocking: run it off the loop).
+pub(super) fn os(
+    setup: &crate::os::images::OsSetup,
+    request: &super::event::OsRequest,
+    progress: &dyn Fn(String),
+) -> Result<super::event::Response, CommandError> {
+    use super::event::{OsRequest, Response};
+    use crate::os::{images, onie, OsError};
+    let kind = |e: &OsError| match e {
+        OsError::NotInstalled { .. } | OsError::NoSuchImage { .. } => ErrorKind::NotFound,
+        OsError::Running { .. } | OsError::OnTrial { .. } | OsError::IsDefault { .. } | OsError::NoRoom { .. } => {
+            ErrorKind::Conflict
+        }
+        OsError::Installer(_) | OsError::Platform { .. } | OsError::Signature(_) | OsError::NoKey => {
+            ErrorKind::BadRequest
+        }
+        _ => ErrorKind::Failed,
+    };
+    let fail = |e: OsError| CommandError::new(kind(&e), crate::error::chain(&e));
+    let host = &setup.host;
+    let image = images::image_name;
+    match request {
+        OsRequest::List => {}
+        OsRequest::Install { path, require_signature, trial_deadline, force_platform } => {
+            let mut options = setup.install.clone();
+            options.require_signature |= require_signature;
+            options.force_platform |= force_platform;
+            if let Some(deadline) = trial_deadline {
+                options.trial_deadline = *deadline;
+            }
+            let installed = images::install(host, path, &options, progress).map_err(fail)?;
+            return Ok(Response::OsInstalled(installed));
+        }
+        OsRequest::SetDefault(v) => images::set_default(host, &image(v)).map_err(fail)?,
+        OsRequest::SetNextBoot(v) => images::set_next_boot(host, &image(v)).map_err(fail)?,
+        OsRequest::Remove(v) => images::remove(host, &image(v)).map_err(fail)?,
+        OsRequest::Cleanup => {
+            let removed = images::cleanup(host).map_err(fail)?;
+            progress(if removed.is_empty() {
+                "nothing to remove".to_owned()
+            } else {
+                format!("removed {}", removed.join(", "))
+            });
+        }
+        OsRequest::Onie(mode) => {
+            crate::os::load_env(&host.root).map_err(fail)?;
+            onie::with_onie_boot(|dir| onie::boot_into(&host.root, dir, *mode)).map_err(fail)?;
+            progress(format!("the next boot is ONIE, in {} mode; rebooting", mode.as_str()));
+        }
+    }
+    crate::os::list(&host.root, &host.cmdline).map(Response::Os).map_err(fail)
+}

@@ -57,6 +57,9 @@ pub trait Units: Send + Sync + 'static {
     /// Queues a start of `unit` unless a conflicting job is pending; a no-op for an active
     /// unit. Bounded in time by the adapter.
     fn start_unit(&self, unit: &str) -> impl Future<Output = Result<(), UnitError>> + Send;
+
+    /// Reboots the switch the way `systemctl reboot` does: every unit stopped in order.
+    fn reboot(&self) -> impl Future<Output = Result<(), UnitError>> + Send;
 }
 
 /// The database link as the driver sees it: where requests go, and whether the database

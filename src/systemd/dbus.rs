@@ -97,8 +97,19 @@ impl SystemdManager {
 
 impl Units for SystemdManager {
     async fn start_unit(&self, unit: &str) -> Result<(), UnitError> {
+        self.start(unit, "fail").await
+    }
+
+    async fn reboot(&self) -> Result<(), UnitError> {
+        // systemctl reboot's own job: nothing queued later can call it off.
+        self.start("reboot.target", "replace-irreversibly").await
+    }
+}
+
+impl SystemdManager {
+    async fn start(&self, unit: &str, mode: &str) -> Result<(), UnitError> {
         let manager = self.manager().await.map_err(|e| UnitError::Unreachable(e.to_string()))?;
-        let call = manager.call(MANAGER_PATH, MANAGER, "StartUnit", &(unit, "fail")).await;
+        let call = manager.call(MANAGER_PATH, MANAGER, "StartUnit", &(unit, mode)).await;
         match call {
             Ok(_) => Ok(()),
             Err(DbusError::Call { source: zbus::Error::MethodError(name, detail, _), .. }) => {

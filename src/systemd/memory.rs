@@ -26,4 +26,8 @@ impl Units for MemoryUnits {
         self.started.lock().unwrap_or_else(PoisonError::into_inner).push(unit.to_owned());
         Ok(())
     }
+
+    async fn reboot(&self) -> Result<(), UnitError> {
+        self.start_unit("reboot.target").await
+    }
 }

@@ -6,6 +6,7 @@
 //! | payload path | what |
 //! |---|---|
 //! | `installer/install.sh` | `onie/install.sh`, run from the unpacked payload |
+//! | `installer/grub/{header,entry}.cfg` | `onie/grub/`: the GRUB menu's templates, which `soniclet os` renders too |
 //! | `installer/platforms` | the `onie_platform` names the image supports |
 //! | `installer/version` | the image's version: `/host/image-<version>/` |
 //! | `image/fs.squashfs` | the switch rootfs (`cargo xtask rootfs`), kernel and modules included |
@@ -156,6 +157,10 @@ fn write_payload(payload: &Path, version: &str, squashfs: &Path, vmlinuz: &Path,
         Ok(())
     };
     add_bytes(&mut tar, "installer/install.sh", &std::fs::read(root.join("onie/install.sh"))?, 0o755)?;
+    for template in ["header.cfg", "entry.cfg"] {
+        let text = std::fs::read(root.join("onie/grub").join(template))?;
+        add_bytes(&mut tar, &format!("installer/grub/{template}"), &text, 0o644)?;
+    }
     add_bytes(&mut tar, "installer/platforms", platforms()?.join("\n").as_bytes(), 0o644)?;
     add_bytes(&mut tar, "installer/version", version.as_bytes(), 0o644)?;
     for (name, path) in [("image/fs.squashfs", squashfs), ("boot/vmlinuz", vmlinuz), ("boot/initrd.img", initrd)] {

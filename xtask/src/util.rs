@@ -65,6 +65,8 @@ pub const PREREQUISITES: &[(&str, &str)] = &[
     ("objcopy", "binutils"),
     // The virtual ASIC tests send real packets across the switch.
     ("ping", "iputils-ping"),
+    // OS image signatures: the tests make and check openssl's own ed25519 keys.
+    ("openssl", "openssl"),
 ];
 
 /// Installs whatever of `wanted` is missing with apt-get; fails clearly when it cannot.

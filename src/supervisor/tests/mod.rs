@@ -16,6 +16,7 @@ mod durability;
 mod features;
 mod groups;
 mod reload;
+mod trial;
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::path::PathBuf;
@@ -27,7 +28,7 @@ use super::event::{
     StagedImage, StartError, StopHow,
 };
 use super::types::{BootType, CommandError, ErrorKind, Now, StopMode, WarmFlags};
-use super::{Core, CoreConfig};
+use super::{Core, CoreConfig, OsBoot};
 use crate::db::Fields;
 use crate::manifest::{load_sources, ManifestSet, ServiceName};
 use crate::runtime::spec::{container_digest, HostSettings};
@@ -204,6 +205,10 @@ pub(super) struct World {
     /// acknowledgement; every later effect and event of that daemon is lost.
     pub crash_at: Option<usize>,
     pub crashed: bool,
+    /// What each daemon start finds of the OS images.
+    pub os: OsBoot,
+    /// The next commit of an image on trial fails.
+    pub fail_commit: bool,
 }
 
 impl World {
@@ -253,7 +258,24 @@ impl World {
             persisted: Vec::new(),
             crash_at: None,
             crashed: false,
+            os: OsBoot::Settled,
+            fail_commit: false,
         }
+    }
+
+    /// A world whose daemon starts on an OS image boot of this kind.
+    pub fn with_os(manifests: Arc<ManifestSet>, os: OsBoot) -> Self {
+        let mut world = Self::new(manifests);
+        world.os = os;
+        world.core = Self::make_core_os(
+            &world.manifests,
+            world.boot,
+            false,
+            PersistedState::default(),
+            world.now,
+            world.os.clone(),
+        );
+        world
     }
 
     fn make_core(
@@ -263,12 +285,24 @@ impl World {
         state: PersistedState,
         now: Now,
     ) -> Core {
+        Self::make_core_os(manifests, boot, mirror_units, state, now, OsBoot::Settled)
+    }
+
+    fn make_core_os(
+        manifests: &Arc<ManifestSet>,
+        boot: BootType,
+        mirror_units: bool,
+        state: PersistedState,
+        now: Now,
+        os: OsBoot,
+    ) -> Core {
         let config = CoreConfig {
             host: host(),
             boot,
             delayed_fallback: Duration::from_secs(180),
             database_link: manifests.database().is_some(),
             mirror_units,
+            os,
         };
         Core::new(config, Arc::clone(manifests), state, now)
     }
@@ -545,6 +579,17 @@ impl World {
             }
             Effect::WakeAt(at) => self.wake = Some(at),
             Effect::Exit => self.line("exit", "exit".into()),
+            Effect::Os { id, request } => {
+                self.line("os", format!("os {request:?}"));
+                self.pending.push_back(Event::OsDone { id, request, result: Ok(Response::Done) });
+            }
+            Effect::CommitImage(image) => {
+                self.line("os", format!("os commit {image}"));
+                let result = if std::mem::take(&mut self.fail_commit) { Err(Failure("EIO".into())) } else { Ok(()) };
+                self.pending.push_back(Event::ImageCommitted { image, result });
+            }
+            Effect::FailTrial { image, reason } => self.line("os", format!("os fail trial {image}: {reason}")),
+            Effect::Reboot { reason } => self.line("os", format!("os reboot {reason}")),
         }
     }
 
@@ -583,6 +628,9 @@ impl World {
                 self.feature_table = config.get("FEATURE").cloned().unwrap_or_default();
                 self.pending.push_back(Event::FeaturesLoaded(self.feature_table.clone()));
                 self.pending.push_back(Event::ConfigReloaded(Ok(())));
+            }
+            DbRequest::OsImage { image, fields } => {
+                self.line("db", format!("db OS_IMAGE_TABLE|{image} {}", render_fields(&fields)));
             }
             DbRequest::WriteFeature { service, fields, state_if_missing } => {
                 self.line("db", format!("db write FEATURE|{service} {}", render_fields(&fields)));
@@ -698,7 +746,14 @@ impl World {
         self.database_connected = false;
         self.hold_persist = false;
         self.held_persist = None;
-        self.core = Self::make_core(&self.manifests, self.boot, self.mirror_units, self.disk.clone(), self.now);
+        self.core = Self::make_core_os(
+            &self.manifests,
+            self.boot,
+            self.mirror_units,
+            self.disk.clone(),
+            self.now,
+            self.os.clone(),
+        );
         self.line("restart", "restart".into());
         let effects = self.core.adopt(self.observed(), self.now);
         self.carry_out_all(effects);
@@ -803,6 +858,8 @@ fn describe_response(response: &Response) -> String {
             outcome.untouched.join(",")
         ),
         Response::Imported { images } => format!(" imported {images}"),
+        Response::Os(images) => format!(" os images {}", images.images.len()),
+        Response::OsInstalled(installed) => format!(" os installed {}", installed.image),
         Response::Done => String::new(),
     }
 }
