@@ -223,6 +223,20 @@ impl Client {
         self.post_stream(paths::IMAGES_IMPORT, request, on_event).await
     }
 
+    pub async fn os_images(&self) -> Result<crate::os::Images, ClientError> {
+        self.get(paths::OS).await
+    }
+
+    /// An `os` change at `path` (one of `paths::OS_*`), streaming its progress.
+    pub async fn os_change<B: serde::Serialize>(
+        &self,
+        path: &str,
+        request: &B,
+        on_event: impl FnMut(super::OsEvent),
+    ) -> Result<(), ClientError> {
+        self.post_stream(path, request, on_event).await
+    }
+
     pub async fn features(&self) -> Result<Vec<FeatureStatus>, ClientError> {
         self.get(paths::FEATURES).await
     }

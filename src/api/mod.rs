@@ -26,6 +26,11 @@
 //! | POST | `/v1/config/reload` | [`ReloadRequest`] | [`ReloadEvent`] lines (NDJSON) |
 //! | POST | `/v1/wait` | [`WaitRequest`] | [`StatusResponse`] once the services are ready |
 //! | POST | `/v1/shutdown` | [`ShutdownRequest`] | `{}` |
+//! | GET | `/v1/os` | | [`crate::os::Images`] |
+//! | POST | `/v1/os/install` | [`OsInstallRequest`] | [`OsEvent`] lines (NDJSON) |
+//! | POST | `/v1/os/{default,next-boot,remove}` | [`OsImageRequest`] | [`OsEvent`] lines |
+//! | POST | `/v1/os/cleanup` | `{}` | [`OsEvent`] lines |
+//! | POST | `/v1/os/onie` | [`OsOnieRequest`] | [`OsEvent`] lines; then the switch reboots |
 //!
 //! Errors are `{"error": {"kind": ..., "message": ...}}` with a matching HTTP status.
 //!
@@ -39,6 +44,7 @@ mod features;
 pub mod http;
 mod images;
 mod intents;
+mod os;
 pub mod server;
 mod services;
 mod system;
@@ -66,6 +72,13 @@ pub mod paths {
     pub const CONFIG_RELOAD: &str = "/v1/config/reload";
     pub const WAIT: &str = "/v1/wait";
     pub const SHUTDOWN: &str = "/v1/shutdown";
+    pub const OS: &str = "/v1/os";
+    pub const OS_INSTALL: &str = "/v1/os/install";
+    pub const OS_DEFAULT: &str = "/v1/os/default";
+    pub const OS_NEXT_BOOT: &str = "/v1/os/next-boot";
+    pub const OS_REMOVE: &str = "/v1/os/remove";
+    pub const OS_CLEANUP: &str = "/v1/os/cleanup";
+    pub const OS_ONIE: &str = "/v1/os/onie";
 
     /// A path pattern with its `{name}` (and `{action}`) filled in.
     pub fn fill(pattern: &str, name: &str, action: &str) -> String {
@@ -352,4 +365,43 @@ pub struct ApiError {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ErrorBody {
     pub error: ApiError,
+}
+
+/// `os install`: an installer file the daemon reads.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct OsInstallRequest {
+    /// Absolute path of the installer (`onie-installer-x86_64`).
+    pub path: String,
+    pub require_signature: bool,
+    /// Seconds the new image's trial boot has to become healthy (default: configured).
+    pub trial_deadline: Option<u64>,
+    /// Install even if the image does not list this switch's platform.
+    pub force_platform: bool,
+}
+
+/// `os set-default|set-next-boot|remove`: an installed image, by version or name.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OsImageRequest {
+    pub version: String,
+}
+
+/// `os onie MODE`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OsOnieRequest {
+    /// Required: an empty body must not reboot the switch into some default mode.
+    pub mode: Option<crate::os::onie::OnieMode>,
+}
+
+/// One line of an `os` command's stream.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OsEvent {
+    Progress(String),
+    Installed(crate::os::images::Installed),
+    /// The images after the command.
+    Images(crate::os::Images),
+    Error(ApiError),
 }

@@ -11,7 +11,7 @@ use axum::Router;
 use tokio::net::UnixListener;
 
 use super::http::{error_response, ApiState};
-use super::{features, images, intents, paths, services, system, ErrorKind};
+use super::{features, images, intents, os, paths, services, system, ErrorKind};
 use crate::runtime::ContainerRuntime;
 
 /// Bodies that carry whole documents (intents, config_db.json) may be large.
@@ -39,6 +39,13 @@ pub fn router<R: ContainerRuntime>(state: ApiState<R>) -> Router {
         .route(paths::CONFIG_RELOAD, post(system::reload::<R>).layer(DefaultBodyLimit::max(DOCUMENT_LIMIT)))
         .route(paths::WAIT, post(system::wait::<R>))
         .route(paths::SHUTDOWN, post(system::shutdown::<R>))
+        .route(paths::OS, get(os::list::<R>))
+        .route(paths::OS_INSTALL, post(os::install::<R>))
+        .route(paths::OS_DEFAULT, post(os::set_default::<R>))
+        .route(paths::OS_NEXT_BOOT, post(os::set_next_boot::<R>))
+        .route(paths::OS_REMOVE, post(os::remove::<R>))
+        .route(paths::OS_CLEANUP, post(os::cleanup::<R>))
+        .route(paths::OS_ONIE, post(os::onie::<R>))
         .fallback(|| async { error_response(ErrorKind::NotFound, "no such API endpoint; see `soniclet --help`") })
         .method_not_allowed_fallback(|| async {
             error_response(ErrorKind::BadRequest, "method not allowed on this endpoint")

@@ -316,6 +316,38 @@ pub enum OsCommand {
         #[arg(long, env = "SONICLET_HOST", default_value = "/host")]
         host: PathBuf,
     },
+    /// Install the image an installer file carries (the file ONIE takes, too). It boots
+    /// next, once, on trial: committed as the default when healthy, else the switch falls
+    /// back to this image by itself.
+    Install {
+        file: PathBuf,
+        #[arg(long)]
+        json: bool,
+        /// Refuse an image without a valid signature (`FILE.sig`).
+        #[arg(long)]
+        require_signature: bool,
+        /// Seconds the trial boot has to become healthy (default: `[os] trial-deadline`).
+        #[arg(long)]
+        trial_deadline: Option<u64>,
+        /// Install even if the image does not list this switch's platform.
+        #[arg(long)]
+        force: bool,
+    },
+    /// Boot this image from now on.
+    SetDefault { version: String },
+    /// Boot this image on the next boot only.
+    SetNextBoot { version: String },
+    /// Remove an image that is neither running nor the default.
+    Remove { version: String },
+    /// Remove every image but the running one and the default.
+    Cleanup,
+    /// Reboot into ONIE in this mode (install, rescue, uninstall, update).
+    Onie {
+        mode: crate::os::onie::OnieMode,
+        /// Do not ask for confirmation.
+        #[arg(long)]
+        yes: bool,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -369,6 +401,20 @@ pub async fn run(socket: &std::path::Path, command: CliCommand) -> CliResult {
         Command::Image { command: ImageCommand::Import { files } } => image::import(&client, &files).await,
         Command::Image { command: ImageCommand::Ls { json } } => image::list(&client, json).await,
         Command::Os { command: OsCommand::List { json, host } } => os::list(&host, json),
+        Command::Os { command: OsCommand::Install { file, json, require_signature, trial_deadline, force } } => {
+            os::install(&client, &file, json, require_signature, trial_deadline, force).await
+        }
+        Command::Os { command: OsCommand::SetDefault { version } } => {
+            os::change(&client, crate::api::paths::OS_DEFAULT, &version).await
+        }
+        Command::Os { command: OsCommand::SetNextBoot { version } } => {
+            os::change(&client, crate::api::paths::OS_NEXT_BOOT, &version).await
+        }
+        Command::Os { command: OsCommand::Remove { version } } => {
+            os::change(&client, crate::api::paths::OS_REMOVE, &version).await
+        }
+        Command::Os { command: OsCommand::Cleanup } => os::cleanup(&client).await,
+        Command::Os { command: OsCommand::Onie { mode, yes } } => os::onie(&client, mode, yes).await,
         Command::Manifests { command: ManifestsCommand::Check { dir, config, json } } => {
             manifests::check(dir, &config, json)
         }

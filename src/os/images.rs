@@ -56,7 +56,7 @@ pub struct OsSetup {
 }
 
 /// What an install did.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Installed {
     pub image: String,
     pub version: String,

@@ -13,7 +13,7 @@ pub mod trial;
 
 use std::path::{Path, PathBuf};
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use grubenv::{GrubEnv, GrubEnvError};
 use installer::InstallerError;
@@ -61,7 +61,7 @@ pub enum OsError {
 }
 
 /// One installed image.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Image {
     /// `image-<version>`: the directory and GRUB's entry id.
     pub name: String,
@@ -72,12 +72,12 @@ pub struct Image {
     /// The image boots, or booted, on trial and is not committed yet.
     pub on_trial: bool,
     /// What its last trial came to, when it had one.
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub trial: Option<TrialRecord>,
 }
 
 /// What `os list` shows.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Images {
     pub current: Option<String>,
     pub default: Option<String>,

@@ -8,7 +8,7 @@ use super::grubenv::GrubEnv;
 use super::{edit_env, OsError};
 
 /// ONIE's modes a NOS may ask for.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "kebab-case")]
 pub enum OnieMode {
     /// Discover and install a NOS (this one's image is replaced).
