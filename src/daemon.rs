@@ -239,6 +239,8 @@ fn os_images(config: &Config) -> (OsBoot, Option<OsSetup>) {
         require_signature: config.os.require_signature,
         trial_deadline: deadline,
         carry,
+        // The new image's containerd store starts empty: it preloads its own archives.
+        skip: vec![crate::images::PRELOADED_FILE.to_owned(), "staging".to_owned()],
         force_platform: false,
     };
     let boot = match trial::boot_status(&env, booted.as_deref(), deadline) {

@@ -18,7 +18,9 @@ use crate::state::fsutil::atomic_write;
 
 pub mod release;
 
-const PRELOADED_FILE: &str = "preloaded-images.json";
+/// Which archives are in this image's containerd store: never carried to another OS image,
+/// whose store starts empty.
+pub const PRELOADED_FILE: &str = "preloaded-images.json";
 
 #[derive(Debug, thiserror::Error)]
 pub enum ImportError {

@@ -43,6 +43,8 @@ pub struct InstallOptions {
     /// Directories carried into the new image's overlay: `(here, in the image)`, both
     /// absolute (`/etc/sonic`, soniclet's state).
     pub carry: Vec<(PathBuf, PathBuf)>,
+    /// Names never carried (what describes this image's own containerd store).
+    pub skip: Vec<String>,
     /// Install even when the image does not list this switch's platform.
     pub force_platform: bool,
 }
@@ -80,8 +82,12 @@ fn free_mib(path: &Path) -> Option<u64> {
     Some((stat.blocks_available() as u64 * stat.fragment_size() as u64) >> 20)
 }
 
-/// Copies a tree (files, directories, symlinks, modes), fsyncing each file.
-fn copy_tree(from: &Path, to: &Path) -> Result<u64, OsError> {
+/// Copies a tree (files, directories, symlinks, modes) but the names in `skip`, fsyncing
+/// each file.
+fn copy_tree(from: &Path, to: &Path, skip: &[String]) -> Result<u64, OsError> {
+    if from.file_name().is_some_and(|n| skip.iter().any(|s| n == s.as_str())) {
+        return Ok(0);
+    }
     let read = |source| OsError::Read { path: from.to_owned(), source };
     let meta = std::fs::symlink_metadata(from).map_err(read)?;
     if meta.file_type().is_symlink() {
@@ -96,7 +102,7 @@ fn copy_tree(from: &Path, to: &Path) -> Result<u64, OsError> {
         let mut n = 0;
         for entry in std::fs::read_dir(from).map_err(read)? {
             let entry = entry.map_err(read)?;
-            n += copy_tree(&entry.path(), &to.join(entry.file_name()))?;
+            n += copy_tree(&entry.path(), &to.join(entry.file_name()), skip)?;
         }
         return Ok(n);
     }
@@ -246,7 +252,7 @@ pub fn install(
         for (here, there) in &options.carry {
             if here.exists() {
                 let inside = partial.join("rw").join(there.strip_prefix("/").unwrap_or(there));
-                let files = copy_tree(here, &inside)?;
+                let files = copy_tree(here, &inside, &options.skip)?;
                 progress(format!("carried {} ({files} files) to {image}", here.display()));
             }
         }

@@ -70,6 +70,17 @@ pub fn onie() -> Result<Vec<Metric>> {
     let ready = boot.wait_for("PROBE: ready", Duration::from_secs(900))?;
     metrics.push(Metric::new("first boot to every service ready (vs an empty init)", ready, "s", Some(empty_secs), ""));
     drop(boot);
+
+    // The broken image's boot, its trial's deadline (90 s) and the reboot, beside one boot
+    // of the good image to ready: what an automatic fallback costs over a plain boot.
+    let ab = onie_env::ab(&env, &installer.path, &installer.version, "bench-ab", &scratch.join("ab"))?;
+    metrics.push(Metric::new(
+        "trial fallback: bad image boots to good image ready (vs one boot to ready; 90 s deadline)",
+        ab.back - ab.bad_booted,
+        "s",
+        Some(ready),
+        "",
+    ));
     let _ = std::fs::remove_dir_all(&scratch);
     Ok(metrics)
 }

@@ -1,4 +1,4 @@
-//! `cargo xtask onie [--version V]`: the ONIE NOS installer, `target/onie/onie-installer-x86_64`.
+//! `cargo xtask onie [--version V] [--sign KEY] [--variant never-ready]`: the ONIE NOS installer, `target/onie/onie-installer-x86_64`.
 //!
 //! One file serves ONIE and `soniclet os install`: `onie/sharch.sh` (a POSIX sh header that
 //! checks the payload's SHA-256 before anything else) followed by a tar payload:
@@ -49,30 +49,109 @@ pub fn dir() -> PathBuf {
 
 pub fn run_task(args: &[String]) -> Result<u8> {
     let mut version = None;
+    let mut key = None;
+    let mut variant = Variant::Rootfs;
     let mut iter = args.iter();
     while let Some(arg) = iter.next() {
         match arg.as_str() {
             "--version" => version = Some(iter.next().context("--version needs a version")?.clone()),
-            other => bail!("unknown onie option {other:?}: use --version V"),
+            "--sign" => key = Some(PathBuf::from(iter.next().context("--sign needs an ed25519 PEM key")?)),
+            "--variant" => {
+                variant = match iter.next().map(String::as_str) {
+                    Some("never-ready") => Variant::NeverReady,
+                    other => bail!("--variant {other:?}: the one variant is never-ready"),
+                }
+            }
+            other => bail!("unknown onie option {other:?}: use --version V, --sign KEY, --variant never-ready"),
         }
     }
-    let installer = build(version.as_deref())?;
+    let installer = build_with(version.as_deref(), variant, key.as_deref(), &dir())?;
     println!("{} ({} MiB, version {})", installer.path.display(), installer.payload_bytes >> 20, installer.version);
     println!("sha256 {}", installer.sha256);
     Ok(0)
 }
 
+/// Which image the installer carries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Variant {
+    /// The rootfs as `cargo xtask rootfs` builds it.
+    Rootfs,
+    /// The rootfs with a swss whose readiness never passes: an image that never becomes
+    /// healthy, for the fallback's proof and benchmark.
+    NeverReady,
+}
+
 /// Builds the installer from the current tree; each part is rebuilt only when its inputs
 /// changed.
 pub fn build(version: Option<&str>) -> Result<Installer> {
+    build_with(version, Variant::Rootfs, None, &dir())
+}
+
+/// The rootfs with one manifest changed, through an overlay (the rootfs stays as it is).
+fn never_ready_squashfs(rootfs: &Path, id: &str, out: &Path) -> Result<PathBuf> {
+    let manifest = "usr/share/soniclet/services/swss.toml";
+    let text =
+        std::fs::read_to_string(rootfs.join(manifest)).with_context(|| format!("the rootfs has no {manifest}"))?;
+    // A process name the kernel could show (15 characters at most), that never runs.
+    let broken = text.replace("name = \"orchagent\" }", "name = \"orchagent-never\" }");
+    if broken == text {
+        bail!("{manifest}: its readiness probe is not orchagent's; update the never-ready variant");
+    }
+    // The cache is the rootfs's and this change's.
+    let id = format!("{id}-{:x}", Sha256::digest(broken.as_bytes()));
+    let image = out.join("fs-never-ready.squashfs");
+    if std::fs::read_to_string(out.join("fs-never-ready.squashfs.id")).ok() == Some(id.clone()) && image.exists() {
+        return Ok(image);
+    }
+    let (upper, work, merged) =
+        (out.join("never-ready/upper"), out.join("never-ready/work"), out.join("never-ready/merged"));
+    let _ = Command::new("umount").arg(&merged).status();
+    let _ = std::fs::remove_dir_all(out.join("never-ready"));
+    std::fs::create_dir_all(upper.join("usr/share/soniclet/services"))?;
+    std::fs::create_dir_all(&work)?;
+    std::fs::create_dir_all(&merged)?;
+    std::fs::write(upper.join(manifest), broken)?;
+    let options = format!("lowerdir={},upperdir={},workdir={}", rootfs.display(), upper.display(), work.display());
+    crate::util::run(Command::new("mount").args(["-t", "overlay", "overlay", "-o", &options]).arg(&merged))?;
+    let result = squashfs(&merged, &id, out, "fs-never-ready.squashfs");
+    let _ = Command::new("umount").arg(&merged).status();
+    result
+}
+
+/// Signs the payload digest with `key` (an ed25519 PEM key), as `soniclet os install`
+/// checks it: the sentence of `soniclet::os::signature::message`, by openssl.
+fn sign(key: &Path, sha256: &str, signature: &Path) -> Result<()> {
+    let message = signature.with_extension("message");
+    std::fs::write(&message, format!("soniclet OS image, payload sha256 {sha256}\n"))?;
+    crate::util::run(
+        Command::new("openssl")
+            .args(["pkeyutl", "-sign", "-rawin", "-inkey"])
+            .arg(key)
+            .arg("-in")
+            .arg(&message)
+            .arg("-out")
+            .arg(signature),
+    )
+    .with_context(|| format!("cannot sign with {}", key.display()))?;
+    std::fs::remove_file(&message)?;
+    Ok(())
+}
+
+/// Builds an installer into `into` (the squashfs and initramfs are cached in [`dir`]).
+pub fn build_with(version: Option<&str>, variant: Variant, key: Option<&Path>, into: &Path) -> Result<Installer> {
     let started = Instant::now();
     ensure_packages(TOOLS)?;
     let rootfs = vs::build_rootfs()?;
     let kernel = kernel::fetch()?;
-    let out = dir();
-    std::fs::create_dir_all(&out)?;
-    let squashfs = squashfs(&rootfs.dir, &rootfs.id, &out)?;
-    let initrd = initramfs(&kernel, &out)?;
+    let cache = dir();
+    std::fs::create_dir_all(&cache)?;
+    std::fs::create_dir_all(into)?;
+    let squashfs = match variant {
+        Variant::Rootfs => squashfs(&rootfs.dir, &rootfs.id, &cache, "fs.squashfs")?,
+        Variant::NeverReady => never_ready_squashfs(&rootfs.dir, &rootfs.id, &cache)?,
+    };
+    let initrd = initramfs(&kernel, &cache)?;
+    let out = into.to_owned();
     let version = match version {
         Some(v) => v.to_owned(),
         None => format!("{}-{}", env!("CARGO_PKG_VERSION"), &rootfs.id[..8]),
@@ -86,6 +165,11 @@ pub fn build(version: Option<&str>) -> Result<Installer> {
     let sha256 = assemble(&payload, &installer)?;
     std::fs::write(out.join(format!("{INSTALLER}.sha256")), format!("{sha256}  {INSTALLER}\n"))?;
     std::fs::write(out.join(format!("{INSTALLER}.version")), format!("{version}\n"))?;
+    let signature = out.join(format!("{INSTALLER}.sig"));
+    let _ = std::fs::remove_file(&signature);
+    if let Some(key) = key {
+        sign(key, &sha256, &signature)?;
+    }
     for platform in platforms()? {
         let link = out.join(format!("onie-installer-{platform}"));
         let _ = std::fs::remove_file(&link);
@@ -103,14 +187,14 @@ fn platforms() -> Result<Vec<String>> {
 }
 
 /// The rootfs as a squashfs, remade only when the rootfs id changed.
-fn squashfs(tree: &Path, id: &str, out: &Path) -> Result<PathBuf> {
-    let image = out.join("fs.squashfs");
-    let key = out.join("fs.squashfs.id");
+fn squashfs(tree: &Path, id: &str, out: &Path, name: &str) -> Result<PathBuf> {
+    let image = out.join(name);
+    let key = out.join(format!("{name}.id"));
     if image.exists() && std::fs::read_to_string(&key).ok().as_deref() == Some(id) {
         return Ok(image);
     }
     eprintln!("onie: squashing the rootfs (about a minute)");
-    let tmp = out.join("fs.squashfs.tmp");
+    let tmp = out.join(format!("{name}.tmp"));
     let _ = std::fs::remove_file(&tmp);
     let log = out.join("mksquashfs.log");
     let status = Command::new("mksquashfs")

@@ -218,11 +218,19 @@ EOF
 
 /// The installer on a disk of its own, under `name`, as a USB stick would hold it.
 pub fn usb_disk(path: &Path, installer: &Path, name: &str) -> Result<()> {
+    usb_disk_files(path, &[(installer, name)])
+}
+
+/// Files on a disk of their own, each under its name.
+pub fn usb_disk_files(path: &Path, files: &[(&Path, &str)]) -> Result<()> {
     let tree = path.with_extension("tree");
     let _ = std::fs::remove_dir_all(&tree);
     std::fs::create_dir_all(&tree)?;
-    std::fs::copy(installer, tree.join(name)).with_context(|| format!("cannot copy {}", installer.display()))?;
-    let size = std::fs::metadata(installer)?.len() + (64 << 20);
+    let mut size = 64 << 20;
+    for (file, name) in files {
+        std::fs::copy(file, tree.join(name)).with_context(|| format!("cannot copy {}", file.display()))?;
+        size += std::fs::metadata(file)?.len();
+    }
     let _ = std::fs::remove_file(path);
     std::fs::File::create(path)?.set_len(size)?;
     run(Command::new("mke2fs").args(["-q", "-F", "-t", "ext4", "-L", "USB", "-d"]).arg(&tree).arg(path))?;
@@ -378,6 +386,20 @@ pub fn install(env: &Env, name: &str, firmware: Firmware, target: &Path, usb: &P
 /// has every enabled service ready, it prints `soniclet status`, `systemctl` and the hostname
 /// on the console, between markers.
 pub fn add_probe(disk: &Path, version: &str) -> Result<()> {
+    add_probe_script(disk, version, PROBE_SCRIPT)
+}
+
+/// The A/B probe: on each boot it acts for the operator by what image runs. On the first
+/// image it `os install`s `good` from the USB disk and reboots; on `good`, once soniclet has
+/// committed it, it installs `bad` and reboots; on `bad` it only says so (soniclet reboots
+/// by itself at the trial's deadline); back on `good` it prints `os list` and is done. Each
+/// new image gets the probe in its overlay (the images themselves are untouched).
+pub fn add_ab_probe(disk: &Path, version: &str, good: &str, bad: &str) -> Result<()> {
+    let script = AB_PROBE_SCRIPT.replace("@GOOD@", good).replace("@BAD@", bad);
+    add_probe_script(disk, version, &script)
+}
+
+fn add_probe_script(disk: &Path, version: &str, script_text: &str) -> Result<()> {
     let part =
         partitions(disk)?.into_iter().find(|p| p.name == "SONiC-OS").context("the disk has no SONiC-OS partition")?;
     let mnt = dir().join("mnt");
@@ -396,7 +418,7 @@ pub fn add_probe(disk: &Path, version: &str) -> Result<()> {
         std::fs::write(unit_dir.join("onie-env-probe.service"), PROBE_UNIT)?;
         let script = rw.join("usr/local/bin/onie-env-probe");
         std::fs::create_dir_all(script.parent().context("a directory")?)?;
-        std::fs::write(&script, PROBE_SCRIPT)?;
+        std::fs::write(&script, script_text)?;
         use std::os::unix::fs::PermissionsExt;
         std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755))?;
         let link = unit_dir.join("multi-user.target.wants/onie-env-probe.service");
@@ -446,3 +468,116 @@ echo "PROBE: hostname $(hostname)"
 echo "PROBE: cmdline $(cat /proc/cmdline)"
 echo PROBE: done
 "#;
+
+const AB_PROBE_SCRIPT: &str = r#"#!/bin/sh
+exec >/dev/ttyS1 2>&1
+up() { cut -d' ' -f1 /proc/uptime; }
+good=image-@GOOD@
+bad=image-@BAD@
+booted=$(sed -n 's|.*loop=\(image-[^/]*\)/.*|\1|p' /proc/cmdline)
+echo "PROBE: booted $booted $(up)"
+if [ "$booted" = "$bad" ]; then
+    echo "PROBE: on-trial $bad"
+    sleep 60
+    journalctl -b --no-pager -n 8 -u soniclet
+    exit 0
+fi
+until soniclet wait --timeout 30 >/dev/null 2>&1; do
+    echo "PROBE: waiting $(up)"
+    [ "$(up | cut -d. -f1)" -lt 1200 ] || { echo "PROBE: not-ready"; exit 1; }
+done
+echo "PROBE: ready $booted $(up)"
+carry_probe() {
+    rw=/host/$1/rw
+    mkdir -p "$rw/etc/systemd/system/multi-user.target.wants" "$rw/usr/local/bin"
+    cp /etc/systemd/system/onie-env-probe.service "$rw/etc/systemd/system/"
+    ln -sf /etc/systemd/system/onie-env-probe.service "$rw/etc/systemd/system/multi-user.target.wants/"
+    cp /usr/local/bin/onie-env-probe "$rw/usr/local/bin/"
+}
+mkdir -p /mnt/usb
+mount -o ro LABEL=USB /mnt/usb 2>/dev/null || mount -o ro /dev/vdb /mnt/usb
+stage=$(cat /host/ab-stage 2>/dev/null)
+case "$stage" in
+"")
+    soniclet os install /mnt/usb/installer-good --trial-deadline 600 && echo "PROBE: installed $good" || echo "PROBE: install-failed"
+    soniclet os list
+    carry_probe "$good"
+    echo good > /host/ab-stage
+    sync
+    systemctl reboot
+    ;;
+good)
+    i=0
+    until soniclet os list --json | grep -q "\"default\": \"$good\""; do
+        i=$((i + 1))
+        [ $i -lt 120 ] || { echo "PROBE: not-committed"; soniclet os list; exit 1; }
+        sleep 1
+    done
+    echo "PROBE: committed $good $(up)"
+    soniclet os install /mnt/usb/installer-bad --trial-deadline 90 && echo "PROBE: installed $bad" || echo "PROBE: install-failed"
+    carry_probe "$bad"
+    echo bad > /host/ab-stage
+    sync
+    echo "PROBE: rebooting-into $bad $(up)"
+    systemctl reboot
+    ;;
+bad)
+    echo "PROBE: back $booted $(up)"
+    echo PROBE: os-begin; soniclet os list --json; echo PROBE: os-end
+    soniclet os list
+    journalctl -b --no-pager -u soniclet | grep -i trial | tail -3
+    echo PROBE: done
+    ;;
+esac
+"#;
+
+/// A second build and a broken one, each in a directory of its own.
+fn ab_installers() -> Result<(crate::onie::Installer, crate::onie::Installer)> {
+    use crate::onie::{build_with, dir, Variant};
+    let root = dir().join("ab");
+    let good = build_with(Some("ab-good"), Variant::Rootfs, None, &root.join("good")).context("the second build")?;
+    let bad =
+        build_with(Some("ab-bad"), Variant::NeverReady, None, &root.join("bad")).context("the never-ready build")?;
+    Ok((good, bad))
+}
+
+/// What one A/B run saw: the consoles, and seconds since the disk's qemu started at the bad
+/// image's boot and back on the good image ready.
+pub struct AbRun {
+    #[cfg_attr(not(test), expect(dead_code, reason = "the tier's test reads it; the benchmark only times"))]
+    pub console: String,
+    pub bad_booted: f64,
+    pub back: f64,
+}
+
+/// Installs `installer` from ONIE on a fresh disk at `scratch`, then lets the A/B probe
+/// drive the switch: a second build installed, rebooted and committed; a broken one
+/// installed and rebooted, and the switch back on the good one by itself.
+pub fn ab(env: &Env, installer: &Path, version: &str, name: &str, scratch: &Path) -> Result<AbRun> {
+    let (good, bad) = ab_installers()?;
+    let disk = scratch.with_extension("disk");
+    let onie_usb = scratch.with_extension("onie-usb");
+    target_disk(&disk, Firmware::Bios, 6144, true)?;
+    usb_disk(&onie_usb, installer, "onie-installer-x86_64")?;
+    let run = install(env, name, Firmware::Bios, &disk, &onie_usb, "")?;
+    let _ = std::fs::remove_file(&onie_usb);
+    if run.exit != Some(0) {
+        bail!("the ONIE install exited {:?}; console: {}", run.exit, dir().join(format!("{name}.console")).display());
+    }
+    add_ab_probe(&disk, version, "ab-good", "ab-bad")?;
+    let usb = scratch.with_extension("usb");
+    usb_disk_files(&usb, &[(&good.path, "installer-good"), (&bad.path, "installer-bad")])?;
+    let mut machine = Machine::start(&format!("{name}-boot"), Firmware::Bios, &[(&disk, false), (&usb, true)], None)?;
+    let mut step = |marker: &str| machine.wait_for(marker, Duration::from_secs(900));
+    step("PROBE: installed image-ab-good")?;
+    step("PROBE: committed image-ab-good")?;
+    step("PROBE: installed image-ab-bad")?;
+    let bad_booted = step("PROBE: booted image-ab-bad")?;
+    let back = step("PROBE: back image-ab-good")?;
+    step("PROBE: done")?;
+    let console = machine.console_text();
+    drop(machine);
+    let _ = std::fs::remove_file(&usb);
+    let _ = std::fs::remove_file(&disk);
+    Ok(AbRun { console, bad_booted, back })
+}

@@ -230,3 +230,31 @@ fn a_reinstall_replaces_the_old_nos_partition_only() {
     assert_eq!(untouchable(&disk), before, "ONIE-BOOT or the vendor partition changed");
     let _ = std::fs::remove_file(&disk);
 }
+
+fn ab_run(name: &str) -> onie_env::AbRun {
+    let fixture = fixture();
+    onie_env::ab(&fixture.env, &fixture.installer, &fixture.version, name, &scratch(name))
+        .unwrap_or_else(|e| panic!("{e:#}"))
+}
+
+#[test]
+#[ignore = "needs root, qemu and the built installer: `cargo xtask ci` runs it"]
+fn a_second_build_is_committed_once_healthy_and_a_broken_one_falls_back_by_itself() {
+    let run = ab_run("ab");
+    let os =
+        run.console.split("PROBE: os-begin").nth(1).and_then(|s| s.split("PROBE: os-end").next()).unwrap_or_default();
+    let os: serde_json::Value =
+        serde_json::from_str(os.trim()).unwrap_or_else(|e| panic!("`soniclet os list --json`: {e}:\n{os}"));
+    assert_eq!(os["current"], "image-ab-good", "{os}");
+    assert_eq!(os["default"], "image-ab-good", "the good build is committed: {os}");
+    let images = os["images"].as_array().unwrap();
+    assert_eq!(images.len(), 2, "two images at most: {os}");
+    let bad = images.iter().find(|i| i["name"] == "image-ab-bad").unwrap_or_else(|| panic!("{os}"));
+    assert_eq!(bad["trial"]["result"], "failed", "{os}");
+    let reason = bad["trial"]["reason"].as_str().unwrap_or_default();
+    assert!(reason.contains("not healthy within its trial's deadline") && reason.contains("swss"), "{reason}");
+    assert_eq!(bad["on_trial"], false, "{os}");
+    let good = images.iter().find(|i| i["name"] == "image-ab-good").unwrap();
+    assert_eq!(good["trial"]["result"], "committed", "{os}");
+    assert!(run.back > run.bad_booted);
+}
