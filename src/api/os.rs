@@ -66,7 +66,7 @@ fn by_image<R: ContainerRuntime>(
     make: fn(String) -> OsRequest,
 ) -> Response {
     let v = request.version;
-    if v.is_empty() || !v.chars().all(|c| c.is_ascii_alphanumeric() || "._-".contains(c)) {
+    if !crate::os::valid_version(&v) {
         return error_response(
             ErrorKind::BadRequest,
             format!("version {v:?}: an image's version or name (image-<version>)"),

@@ -145,7 +145,7 @@ impl Installer {
         })?;
         let missing = |entry: &str| InstallerError::Missing { path: self.path.clone(), entry: entry.to_owned() };
         let version: String = version.ok_or_else(|| missing("installer/version"))?;
-        if version.is_empty() || !version.chars().all(|c| c.is_ascii_alphanumeric() || "._-".contains(c)) {
+        if !super::valid_version(&version) {
             return Err(InstallerError::NotInstaller {
                 path: self.path.clone(),
                 reason: format!("its version {version:?} is not letters, digits, '.', '_' and '-'"),

@@ -96,6 +96,12 @@ pub fn booted(cmdline: &str) -> Option<String> {
         .map(str::to_owned)
 }
 
+/// An image version names `/host/image-<version>/` and a GRUB entry: letters, digits, `.`,
+/// `_` and `-` only.
+pub fn valid_version(version: &str) -> bool {
+    !version.is_empty() && version.chars().all(|c| c.is_ascii_alphanumeric() || "._-".contains(c))
+}
+
 pub(crate) fn env_path(host: &Path) -> PathBuf {
     host.join("grub/grubenv")
 }
