@@ -73,8 +73,7 @@ fn write_err(path: &Path) -> impl Fn(std::io::Error) -> OsError + '_ {
 
 /// The switch's `onie_platform`, from the `/host/machine.conf` the installer wrote.
 fn platform(host: &Path) -> Option<String> {
-    let text = std::fs::read_to_string(host.join("machine.conf")).ok()?;
-    text.lines().find_map(|l| l.strip_prefix("onie_platform=")).map(|v| v.trim().trim_matches('"').to_owned())
+    super::machine::MachineConf::read(host)?.platform().map(str::to_owned)
 }
 
 fn free_mib(path: &Path) -> Option<u64> {

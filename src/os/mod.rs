@@ -7,6 +7,7 @@ pub mod grubcfg;
 pub mod grubenv;
 pub mod images;
 pub mod installer;
+pub mod machine;
 pub mod onie;
 pub mod signature;
 pub mod trial;

@@ -5,4 +5,5 @@
 
 pub mod configdb;
 pub mod dblink;
+pub mod factory;
 pub mod feature;

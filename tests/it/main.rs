@@ -2,6 +2,7 @@
 //! through the real daemon and CLI. One binary, one module per area (matklad's layout).
 
 mod adoption;
+mod backstop;
 #[path = "../common/mod.rs"]
 mod common;
 mod db;

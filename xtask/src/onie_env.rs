@@ -465,6 +465,8 @@ echo "PROBE: system $(systemctl is-system-running)"
 echo "PROBE: swss $(systemctl is-active swss)"
 echo PROBE: os-begin; soniclet os list --json; echo PROBE: os-end
 echo "PROBE: hostname $(hostname)"
+echo "PROBE: factory $(tr -d ' \n' < /etc/sonic/config_db.json | grep -o '"hwsku":"[^"]*"')"
+echo "PROBE: watchdog $(cat /sys/class/watchdog/watchdog0/state 2>&1) $(systemctl show -p RuntimeWatchdogUSec --value)"
 echo "PROBE: cmdline $(cat /proc/cmdline)"
 echo PROBE: done
 "#;

@@ -103,6 +103,11 @@ fn install_and_boot(firmware: Firmware, name: &str) {
     assert!(console.contains("PROBE: ready"), "not every service became ready:\n{console}");
     assert_eq!(line("swss"), "active", "systemctl says swss is not active");
     assert!(line("cmdline").contains(&format!("loop=image-{}/fs.squashfs", fixture.version)));
+    // The first boot's factory config, for the platform's HWSKU and ONIE's DHCP hostname.
+    assert_eq!(line("hostname"), "leaf1", "the hostname is not the one ONIE's DHCP answer gave");
+    assert_eq!(line("factory"), r#""hwsku":"Force10-S6000""#, "no factory config_db.json for the platform's HWSKU");
+    // The initramfs armed the watchdog and systemd feeds it: a hang reboots the switch.
+    assert_eq!(line("watchdog"), "active 2min", "the watchdog is not armed and fed");
     let status: String = console
         .split("PROBE: status-begin")
         .nth(1)

@@ -128,6 +128,14 @@ version = 2
 disabled_plugins = [\"io.containerd.grpc.v1.cri\"]
 ";
 
+/// systemd feeds the watchdog the initramfs armed (an installed switch's; under nspawn
+/// there is none): a hung PID 1, or a hang before it took over, reboots the switch.
+const WATCHDOG_CONFIG: &str = "\
+[Manager]
+RuntimeWatchdogSec=2min
+RebootWatchdogSec=10min
+";
+
 const SONICLET_CONFIG: &str = "\
 # soniclet's configuration. Every field has a default that is right on a SONiC switch;
 # see `soniclet daemon --help` and ARCHITECTURE.md. For example:
@@ -156,16 +164,39 @@ fn overlay(soniclet: &Path, archives: &[PathBuf]) -> Result<Vec<Entry>> {
             path: "etc/systemd/system/multi-user.target.wants/soniclet.service".into(),
             target: "/usr/lib/systemd/system/soniclet.service".into(),
         },
+        Entry::File {
+            path: "usr/lib/soniclet/trial-backstop".into(),
+            data: read(&root.join("systemd/soniclet-trial-backstop"))?,
+            mode: 0o755,
+        },
+        Entry::File {
+            path: "usr/lib/systemd/system/soniclet-trial-backstop.service".into(),
+            data: read(&root.join("systemd/soniclet-trial-backstop.service"))?,
+            mode: 0o644,
+        },
+        Entry::Symlink {
+            path: "etc/systemd/system/sysinit.target.wants/soniclet-trial-backstop.service".into(),
+            target: "/usr/lib/systemd/system/soniclet-trial-backstop.service".into(),
+        },
+        Entry::File {
+            path: "etc/systemd/system.conf.d/soniclet-watchdog.conf".into(),
+            data: WATCHDOG_CONFIG.into(),
+            mode: 0o644,
+        },
         Entry::File { path: "etc/soniclet/config.toml".into(), data: SONICLET_CONFIG.into(), mode: 0o644 },
         Entry::File { path: "etc/containerd/config.toml".into(), data: CONTAINERD_CONFIG.into(), mode: 0o644 },
         Entry::File { path: "etc/hostname".into(), data: b"sonic\n".to_vec(), mode: 0o644 },
-        // The VS's startup config: its MAC and eight front-panel ports (Ethernet0..Ethernet28).
-        Entry::File {
-            path: "etc/sonic/config_db.json".into(),
-            data: read(&root.join("images/files/vs-config_db.json"))?,
-            mode: 0o644,
-        },
     ];
+    // The VS platform's files, in SONiC's place: soniclet writes the factory config_db.json
+    // from them on a switch's first boot (its HWSKU and eight front-panel ports).
+    let device = root.join("images/files/device");
+    for file in ["x86_64-kvm_x86_64-r0/default_sku", "x86_64-kvm_x86_64-r0/Force10-S6000/port_config.ini"] {
+        entries.push(Entry::File {
+            path: format!("usr/share/sonic/device/{file}"),
+            data: read(&device.join(file))?,
+            mode: 0o644,
+        });
+    }
     // The units' Documentation=.
     for doc in ["README.md", "ARCHITECTURE.md", "DEVELOPERS.md"] {
         entries.push(Entry::File {
@@ -194,8 +225,9 @@ fn overlay(soniclet: &Path, archives: &[PathBuf]) -> Result<Vec<Entry>> {
     Ok(entries)
 }
 
-/// Directories the overlay owns: files in them that it does not write are removed.
-const OWNED_DIRS: &[&str] = &["usr/share/soniclet/services", "usr/share/soniclet/images"];
+/// Directories the overlay owns: files in them that it does not write are removed. The image
+/// ships no `/etc/sonic` files: a switch's first boot writes its factory config.
+const OWNED_DIRS: &[&str] = &["usr/share/soniclet/services", "usr/share/soniclet/images", "etc/sonic"];
 
 fn apply(tree: &Path, entries: &[Entry]) -> Result<()> {
     use std::os::unix::fs::PermissionsExt;

@@ -45,6 +45,9 @@ ExecStart=/bin/sh -c 'for d in /sys/fs/cgroup/*/; do mount -o remount,bind,rw \"
 WantedBy=sysinit.target
 ";
 
+/// What ONIE would have left in `/host/machine.conf` on a SONiC-VS switch.
+const VS_MACHINE_CONF: &str = "onie_platform=x86_64-kvm_x86_64-r0\nonie_arch=x86_64\nonie_machine=kvm_x86_64\nonie_machine_rev=0\nonie_eth_addr=52:54:00:12:34:56\n";
+
 /// Where the machines live.
 pub const MACHINES_DIR: &str = "/var/lib/soniclet-vs";
 
@@ -159,6 +162,9 @@ impl Switch {
             format!("/{unit}"),
             tmp.join("etc/systemd/system/sysinit.target.wants/soniclet-vs-cgroups.service"),
         )?;
+        // The switch plays one ONIE installed: the installer's facts, for the factory config.
+        std::fs::create_dir_all(tmp.join("host"))?;
+        std::fs::write(tmp.join("host/machine.conf"), VS_MACHINE_CONF)?;
         std::fs::rename(&tmp, self.root())?;
         std::fs::write(self.dir.join("rootfs.id"), &rootfs.id)?;
         Ok(())
