@@ -367,12 +367,16 @@ pub struct ErrorBody {
     pub error: ApiError,
 }
 
-/// `os install`: an installer file the daemon reads.
+/// `os install`: an installer file the daemon reads, or a URL it fetches (one of the two).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct OsInstallRequest {
     /// Absolute path of the installer (`onie-installer-x86_64`).
+    #[serde(skip_serializing_if = "String::is_empty")]
     pub path: String,
+    /// `http://` or `https://`: fetched onto `/host`, with `URL.sig` when there is one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub url: Option<String>,
     pub require_signature: bool,
     /// Seconds the new image's trial boot has to become healthy (default: configured).
     pub trial_deadline: Option<u64>,

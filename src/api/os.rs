@@ -11,7 +11,7 @@ use super::convert::unexpected;
 use super::http::{error_response, ndjson, ApiState, Body};
 use super::{ErrorKind, OsEvent, OsImageRequest, OsInstallRequest, OsOnieRequest};
 use crate::runtime::ContainerRuntime;
-use crate::supervisor::{Answer, Command, OsRequest, Progress, Response as Answered};
+use crate::supervisor::{Answer, Command, InstallerSource, OsRequest, Progress, Response as Answered};
 
 pub(super) async fn list<R: ContainerRuntime>(State(state): State<ApiState<R>>) -> Response {
     match state.handle.request(Command::Os(OsRequest::List)).await {
@@ -43,15 +43,30 @@ pub(super) async fn install<R: ContainerRuntime>(
     State(state): State<ApiState<R>>,
     Body(request): Body<OsInstallRequest>,
 ) -> Response {
-    let path = Path::new(&request.path);
-    if !path.is_absolute() {
-        return error_response(ErrorKind::BadRequest, format!("path {:?} is not absolute", request.path));
-    }
-    if !path.is_file() {
-        return error_response(ErrorKind::NotFound, format!("{}: no such file (the daemon reads it)", request.path));
-    }
+    let source = match (request.path.as_str(), request.url.as_deref()) {
+        ("", Some(url)) if crate::os::fetch::is_url(url) => InstallerSource::Url(url.to_owned()),
+        ("", Some(url)) => {
+            let shown = crate::os::fetch::redact(url);
+            return error_response(ErrorKind::BadRequest, format!("url {shown:?}: http:// or https:// only"));
+        }
+        ("", None) => return error_response(ErrorKind::BadRequest, "path or url is missing: the installer to install"),
+        (_, Some(_)) => return error_response(ErrorKind::BadRequest, "path and url: give one of the two"),
+        (path, None) => {
+            let path = Path::new(path);
+            if !path.is_absolute() {
+                return error_response(ErrorKind::BadRequest, format!("path {:?} is not absolute", request.path));
+            }
+            if !path.is_file() {
+                return error_response(
+                    ErrorKind::NotFound,
+                    format!("{}: no such file (the daemon reads it)", request.path),
+                );
+            }
+            InstallerSource::File(path.to_owned())
+        }
+    };
     let request = OsRequest::Install {
-        path: path.to_owned(),
+        source,
         require_signature: request.require_signature,
         trial_deadline: request.trial_deadline.map(std::time::Duration::from_secs),
         force_platform: request.force_platform,

@@ -316,10 +316,11 @@ pub enum OsCommand {
         #[arg(long, env = "SONICLET_HOST", default_value = "/host")]
         host: PathBuf,
     },
-    /// Install the image an installer file carries (the file ONIE takes, too). It boots
-    /// next, once, on trial: committed as the default when healthy, else the switch falls
-    /// back to this image by itself.
+    /// Install the image an installer file carries (the file ONIE takes, too), from a path
+    /// or an http(s):// URL the daemon fetches. It boots next, once, on trial: committed as
+    /// the default when healthy, else the switch falls back to this image by itself.
     Install {
+        #[arg(value_name = "FILE|URL")]
         file: PathBuf,
         #[arg(long)]
         json: bool,

@@ -87,14 +87,12 @@ pub async fn install(
     force: bool,
 ) -> CliResult {
     let text = file.display().to_string();
-    if text.starts_with("http://") || text.starts_with("https://") {
-        return Err(Failure {
-            exit: Exit::Usage,
-            message: format!("{text}: fetch the installer first (`curl -fO {text}`), then `soniclet os install FILE`; the daemon reads files only"),
-        });
-    }
-    let path = std::env::current_dir().unwrap_or_default().join(file).display().to_string();
-    let request = OsInstallRequest { path, require_signature, trial_deadline, force_platform: force };
+    let (path, url) = if crate::os::fetch::is_url(&text) {
+        (String::new(), Some(text))
+    } else {
+        (std::env::current_dir().unwrap_or_default().join(file).display().to_string(), None)
+    };
+    let request = OsInstallRequest { path, url, require_signature, trial_deadline, force_platform: force };
     relay(client, paths::OS_INSTALL, &request, json).await
 }
 

@@ -76,7 +76,7 @@ fn platform(host: &Path) -> Option<String> {
     super::machine::MachineConf::read(host)?.platform().map(str::to_owned)
 }
 
-fn free_mib(path: &Path) -> Option<u64> {
+pub fn free_mib(path: &Path) -> Option<u64> {
     let stat = nix::sys::statvfs::statvfs(path).ok()?;
     Some((stat.blocks_available() as u64 * stat.fragment_size() as u64) >> 20)
 }

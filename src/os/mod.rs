@@ -3,6 +3,7 @@
 //! image, and `/host/grub/grubenv`: `saved_entry` is the default, `next_entry` the one-shot
 //! next boot. The running image is the one `/proc/cmdline`'s `loop=` names.
 
+pub mod fetch;
 pub mod grubcfg;
 pub mod grubenv;
 pub mod images;
@@ -37,6 +38,8 @@ pub enum OsError {
     Write { path: PathBuf, source: std::io::Error },
     #[error(transparent)]
     Installer(#[from] InstallerError),
+    #[error(transparent)]
+    Fetch(#[from] fetch::FetchError),
     #[error("no image {image} is installed; `soniclet os list` shows what is")]
     NoSuchImage { image: String },
     #[error("{image} is the running image: {action}")]

@@ -80,12 +80,21 @@ pub enum Command {
     Os(OsRequest),
 }
 
+/// Where `os install` takes the installer from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum InstallerSource {
+    /// A file the daemon reads.
+    File(PathBuf),
+    /// An HTTP or HTTPS URL the daemon fetches onto `/host` first.
+    Url(String),
+}
+
 /// What `soniclet os` asks for.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum OsRequest {
     List,
     Install {
-        path: PathBuf,
+        source: InstallerSource,
         require_signature: bool,
         trial_deadline: Option<Duration>,
         force_platform: bool,

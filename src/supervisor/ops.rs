@@ -301,8 +301,8 @@ pub(super) fn os(
     request: &super::event::OsRequest,
     progress: &dyn Fn(String),
 ) -> Result<super::event::Response, CommandError> {
-    use super::event::{OsRequest, Response};
-    use crate::os::{images, onie, OsError};
+    use super::event::{InstallerSource, OsRequest, Response};
+    use crate::os::{fetch, images, onie, OsError};
     let kind = |e: &OsError| match e {
         OsError::NotInstalled { .. } | OsError::NoSuchImage { .. } => ErrorKind::NotFound,
         OsError::Running { .. } | OsError::OnTrial { .. } | OsError::IsDefault { .. } | OsError::NoRoom { .. } => {
@@ -311,6 +311,8 @@ pub(super) fn os(
         OsError::Installer(_) | OsError::Platform { .. } | OsError::Signature(_) | OsError::NoKey => {
             ErrorKind::BadRequest
         }
+        OsError::Fetch(fetch::FetchError::Status { status: 404 | 410, .. }) => ErrorKind::NotFound,
+        OsError::Fetch(fetch::FetchError::NoRoom { .. }) => ErrorKind::Conflict,
         _ => ErrorKind::Failed,
     };
     let fail = |e: OsError| CommandError::new(kind(&e), crate::error::chain(&e));
@@ -318,15 +320,26 @@ pub(super) fn os(
     let image = images::image_name;
     match request {
         OsRequest::List => {}
-        OsRequest::Install { path, require_signature, trial_deadline, force_platform } => {
+        OsRequest::Install { source, require_signature, trial_deadline, force_platform } => {
             let mut options = setup.install.clone();
             options.require_signature |= require_signature;
             options.force_platform |= force_platform;
             if let Some(deadline) = trial_deadline {
                 options.trial_deadline = *deadline;
             }
-            let installed = images::install(host, path, &options, progress).map_err(fail)?;
-            return Ok(Response::OsInstalled(installed));
+            let installed = match source {
+                InstallerSource::File(path) => images::install(host, path, &options, progress),
+                InstallerSource::Url(url) => {
+                    // Downloaded to /host, installed, and removed whatever came of it.
+                    let file = host.root.join(fetch::DOWNLOAD);
+                    let result = fetch::download(url, &file, &images::free_mib, progress)
+                        .map_err(OsError::from)
+                        .and_then(|_| images::install(host, &file, &options, progress));
+                    fetch::remove(&file, &crate::os::installer::signature_path(&file));
+                    result
+                }
+            };
+            return Ok(Response::OsInstalled(installed.map_err(fail)?));
         }
         OsRequest::SetDefault(v) => images::set_default(host, &image(v)).map_err(fail)?,
         OsRequest::SetNextBoot(v) => images::set_next_boot(host, &image(v)).map_err(fail)?,

@@ -74,6 +74,11 @@ fn bad_requests_get_their_exit_codes_and_the_daemon_stays_up() {
     assert_eq!(code(&out), 4, "no previous image: {out:?}");
     let out = sim.cli(&["config", "reload", "--force"]);
     assert_eq!(code(&out), 4, "no config_db.json here: {out:?}");
+    // A URL goes to the daemon to fetch; this one has no OS images to install beside.
+    let out = sim.cli(&["os", "install", "http://ops:s3cret@127.0.0.1:9/onie-installer-x86_64"]);
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(code(&out), 4, "{out:?}");
+    assert!(said.contains("this switch has no OS images") && !said.contains("s3cret"), "{said}");
     let out = sim.cli(&["feature", "ls"]);
     assert_eq!(code(&out), 0);
     assert_eq!(sim.service("a")["ready"], true);

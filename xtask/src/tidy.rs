@@ -84,6 +84,7 @@ const CLIENT_CRATES: &[(&str, &[&str])] = &[
         ],
     ),
     ("ed25519_dalek", &["src/os/signature.rs"]),
+    ("ureq", &["src/os/fetch.rs"]),
     ("hyper", &["src/api/client.rs"]),
     ("hyper_util", &["src/api/client.rs"]),
     ("http_body_util", &["src/api/client.rs"]),

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use super::*;
 use crate::os::onie::OnieMode;
-use crate::supervisor::event::OsRequest;
+use crate::supervisor::event::{InstallerSource, OsRequest};
 
 fn on_trial(seconds: u64) -> OsBoot {
     OsBoot::OnTrial { image: "image-2".into(), deadline: Duration::from_secs(seconds) }
@@ -13,7 +13,7 @@ fn on_trial(seconds: u64) -> OsBoot {
 
 fn install() -> Step {
     Cmd(Command::Os(OsRequest::Install {
-        path: "/tmp/onie-installer-x86_64".into(),
+        source: InstallerSource::File("/tmp/onie-installer-x86_64".into()),
         require_signature: false,
         trial_deadline: None,
         force_platform: false,
@@ -42,7 +42,7 @@ fn a_healthy_trial_is_committed_once_every_enabled_service_is_ready_and_not_befo
         ",
     );
     // Committed: the next install is the operator's to make.
-    run(&mut world, vec![install()], "os Install { path: \"/tmp/onie-installer-x86_64\", require_signature: false, trial_deadline: None, force_platform: false }\nreply 2 ok");
+    run(&mut world, vec![install()], "os Install { source: File(\"/tmp/onie-installer-x86_64\"), require_signature: false, trial_deadline: None, force_platform: false }\nreply 2 ok");
 }
 
 #[test]
