@@ -17,12 +17,12 @@ use containerd_client::services::v1::snapshots::{
     CommitSnapshotRequest, MountsRequest, PrepareSnapshotRequest, RemoveSnapshotRequest, StatSnapshotRequest,
 };
 use containerd_client::services::v1::{
-    ApplyRequest, Container, CreateContainerRequest, CreateImageRequest, CreateRequest as CreateLeaseRequest,
-    CreateTaskRequest, DeleteContainerRequest, DeleteImageRequest, DeleteProcessRequest,
-    DeleteRequest as DeleteLeaseRequest, DeleteTaskRequest, ExecProcessRequest, GetContainerRequest, GetImageRequest,
-    GetRequest, Image, InfoRequest, KillRequest, ListContainersRequest, ListImagesRequest, ListPidsRequest,
-    ListTasksRequest, ReadContentRequest, StartRequest, UpdateImageRequest, UpdateRequest, WaitRequest, WriteAction,
-    WriteContentRequest,
+    AddResourceRequest, ApplyRequest, Container, CreateContainerRequest, CreateImageRequest,
+    CreateRequest as CreateLeaseRequest, CreateTaskRequest, DeleteContainerRequest, DeleteImageRequest,
+    DeleteProcessRequest, DeleteRequest as DeleteLeaseRequest, DeleteTaskRequest, ExecProcessRequest,
+    GetContainerRequest, GetImageRequest, GetRequest, Image, InfoRequest, KillRequest, ListContainersRequest,
+    ListImagesRequest, ListPidsRequest, ListTasksRequest, ReadContentRequest, StartRequest, UpdateImageRequest,
+    UpdateRequest, WaitRequest, WriteAction, WriteContentRequest,
 };
 use containerd_client::tonic::{self, transport::Channel, Code, Request, Status};
 use containerd_client::types::v1::Status as ProcessStatus;
@@ -262,6 +262,16 @@ impl Containerd {
         Ok(ImageFacts { config: image_config, architecture, os, chain_id, size: manifest_size + layer_size })
     }
 
+    /// Puts a resource that is already there under the import's lease before it is looked
+    /// at: it may belong to nothing (an image just removed), and containerd's garbage
+    /// collector would take it between the look and the new image record.
+    async fn hold(&self, lease: &str, kind: &str, id: &str) -> Result<(), RuntimeError> {
+        let resource = containerd_client::services::v1::Resource { id: id.to_owned(), r#type: kind.to_owned() };
+        let hold = AddResourceRequest { id: lease.to_owned(), resource: Some(resource) };
+        bounded("lease a resource", id, CALL_TIMEOUT, self.client.leases().add_resource(self.req(hold))).await?;
+        Ok(())
+    }
+
     async fn content_exists(&self, digest: &str) -> Result<bool, RuntimeError> {
         match bounded(
             "content info",
@@ -287,6 +297,7 @@ impl Containerd {
         path: &Path,
         labels: HashMap<String, String>,
     ) -> Result<(), RuntimeError> {
+        self.hold(lease, "content", digest).await?;
         if self.content_exists(digest).await? {
             if !labels.is_empty() {
                 let paths = labels.keys().map(|k| format!("labels.{k}")).collect();
@@ -387,6 +398,7 @@ impl Containerd {
         let chain = image.chain_ids();
         let mut parent = String::new();
         for (i, (layer, chain_id)) in image.layers.iter().zip(&chain).enumerate() {
+            self.hold(lease, &format!("snapshots/{SNAPSHOTTER}"), chain_id).await?;
             if self.snapshot_exists(chain_id).await? {
                 parent = chain_id.clone();
                 continue;
