@@ -145,39 +145,32 @@ const SONICLET_CONFIG: &str = "\
 # delayed-start-timeout = 180
 ";
 
+/// `systemd/`'s files: each one, where the image has it, and its mode.
+const SYSTEMD_FILES: &[(&str, &str, u32)] = &[
+    ("soniclet.service", "usr/lib/systemd/system/soniclet.service", 0o644),
+    ("soniclet-generator", "usr/lib/systemd/system-generators/soniclet-generator", 0o755),
+    ("soniclet-trial-backstop", "usr/lib/soniclet/trial-backstop", 0o755),
+    ("soniclet-trial-backstop.service", "usr/lib/systemd/system/soniclet-trial-backstop.service", 0o644),
+];
+
+/// The units the image enables, each with the target that wants it.
+const ENABLED_UNITS: &[(&str, &str)] =
+    &[("soniclet.service", "multi-user.target"), ("soniclet-trial-backstop.service", "sysinit.target")];
+
 fn overlay(soniclet: &Path, archives: &[PathBuf]) -> Result<Vec<Entry>> {
     let root = project_root();
     let read = |p: &Path| std::fs::read(p).with_context(|| format!("cannot read {}", p.display()));
-    let mut entries = vec![
-        Entry::File { path: "usr/bin/soniclet".into(), data: read(soniclet)?, mode: 0o755 },
-        Entry::File {
-            path: "usr/lib/systemd/system/soniclet.service".into(),
-            data: read(&root.join("systemd/soniclet.service"))?,
-            mode: 0o644,
-        },
-        Entry::File {
-            path: "usr/lib/systemd/system-generators/soniclet-generator".into(),
-            data: read(&root.join("systemd/soniclet-generator"))?,
-            mode: 0o755,
-        },
-        Entry::Symlink {
-            path: "etc/systemd/system/multi-user.target.wants/soniclet.service".into(),
-            target: "/usr/lib/systemd/system/soniclet.service".into(),
-        },
-        Entry::File {
-            path: "usr/lib/soniclet/trial-backstop".into(),
-            data: read(&root.join("systemd/soniclet-trial-backstop"))?,
-            mode: 0o755,
-        },
-        Entry::File {
-            path: "usr/lib/systemd/system/soniclet-trial-backstop.service".into(),
-            data: read(&root.join("systemd/soniclet-trial-backstop.service"))?,
-            mode: 0o644,
-        },
-        Entry::Symlink {
-            path: "etc/systemd/system/sysinit.target.wants/soniclet-trial-backstop.service".into(),
-            target: "/usr/lib/systemd/system/soniclet-trial-backstop.service".into(),
-        },
+    let mut entries = vec![Entry::File { path: "usr/bin/soniclet".into(), data: read(soniclet)?, mode: 0o755 }];
+    for (file, path, mode) in SYSTEMD_FILES {
+        entries.push(Entry::File { path: (*path).into(), data: read(&root.join("systemd").join(file))?, mode: *mode });
+    }
+    for (unit, target) in ENABLED_UNITS {
+        entries.push(Entry::Symlink {
+            path: format!("etc/systemd/system/{target}.wants/{unit}"),
+            target: format!("/usr/lib/systemd/system/{unit}"),
+        });
+    }
+    entries.extend([
         Entry::File {
             path: "etc/systemd/system.conf.d/soniclet-watchdog.conf".into(),
             data: WATCHDOG_CONFIG.into(),
@@ -186,7 +179,7 @@ fn overlay(soniclet: &Path, archives: &[PathBuf]) -> Result<Vec<Entry>> {
         Entry::File { path: "etc/soniclet/config.toml".into(), data: SONICLET_CONFIG.into(), mode: 0o644 },
         Entry::File { path: "etc/containerd/config.toml".into(), data: CONTAINERD_CONFIG.into(), mode: 0o644 },
         Entry::File { path: "etc/hostname".into(), data: b"sonic\n".to_vec(), mode: 0o644 },
-    ];
+    ]);
     // The VS platform's files, in SONiC's place: soniclet writes the factory config_db.json
     // from them on a switch's first boot (its HWSKU and eight front-panel ports).
     let device = root.join("images/files/device");
