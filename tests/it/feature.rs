@@ -76,6 +76,10 @@ fn feature_state_drives_services_live_and_state_db_tells() {
 fn transitions_follow_sonic_and_bad_entries_are_refused() {
     let sw = switch();
     sw.db("CONFIG_DB", &["hset", "FEATURE|snmp", "state", "enabled"]);
+    // Seen before the next write: the link could read both writes as one new entry.
+    assert!(wait_until(Duration::from_secs(5), || sw
+        .daemon_log()
+        .contains(r#"FEATURE state service=snmp state="enabled""#)));
     // enabled -> always_disabled is not a transition SONiC allows: ignored, snmp keeps running.
     sw.db("CONFIG_DB", &["hset", "FEATURE|snmp", "state", "always_disabled"]);
     assert!(wait_until(Duration::from_secs(5), || sw.daemon_log().contains("does not allow")));
