@@ -61,8 +61,10 @@ pub struct ApiConfig {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case", default)]
 pub struct PlatformConfig {
-    /// ONIE platform string (`onie_platform`), SONiC's `$PLATFORM`.
+    /// ONIE platform string (`onie_platform`), SONiC's `$PLATFORM`: a switch's
+    /// `/host/machine.conf` names it first.
     pub platform: String,
+    /// The HWSKU: a switch's config_db.json (`DEVICE_METADATA|localhost hwsku`) names it first.
     pub hwsku: String,
     /// SONiC's `$DEV` for a per-ASIC instance; empty on single-ASIC switches.
     pub asic: String,

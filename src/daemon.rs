@@ -213,12 +213,14 @@ pub async fn run(config: Config, signals: impl Stream<Item = ()> + Send + Unpin 
 
 /// The switch's OS images, when it has them: what the `os` commands work with, and what
 /// this boot is for a trial (a fallback found here is recorded on `/host` at once).
-/// SONiC's `config-setup` and `hostname-config` before the database link loads CONFIG_DB: a
-/// first boot gets the platform's factory config_db.json; every boot takes the hostname it
-/// names. A failure leaves CONFIG_DB to what files there are, and says so.
-fn sonic_config_setup(config: &Config) {
-    let root = &config.paths.sonic_root;
-    match crate::sonic::factory::ensure(root, &config.os.host, &config.platform.platform) {
+/// SONiC's `config-setup`, `sonic-environment` and `hostname-config` before the database link
+/// loads CONFIG_DB: a first boot gets the platform's factory config_db.json; every boot takes
+/// the platform from `/host/machine.conf`, and the HWSKU and hostname from config_db.json's
+/// DEVICE_METADATA. A failure leaves CONFIG_DB to what files there are, and says so.
+fn sonic_config_setup(config: &mut Config) {
+    use crate::sonic::factory;
+    let root = config.paths.sonic_root.clone();
+    match factory::ensure(&root, &config.os.host, &config.platform.platform) {
         Ok(Some(wrote)) => tracing::info!(
             file = %wrote.path.display(),
             platform = wrote.platform,
@@ -233,32 +235,32 @@ fn sonic_config_setup(config: &Config) {
             "first boot: no factory config could be written; CONFIG_DB starts from the files there are"
         ),
     }
+    let machine = crate::os::machine::MachineConf::read(&config.os.host);
+    if let Some(platform) = machine.as_ref().and_then(|m| m.platform()) {
+        config.platform.platform = platform.to_owned();
+    }
+    let content = crate::sonic::configdb::load_if_present(&root.join("etc/sonic/config_db.json")).ok().flatten();
+    let metadata = |field| content.as_ref().and_then(|c| factory::device_metadata(c, field));
+    if let Some(hwsku) = metadata("hwsku") {
+        config.platform.hwsku = hwsku.to_owned();
+    }
     // Only the switch's own root names the machine: a development run under another root
     // must not rename its host.
-    if root == Path::new("/") {
-        if let Err(e) = apply_hostname(root) {
+    if let Some(name) = metadata("hostname").filter(|_| root == Path::new("/")) {
+        if let Err(e) = apply_hostname(&root, name) {
             tracing::warn!(error = %e, "the hostname in config_db.json was not applied");
         }
     }
 }
 
 /// DEVICE_METADATA|localhost's hostname into `/etc/hostname` and the kernel.
-fn apply_hostname(root: &Path) -> std::io::Result<()> {
-    let path = root.join("etc/sonic/config_db.json");
-    let Ok(content) = crate::sonic::configdb::load_if_present(&path) else { return Ok(()) };
-    let Some(name) = content
-        .and_then(|c| c.get("DEVICE_METADATA")?.get("localhost")?.iter().find(|(f, _)| f == "hostname").cloned())
-        .map(|(_, v)| v)
-        .filter(|v| !v.is_empty())
-    else {
-        return Ok(());
-    };
+fn apply_hostname(root: &Path, name: &str) -> std::io::Result<()> {
     let etc_hostname = root.join("etc/hostname");
-    if std::fs::read_to_string(&etc_hostname).ok().as_deref().map(str::trim) != Some(name.as_str()) {
+    if std::fs::read_to_string(&etc_hostname).ok().as_deref().map(str::trim) != Some(name) {
         crate::state::fsutil::atomic_write(&etc_hostname, format!("{name}\n").as_bytes())?;
     }
-    if nix::unistd::gethostname().ok().and_then(|h| h.into_string().ok()).as_deref() != Some(name.as_str()) {
-        nix::unistd::sethostname(&name)?;
+    if nix::unistd::gethostname().ok().and_then(|h| h.into_string().ok()).as_deref() != Some(name) {
+        nix::unistd::sethostname(name)?;
         tracing::info!(hostname = name, "hostname set from DEVICE_METADATA (SONiC's hostname-config)");
     }
     Ok(())
@@ -314,7 +316,7 @@ pub async fn run_with<R: ContainerRuntime, H: Health, U: Units, D: Databases>(
     adapters: Adapters<R, H, U, D>,
     life: Lifetime,
 ) -> Result<(), DaemonError> {
-    let Loaded { config, manifests, store, state, intents: intent_engine } = loaded;
+    let Loaded { mut config, manifests, store, state, intents: intent_engine } = loaded;
     let Lifetime { tracker, shutdown, first_signal } = life;
     let listener = match http::bind(&config.api.socket, config.api.group.as_deref()) {
         Ok(listener) => listener,
@@ -324,6 +326,9 @@ pub async fn run_with<R: ContainerRuntime, H: Health, U: Units, D: Databases>(
         }
     };
 
+    if manifests.database().is_some() {
+        sonic_config_setup(&mut config);
+    }
     let host = config.host_settings();
     let boot = config.boot_type();
     tracing::info!(boot = boot.as_str(), "boot type");
@@ -334,9 +339,6 @@ pub async fn run_with<R: ContainerRuntime, H: Health, U: Units, D: Databases>(
         let (database_ready, ready_rx) = tokio::sync::watch::channel(crate::supervisor::DatabaseReadiness::Down);
         (DbPort { requests, database_ready }, requests_rx, ready_rx)
     });
-    if db.is_some() {
-        sonic_config_setup(&config);
-    }
     let (os_boot, os_setup) = os_images(&config);
     let core_config = CoreConfig {
         host: host.clone(),

@@ -176,6 +176,12 @@ pub fn factory_config(device: &Device, facts: &MachineConf) -> Value {
     config
 }
 
+/// A field of `DEVICE_METADATA|localhost`, when it has a value.
+pub fn device_metadata<'a>(content: &'a crate::sonic::configdb::ConfigContent, field: &str) -> Option<&'a str> {
+    let fields = content.get("DEVICE_METADATA")?.get("localhost")?;
+    fields.iter().find(|(f, _)| f == field).map(|(_, v)| v.as_str()).filter(|v| !v.is_empty())
+}
+
 /// What the first boot wrote.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FactoryDefault {
@@ -240,6 +246,8 @@ mod tests {
         assert_eq!((wrote.hwsku.as_str(), wrote.hostname.as_str(), wrote.ports), ("Force10-S6000", "leaf1", 2));
         let text = std::fs::read_to_string(&wrote.path).unwrap();
         let content = crate::sonic::configdb::parse(&wrote.path, &text).unwrap();
+        assert_eq!(device_metadata(&content, "hostname"), Some("leaf1"));
+        assert_eq!(device_metadata(&content, "bgp_asn"), None);
         let metadata = &content["DEVICE_METADATA"]["localhost"];
         for field in [
             ("hostname", "leaf1"),
