@@ -211,8 +211,6 @@ pub async fn run(config: Config, signals: impl Stream<Item = ()> + Send + Unpin 
     run_with(loaded, Adapters { runtime, health, units, databases }, life).await
 }
 
-/// The switch's OS images, when it has them: what the `os` commands work with, and what
-/// this boot is for a trial (a fallback found here is recorded on `/host` at once).
 /// SONiC's `config-setup`, `sonic-environment` and `hostname-config` before the database link
 /// loads CONFIG_DB: a first boot gets the platform's factory config_db.json; every boot takes
 /// the platform from `/host/machine.conf`, and the HWSKU and hostname from config_db.json's
@@ -266,6 +264,8 @@ fn apply_hostname(root: &Path, name: &str) -> std::io::Result<()> {
     Ok(())
 }
 
+/// The switch's OS images, when it has them: what the `os` commands work with, and what
+/// this boot is for a trial (a fallback found here is recorded on `/host` at once).
 fn os_images(config: &Config) -> (OsBoot, Option<OsSetup>) {
     use crate::os::trial::{self, BootStatus};
     let root = config.os.host.clone();
