@@ -388,6 +388,12 @@ pub fn cleanup(host: &Host) -> Result<Vec<String>, OsError> {
             removed.push(name);
         }
     }
+    // What an `os install URL` cut short left (no os job runs beside this one).
+    let download = host.root.join(super::fetch::DOWNLOAD);
+    if download.exists() {
+        super::fetch::remove(&download, &super::installer::signature_path(&download));
+        removed.push(super::fetch::DOWNLOAD.to_owned());
+    }
     Ok(removed)
 }
 
@@ -573,9 +579,12 @@ mod tests {
         let menu = std::fs::read_to_string(host.root.join("grub/grub.cfg")).unwrap();
         assert!(!menu.contains("image-2") && menu.contains("image-3"), "{menu}");
         std::fs::create_dir_all(host.root.join(".image-4.partial")).unwrap();
+        std::fs::write(host.root.join(super::super::fetch::DOWNLOAD), "cut short").unwrap();
         set_next_boot(&host, "image-1").unwrap();
         let gone = cleanup(&host).unwrap();
-        assert_eq!(gone, vec!["image-3".to_owned(), ".image-4.partial".to_owned()]);
+        let want = ["image-3", ".image-4.partial", super::super::fetch::DOWNLOAD].map(str::to_owned);
+        assert_eq!(gone, want);
+        assert!(!host.root.join(super::super::fetch::DOWNLOAD).exists());
         assert!(matches!(set_default(&host, "image-9").unwrap_err(), OsError::NoSuchImage { .. }));
     }
 
