@@ -44,9 +44,10 @@ fn agent() -> ureq::Agent {
     let tls = ureq::tls::TlsConfig::builder().root_certs(ureq::tls::RootCerts::PlatformVerifier).build();
     ureq::Agent::config_builder()
         .timeout_connect(Some(Duration::from_secs(30)))
-        // A stalled server must not hold the install forever; a slow one may take its time.
+        // A stalled server must not hold the install (and every other os command) forever; a
+        // slow one may take its time: an hour is 60 KiB/s for a 220 MiB installer.
         .timeout_recv_response(Some(Duration::from_secs(60)))
-        .timeout_recv_body(None)
+        .timeout_recv_body(Some(Duration::from_secs(3600)))
         .http_status_as_error(false)
         .tls_config(tls)
         .build()
