@@ -20,6 +20,7 @@
 //! - `images`: importing image archives, release manifests.
 //! - `intent`: ASIC programming intents through APPL_DB, verified in ASIC_DB.
 //! - `os`: the switch's OS images in SONiC's `/host` layout, and GRUB's environment block.
+//! - `k8s`: the switch as a Kubernetes node (its labels, so far).
 //! - `api`: the HTTP/JSON API on a unix socket (wire types, server, typed client).
 //! - `cli`: the command line.
 //! - `systemd`: sd_notify and the watchdog, the unit generator, the facades, D-Bus, journald.
@@ -51,6 +52,7 @@ pub mod exit;
 pub mod health;
 pub mod images;
 pub mod intent;
+pub mod k8s;
 pub mod logs;
 pub mod manifest;
 pub mod os;
