@@ -218,7 +218,8 @@ pub async fn run(config: Config, signals: impl Stream<Item = ()> + Send + Unpin 
 fn sonic_config_setup(config: &mut Config) {
     use crate::sonic::factory;
     let root = config.paths.sonic_root.clone();
-    match factory::ensure(&root, &config.os.host, &config.platform.platform) {
+    let machine = crate::os::machine::MachineConf::read(&config.os.host).unwrap_or_default();
+    match factory::ensure(&root, &machine, &config.platform.platform) {
         Ok(Some(wrote)) => tracing::info!(
             file = %wrote.path.display(),
             platform = wrote.platform,
@@ -233,8 +234,7 @@ fn sonic_config_setup(config: &mut Config) {
             "first boot: no factory config could be written; CONFIG_DB starts from the files there are"
         ),
     }
-    let machine = crate::os::machine::MachineConf::read(&config.os.host);
-    if let Some(platform) = machine.as_ref().and_then(|m| m.platform()) {
+    if let Some(platform) = machine.platform() {
         config.platform.platform = platform.to_owned();
     }
     let content = crate::sonic::configdb::load_if_present(&root.join("etc/sonic/config_db.json")).ok().flatten();

@@ -193,17 +193,20 @@ pub struct FactoryDefault {
 }
 
 /// Writes `<sonic_root>/etc/sonic/config_db.json` when the switch has none: the factory
-/// default for the platform `/host/machine.conf` names (else `default_platform`). Answers
+/// default for the platform the machine facts name (else `default_platform`). Answers
 /// what it wrote; nothing when the file is there.
-pub fn ensure(sonic_root: &Path, host: &Path, default_platform: &str) -> Result<Option<FactoryDefault>, FactoryError> {
+pub fn ensure(
+    sonic_root: &Path,
+    facts: &MachineConf,
+    default_platform: &str,
+) -> Result<Option<FactoryDefault>, FactoryError> {
     let path = sonic_root.join("etc/sonic/config_db.json");
     if path.exists() {
         return Ok(None);
     }
-    let facts = MachineConf::read(host).unwrap_or_default();
     let platform = facts.platform().unwrap_or(default_platform);
     let device = read_device(&sonic_root.join(DEVICE_DIR), platform)?;
-    let config = factory_config(&device, &facts);
+    let config = factory_config(&device, facts);
     let mut bytes = serde_json::to_vec_pretty(&config).unwrap_or_default();
     bytes.push(b'\n');
     crate::state::fsutil::atomic_write(&path, &bytes)
@@ -212,7 +215,7 @@ pub fn ensure(sonic_root: &Path, host: &Path, default_platform: &str) -> Result<
         path,
         platform: device.platform,
         hwsku: device.hwsku,
-        hostname: hostname(&facts),
+        hostname: hostname(facts),
         ports: device.ports.len(),
     }))
 }
@@ -222,6 +225,10 @@ mod tests {
     use super::*;
 
     const PORTS: &str = "# name lanes alias index speed\nEthernet0 25,26,27,28 fortyGigE0/0 0 100000\nEthernet4 29,30,31,32 fortyGigE0/4 1 100000\n";
+
+    fn facts_of(host: &Path) -> MachineConf {
+        MachineConf::read(host).unwrap_or_default()
+    }
 
     fn device_tree(sku: &str, ports: &str) -> tempfile::TempDir {
         let root = tempfile::tempdir().unwrap();
@@ -242,7 +249,7 @@ mod tests {
             "onie_platform=x86_64-kvm_x86_64-r0\nonie_eth_addr=52:54:00:AB:CD:EF\nonie_disco_hostname=leaf1.example.net\n",
         )
         .unwrap();
-        let wrote = ensure(root.path(), &host, "other-platform").unwrap().expect("written");
+        let wrote = ensure(root.path(), &facts_of(&host), "other-platform").unwrap().expect("written");
         assert_eq!((wrote.hwsku.as_str(), wrote.hostname.as_str(), wrote.ports), ("Force10-S6000", "leaf1", 2));
         let text = std::fs::read_to_string(&wrote.path).unwrap();
         let content = crate::sonic::configdb::parse(&wrote.path, &text).unwrap();
@@ -265,14 +272,15 @@ mod tests {
         assert!(port.contains(&("admin_status".into(), "up".into())));
         // The operator's from now on.
         std::fs::write(&wrote.path, "{}").unwrap();
-        assert_eq!(ensure(root.path(), &host, "x").unwrap(), None);
+        assert_eq!(ensure(root.path(), &facts_of(&host), "x").unwrap(), None);
         assert_eq!(std::fs::read_to_string(&wrote.path).unwrap(), "{}");
     }
 
     #[test]
     fn without_machine_conf_the_configured_platform_and_sonics_hostname_serve() {
         let root = device_tree("Force10-S6000 l2\n", PORTS);
-        let wrote = ensure(root.path(), &root.path().join("no-host"), "x86_64-kvm_x86_64-r0").unwrap().unwrap();
+        let wrote =
+            ensure(root.path(), &facts_of(&root.path().join("no-host")), "x86_64-kvm_x86_64-r0").unwrap().unwrap();
         assert_eq!(wrote.hostname, "sonic");
         let content =
             crate::sonic::configdb::parse(&wrote.path, &std::fs::read_to_string(&wrote.path).unwrap()).unwrap();
@@ -293,12 +301,12 @@ mod tests {
         ];
         for (sku, ports, want) in cases {
             let root = device_tree(sku, ports);
-            let e = ensure(root.path(), root.path(), "x86_64-kvm_x86_64-r0").unwrap_err().to_string();
+            let e = ensure(root.path(), &facts_of(root.path()), "x86_64-kvm_x86_64-r0").unwrap_err().to_string();
             assert!(e.contains(want), "{sku:?} {ports:?}: {e}");
             assert!(!root.path().join("etc/sonic/config_db.json").exists());
         }
         let root = device_tree("Force10-S6000\n", PORTS);
-        let e = ensure(root.path(), root.path(), "x86_64-unknown-r0").unwrap_err().to_string();
+        let e = ensure(root.path(), &facts_of(root.path()), "x86_64-unknown-r0").unwrap_err().to_string();
         assert!(e.contains("x86_64-unknown-r0/default_sku"), "{e}");
     }
 
