@@ -20,7 +20,7 @@
 //! - `images`: importing image archives, release manifests.
 //! - `intent`: ASIC programming intents through APPL_DB, verified in ASIC_DB.
 //! - `os`: the switch's OS images in SONiC's `/host` layout, and GRUB's environment block.
-//! - `k8s`: the switch as a Kubernetes node (its labels, so far).
+//! - `k8s`: the switch as a Kubernetes node (its labels, the k3s agent's config, the reservations).
 //! - `api`: the HTTP/JSON API on a unix socket (wire types, server, typed client).
 //! - `cli`: the command line.
 //! - `systemd`: sd_notify and the watchdog, the unit generator, the facades, D-Bus, journald.

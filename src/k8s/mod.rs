@@ -1,6 +1,11 @@
 //! The switch as a Kubernetes node (k3s agent): what soniclet tells the cluster about it.
 //! `labels` is the Node's labels from DEVICE_METADATA and the image, `agent` the k3s agent's
-//! config.yaml for a join (both pure).
+//! config.yaml for a join, `reserve` what the kubelet leaves to the NOS (all pure).
 
 pub mod agent;
 pub mod labels;
+pub mod reserve;
+
+/// The pod sandbox image the OS image ships and imports into `k8s.io` at boot (no registry
+/// reaches a switch): the rootfs containerd's `sandbox_image` and the agent's `pause-image`.
+pub const PAUSE_IMAGE: &str = "soniclet.local/pause:1";

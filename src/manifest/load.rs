@@ -318,6 +318,9 @@ impl Checker<'_> {
         if !valid_image_ref(&c.image) {
             self.fail("container.image", format!("{:?} is not an image reference", c.image));
         }
+        if let Some(Err(message)) = c.memory_min.as_deref().map(super::parse_memory) {
+            self.fail("container.memory-min", message);
+        }
         for cap in &c.capabilities {
             let bare = cap.strip_prefix("CAP_").unwrap_or(cap);
             if !CAPABILITIES.contains(&bare) {
@@ -534,6 +537,19 @@ probe = { type = "process", name = "orchagent" }
         assert!(errs.iter().any(|e| e.contains("container.capabilities") && e.contains("NET_ADMINX")), "{errs:?}");
         assert!(errs.iter().any(|e| e.contains("container.volumes[0]")), "{errs:?}");
         assert!(errs.iter().any(|e| e.contains("readiness.probe.name")), "{errs:?}");
+    }
+
+    #[test]
+    fn memory_floors_are_kubernetes_quantities_with_a_default() {
+        let swss = SWSS.replace("capabilities = [", "memory-min = \"256Mi\"\ncapabilities = [");
+        let set = load(&[("database", DATABASE), ("swss", &swss)]).unwrap();
+        assert_eq!(set.get("swss").unwrap().memory_floor(), 256 << 20);
+        assert_eq!(set.get("database").unwrap().memory_floor(), crate::manifest::DEFAULT_MEMORY_MIN);
+        for bad in ["256MB", "0", "Mi", "-1Gi", "99999999999Gi"] {
+            let swss = SWSS.replace("capabilities = [", &format!("memory-min = {bad:?}\ncapabilities = ["));
+            let errs = errors(&[("database", DATABASE), ("swss", &swss)]);
+            assert!(errs.iter().any(|e| e.contains("container.memory-min") && e.contains(bad)), "{bad}: {errs:?}");
+        }
     }
 
     #[test]

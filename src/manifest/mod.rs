@@ -245,6 +245,32 @@ pub struct ContainerSection {
     /// Replaces the image's entrypoint and command when given.
     #[serde(default)]
     pub command: Vec<String>,
+    /// The memory the service keeps whatever pods do (`memory.min`), as a Kubernetes
+    /// quantity in bytes, Ki, Mi or Gi; [`DEFAULT_MEMORY_MIN`] when absent. The kubelet's
+    /// reservations are computed from the sum of them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub memory_min: Option<String>,
+}
+
+/// A service's memory floor when its manifest names none.
+pub const DEFAULT_MEMORY_MIN: u64 = 64 << 20;
+
+/// A memory quantity as Kubernetes writes one: bytes, or a whole number of Ki, Mi or Gi.
+pub fn parse_memory(text: &str) -> Result<u64, String> {
+    let (digits, unit) = match text.find(|c: char| !c.is_ascii_digit()) {
+        Some(at) => text.split_at(at),
+        None => (text, ""),
+    };
+    let shift = match unit {
+        "" => 0,
+        "Ki" => 10,
+        "Mi" => 20,
+        "Gi" => 30,
+        _ => return Err(format!("{text:?} is not a memory size (a number of bytes, or of Ki, Mi or Gi)")),
+    };
+    let number: u64 =
+        digits.parse().map_err(|_| format!("{text:?} is not a memory size (it starts with no number)"))?;
+    number.checked_mul(1 << shift).filter(|bytes| *bytes > 0).ok_or_else(|| format!("{text:?} is zero or too large"))
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -363,6 +389,11 @@ impl Service {
 
     pub fn failure_group(&self) -> Option<&str> {
         self.manifest.service.failure_group.as_deref()
+    }
+
+    /// The memory this service keeps whatever pods do (validated at load).
+    pub fn memory_floor(&self) -> u64 {
+        self.manifest.container.memory_min.as_deref().and_then(|m| parse_memory(m).ok()).unwrap_or(DEFAULT_MEMORY_MIN)
     }
 }
 

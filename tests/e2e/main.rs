@@ -14,6 +14,10 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
+mod kubelet;
+use k8s_cri::v1::ContainerState;
+use kubelet::Kubelet;
+
 const SWITCH_DIR: &str = "/var/lib/soniclet-vs/e2e";
 const PATH_INSIDE: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 
@@ -185,6 +189,30 @@ fn systemctl_tells_the_truth_on_a_booted_switch() {
         String::from_utf8_lossy(&verify.stderr)
     );
 
+    step("1k. the kubelet runs a host-network pod on the switch's containerd, beside the NOS");
+    let images = switch.sh("ctr --namespace k8s.io images list --quiet");
+    assert!(
+        images.lines().any(|l| l == "soniclet.local/pause:1"),
+        "the pause image is imported into k8s.io at boot: {images}"
+    );
+    // As a registry would give it to the kubelet: CRI names images in full.
+    switch.sh("ctr --namespace k8s.io images import /usr/share/soniclet/images/docker-teamd.tar >/dev/null && \
+         ctr --namespace k8s.io images tag --force docker-teamd:latest docker.io/library/docker-teamd:latest");
+    let mut kubelet = Kubelet::connect(switch.leader);
+    kubelet.remove_leftovers();
+    let (runtime, api) = kubelet.version();
+    assert_eq!((runtime.as_str(), api.as_str()), ("containerd", "v1"));
+    let probe = kubelet.run_pod("probe", "docker.io/library/docker-teamd:latest", "exec sleep 100000", None);
+    let probe_pid = kubelet.wait_for(&probe, ContainerState::ContainerRunning, Duration::from_secs(30)).pid;
+    let pid = probe_pid.expect("CRI reports the pod's pid");
+    let cgroup = switch.sh(&format!("cat /proc/{pid}/cgroup"));
+    assert!(cgroup.contains("/kubepods.slice/"), "the pod runs under kubepods.slice: {cgroup}");
+    let swss_cgroup = switch.sh(&format!("cat /proc/{}/cgroup", switch.pids()["swss"]));
+    assert!(!swss_cgroup.contains("kubepods"), "the NOS runs outside kubepods: {swss_cgroup}");
+    let status = switch.status();
+    let seen: Vec<&str> = status["services"].as_array().unwrap().iter().filter_map(|s| s["name"].as_str()).collect();
+    assert!(!seen.iter().any(|s| s.contains("probe")), "soniclet does not adopt the pod: {seen:?}");
+
     step("2. systemctl restart swss restarts the group and its dependents, and nothing else");
     let pids = switch.pids();
     let invocations = switch.invocations(&units);
@@ -334,4 +362,53 @@ fn systemctl_tells_the_truth_on_a_booted_switch() {
     assert_eq!(switch.service("bgp")["image_digest"], v1.as_str());
     let history = switch.sh("soniclet history bgp");
     assert_eq!(history.lines().count(), 4, "{history}");
+
+    step("10. the pod lived through every step; kill -9 of soniclet and a containerd restart touch neither side");
+    let pod_alive = |kubelet: &mut Kubelet, when: &str| {
+        let status = kubelet.status(&probe);
+        assert_eq!(status.state, ContainerState::ContainerRunning, "{when}: the pod runs: {status:?}");
+        assert_eq!(status.pid, probe_pid, "{when}: the pod's task is the same");
+    };
+    pod_alive(&mut kubelet, "after restarts, upgrades and image collection");
+    let k8s_images = switch.sh("ctr --namespace k8s.io images list --quiet");
+    assert!(
+        k8s_images.contains("soniclet.local/pause:1") && k8s_images.contains("docker-teamd:latest"),
+        "{k8s_images}"
+    );
+    let pids = switch.pids();
+    let invocations = switch.invocations(&units);
+    switch.sh("systemctl kill --signal=KILL --kill-whom=main soniclet");
+    switch.wait_until("soniclet is back", Duration::from_secs(60), |s| {
+        s.run("soniclet wait --timeout 5").status.success()
+    });
+    pod_alive(&mut kubelet, "after kill -9 of soniclet");
+    assert_eq!(switch.pids(), pids, "no NOS task changed after kill -9 of soniclet");
+    switch.sh("systemctl restart containerd");
+    switch.wait_until("soniclet sees containerd again", Duration::from_secs(60), |s| {
+        s.run("soniclet wait --timeout 5").status.success() && s.all_ready()
+    });
+    let mut kubelet = Kubelet::connect(switch.leader);
+    pod_alive(&mut kubelet, "after a containerd restart");
+    assert_eq!(switch.pids(), pids, "no NOS task changed after a containerd restart");
+    assert_eq!(switch.invocations(&units), invocations, "no NOS unit restarted");
+
+    step("11. a pod that eats memory is OOM-killed inside kubepods; the NOS is untouched");
+    let hog = kubelet.run_pod(
+        "hog",
+        "docker.io/library/docker-teamd:latest",
+        "a=0123456789abcdef; while :; do a=$a$a; done",
+        Some(64 << 20),
+    );
+    let hogged = kubelet.wait_for(&hog, ContainerState::ContainerExited, Duration::from_secs(60));
+    assert_eq!(hogged.exit_code, 137, "the hog was killed ({}): {hogged:?}", hogged.reason);
+    eprintln!("e2e: the hog ended {:?} ({})", hogged.state, hogged.reason);
+    pod_alive(&mut kubelet, "after the hog");
+    assert_eq!(switch.pids(), pids, "no NOS task changed while a pod ran out of memory");
+    assert!(switch.all_ready(), "every service stays ready");
+
+    step("12. deleting the pods leaves the NOS as it was");
+    kubelet.remove(&hog);
+    kubelet.remove(&probe);
+    assert_eq!(switch.pids(), pids);
+    assert!(switch.sh("ctr --namespace k8s.io containers list --quiet").trim().is_empty());
 }

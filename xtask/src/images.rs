@@ -347,6 +347,40 @@ pub fn images_dir() -> PathBuf {
     project_root().join("target/images")
 }
 
+/// The pod sandbox ("pause") image the kubelet's pods run in. Its name is the rootfs
+/// containerd's `sandbox_image` and the k3s agent's `pause-image` (soniclet's
+/// `k8s::PAUSE_IMAGE`; the tidy test keeps the two equal). There is no registry: the OS
+/// image ships it, and a unit imports it into `k8s.io` at boot.
+pub const PAUSE_IMAGE: &str = "soniclet.local/pause:1";
+
+/// Builds the pause image into `target/images/k8s/pause.tar`: Debian's catatonit (static, in
+/// its pause mode) alone, no shell. Not one of the VS images: soniclet never imports it.
+pub fn build_pause() -> Result<PathBuf> {
+    let (name, tag) = PAUSE_IMAGE.rsplit_once(':').context("PAUSE_IMAGE has a tag")?;
+    let catatonit = Path::new("/usr/bin/catatonit");
+    if !catatonit.exists() {
+        bail!("{} is missing: apt-get install catatonit (cargo xtask deps)", catatonit.display());
+    }
+    let recipe = Recipe {
+        name: name.to_owned(),
+        tag: tag.to_owned(),
+        programs: Vec::new(),
+        binaries: vec![catatonit.display().to_string()],
+        vasic: BTreeMap::new(),
+        files: Vec::new(),
+        entrypoint: vec![catatonit.display().to_string(), "-P".to_owned()],
+        env: Vec::new(),
+        version: tag.to_owned(),
+        architecture: default_architecture(),
+    };
+    let layer = finish_layer(&image_layer(&project_root(), &recipe, None)?)?;
+    let dir = images_dir().join("k8s");
+    std::fs::create_dir_all(&dir)?;
+    let out = dir.join("pause.tar");
+    write_archive(&out, &recipe, &[&layer])?;
+    Ok(out)
+}
+
 /// `images/variants.toml`: a recipe with a few fields replaced, for the upgrade tests and
 /// bench (a "v2", and images broken on purpose).
 #[derive(Debug, Deserialize)]

@@ -19,6 +19,7 @@ use std::process::Command;
 use anyhow::{bail, Context, Result};
 use sha2::{Digest, Sha256};
 
+use crate::images;
 use crate::kernel::{self, Kernel};
 use crate::util::{ensure_packages, project_root, run};
 
@@ -43,8 +44,9 @@ const PACKAGES: &[&str] = &[
     "udev",
 ];
 
-/// Host tools the build and the virtual switch need.
-pub const TOOLS: &[(&str, &str)] = &[("debootstrap", "debootstrap"), ("systemd-nspawn", "systemd-container")];
+/// Host tools the build and the virtual switch need (depmod indexes the kernel's modules).
+pub const TOOLS: &[(&str, &str)] =
+    &[("debootstrap", "debootstrap"), ("systemd-nspawn", "systemd-container"), ("depmod", "kmod")];
 
 pub fn vs_dir() -> PathBuf {
     project_root().join("target/vs")
@@ -61,6 +63,7 @@ pub struct Rootfs {
 /// One file the overlay puts into the tree.
 enum Entry {
     File { path: String, data: Vec<u8>, mode: u32 },
+    Dir { path: String },
     Symlink { path: String, target: String },
 }
 
@@ -122,10 +125,39 @@ fn base(dir: &Path) -> Result<String> {
     Ok(key)
 }
 
-const CONTAINERD_CONFIG: &str = "\
-# containerd for soniclet: no Kubernetes CRI until the switch joins a cluster.
+/// The switch's one containerd, shared with the kubelet (a k3s agent, once the switch joins
+/// a cluster): soniclet's services in namespace `sonic` over containerd's own API, pods in
+/// `k8s.io` over CRI. CRI's runc runs pods under systemd's cgroup driver (the kubelet is
+/// given `cgroup-driver=systemd`), in the sandbox image the OS image ships (no registry);
+/// `restrict_oom_score_adj` because a switch under nspawn lacks CAP_SYS_RESOURCE. CNI's
+/// directories are where a CNI plugin (flannel, as k3s installs it) puts itself.
+fn containerd_config() -> String {
+    format!(
+        "\
+# containerd for soniclet (namespace sonic) and the kubelet (CRI, namespace k8s.io).
 version = 2
-disabled_plugins = [\"io.containerd.grpc.v1.cri\"]
+
+[plugins.\"io.containerd.grpc.v1.cri\"]
+  sandbox_image = \"{pause}\"
+  restrict_oom_score_adj = true
+  [plugins.\"io.containerd.grpc.v1.cri\".containerd]
+    default_runtime_name = \"runc\"
+    [plugins.\"io.containerd.grpc.v1.cri\".containerd.runtimes.runc]
+      runtime_type = \"io.containerd.runc.v2\"
+      [plugins.\"io.containerd.grpc.v1.cri\".containerd.runtimes.runc.options]
+        SystemdCgroup = true
+  [plugins.\"io.containerd.grpc.v1.cri\".cni]
+    bin_dir = \"/opt/cni/bin\"
+    conf_dir = \"/etc/cni/net.d\"
+",
+        pause = images::PAUSE_IMAGE
+    )
+}
+
+/// Host-network pods get the switch's `/etc/hosts`; debootstrap writes none.
+const ETC_HOSTS: &str = "\
+127.0.0.1\tlocalhost
+::1\tlocalhost ip6-localhost ip6-loopback
 ";
 
 /// systemd feeds the watchdog the initramfs armed (an installed switch's; under nspawn
@@ -151,13 +183,20 @@ const SYSTEMD_FILES: &[(&str, &str, u32)] = &[
     ("soniclet-generator", "usr/lib/systemd/system-generators/soniclet-generator", 0o755),
     ("soniclet-trial-backstop", "usr/lib/soniclet/trial-backstop", 0o755),
     ("soniclet-trial-backstop.service", "usr/lib/systemd/system/soniclet-trial-backstop.service", 0o644),
+    ("soniclet-pause-image.service", "usr/lib/systemd/system/soniclet-pause-image.service", 0o644),
 ];
 
 /// The units the image enables, each with the target that wants it.
-const ENABLED_UNITS: &[(&str, &str)] =
-    &[("soniclet.service", "multi-user.target"), ("soniclet-trial-backstop.service", "sysinit.target")];
+const ENABLED_UNITS: &[(&str, &str)] = &[
+    ("soniclet.service", "multi-user.target"),
+    ("soniclet-trial-backstop.service", "sysinit.target"),
+    ("soniclet-pause-image.service", "multi-user.target"),
+];
 
-fn overlay(soniclet: &Path, archives: &[PathBuf]) -> Result<Vec<Entry>> {
+/// Where the image keeps the pause image's archive (`soniclet-pause-image.service` imports it).
+const PAUSE_ARCHIVE: &str = "usr/share/soniclet/k8s/pause.tar";
+
+fn overlay(soniclet: &Path, archives: &[PathBuf], pause: &Path) -> Result<Vec<Entry>> {
     let root = project_root();
     let read = |p: &Path| std::fs::read(p).with_context(|| format!("cannot read {}", p.display()));
     let mut entries = vec![Entry::File { path: "usr/bin/soniclet".into(), data: read(soniclet)?, mode: 0o755 }];
@@ -177,7 +216,11 @@ fn overlay(soniclet: &Path, archives: &[PathBuf]) -> Result<Vec<Entry>> {
             mode: 0o644,
         },
         Entry::File { path: "etc/soniclet/config.toml".into(), data: SONICLET_CONFIG.into(), mode: 0o644 },
-        Entry::File { path: "etc/containerd/config.toml".into(), data: CONTAINERD_CONFIG.into(), mode: 0o644 },
+        Entry::File { path: "etc/containerd/config.toml".into(), data: containerd_config().into(), mode: 0o644 },
+        Entry::File { path: "etc/hosts".into(), data: ETC_HOSTS.into(), mode: 0o644 },
+        Entry::File { path: PAUSE_ARCHIVE.into(), data: read(pause)?, mode: 0o644 },
+        Entry::Dir { path: "etc/cni/net.d".into() },
+        Entry::Dir { path: "opt/cni/bin".into() },
         Entry::File { path: "etc/hostname".into(), data: b"sonic\n".to_vec(), mode: 0o644 },
     ]);
     // The VS platform's files, in SONiC's place: soniclet writes the factory config_db.json
@@ -238,6 +281,7 @@ fn apply(tree: &Path, entries: &[Entry]) -> Result<()> {
                 }
                 std::fs::set_permissions(&dest, std::fs::Permissions::from_mode(*mode))?;
             }
+            Entry::Dir { path } => std::fs::create_dir_all(tree.join(path))?,
             Entry::Symlink { path, target } => {
                 let dest = tree.join(path);
                 if std::fs::read_link(&dest).ok().as_deref() != Some(Path::new(target)) {
@@ -269,6 +313,7 @@ fn overlay_digest(base_key: &str, entries: &[Entry]) -> String {
                 hasher.update(format!("\nF {path} {mode:o} {}\n", data.len()));
                 hasher.update(data);
             }
+            Entry::Dir { path } => hasher.update(format!("\nD {path}\n")),
             Entry::Symlink { path, target } => hasher.update(format!("\nL {path} {target}\n")),
         }
     }
@@ -315,7 +360,8 @@ pub fn build(soniclet: &Path, archives: &[PathBuf]) -> Result<Rootfs> {
         run(Command::new("cp").args(["-a", "--reflink=auto"]).arg(dir.join("base")).arg(&tree))?;
         std::fs::write(&tree_key, &key)?;
     }
-    let entries = overlay(soniclet, archives)?;
+    let pause = images::build_pause()?;
+    let entries = overlay(soniclet, archives, &pause)?;
     apply(&tree, &entries)?;
     let kernel = kernel::fetch()?;
     install_kernel(&tree, &kernel)?;

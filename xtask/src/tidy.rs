@@ -9,6 +9,7 @@
 //! - Every source file is named in ARCHITECTURE.md's codemap; every module in lib.rs's layout.
 //! - The root tiers are gated: plain `cargo test` needs no root.
 //! - No port trait answers `Result<_, String>`.
+//! - The pause image has one name, in the rootfs's containerd and the k3s agent's config.
 
 #![cfg(test)]
 
@@ -284,4 +285,11 @@ fn no_port_trait_answers_a_string_error() {
         }
     }
     assert!(offences.is_empty(), "{}", offences.join("\n"));
+}
+
+#[test]
+fn the_pause_image_has_one_name() {
+    let k8s = read(Path::new("src/k8s/mod.rs"));
+    let line = format!("pub const PAUSE_IMAGE: &str = {:?};", crate::images::PAUSE_IMAGE);
+    assert!(k8s.contains(&line), "src/k8s/mod.rs's PAUSE_IMAGE must be xtask's: {line}");
 }

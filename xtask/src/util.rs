@@ -67,6 +67,8 @@ pub const PREREQUISITES: &[(&str, &str)] = &[
     ("ping", "iputils-ping"),
     // OS image signatures: the tests make and check openssl's own ed25519 keys.
     ("openssl", "openssl"),
+    // The pod sandbox image's process (xtask images, rootfs).
+    ("catatonit", "catatonit"),
 ];
 
 /// Installs whatever of `wanted` is missing with apt-get; fails clearly when it cannot.
