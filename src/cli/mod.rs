@@ -1,7 +1,7 @@
 //! The command line. [`Command`] names the binary's roles: the daemon, the log shim the
 //! containerd shim runs, the virtual ASIC's processes (`main.rs` runs those), and the
 //! commands [`run`] carries out: clients of the daemon's API through its typed client, and
-//! the offline tools (`manifests check`, `db`, `generate-units`).
+//! the offline tools (`manifests check`, `db`, `generate-units`, `k8s`).
 //!
 //! Every read command takes `--json`; tables are for people. Exit codes are in `exit`.
 
@@ -10,6 +10,7 @@ mod db;
 mod feature;
 mod image;
 mod intent;
+mod k8s;
 mod manifests;
 mod os;
 mod output;
@@ -165,6 +166,12 @@ pub enum CliCommand {
     Os {
         #[command(subcommand)]
         command: OsCommand,
+    },
+    /// The switch as a Kubernetes node: join a k3s cluster as an agent, see it, leave it
+    /// (on the switch, as root; no NOS service is touched).
+    K8s {
+        #[command(subcommand)]
+        command: K8sCommand,
     },
     /// Validate service manifests without a daemon.
     Manifests {
@@ -352,6 +359,46 @@ pub enum OsCommand {
 }
 
 #[derive(Debug, Subcommand)]
+pub enum K8sCommand {
+    /// Join a k3s cluster: write the agent's config (labels, taint, the switch's containerd,
+    /// the kubelet's reservations), enable k3s-agent.service, wait until it registers.
+    Join {
+        /// The API server, https://HOST[:PORT].
+        #[arg(long)]
+        server: String,
+        /// A file (mode 0600) holding the cluster's join token; the token is never an argument.
+        #[arg(long)]
+        token_file: PathBuf,
+        /// The Node's name (default: the switch's hostname).
+        #[arg(long)]
+        node_name: Option<String>,
+        /// An extra Node label, KEY=VALUE (repeatable).
+        #[arg(long = "label")]
+        labels: Vec<String>,
+        /// Return once the agent is configured and started.
+        #[arg(long)]
+        no_wait: bool,
+        /// Seconds to wait for the agent to register.
+        #[arg(long, default_value_t = 300)]
+        timeout: u64,
+        #[arg(long, default_value = DEFAULT_CONFIG_PATH)]
+        config: PathBuf,
+    },
+    /// Joined or not, the server, the node's name, the agent's state.
+    Status {
+        #[arg(long)]
+        json: bool,
+        #[arg(long, default_value = DEFAULT_CONFIG_PATH)]
+        config: PathBuf,
+    },
+    /// Stop and disable the agent, remove its config, token and state.
+    Leave {
+        #[arg(long, default_value = DEFAULT_CONFIG_PATH)]
+        config: PathBuf,
+    },
+}
+
+#[derive(Debug, Subcommand)]
 pub enum ManifestsCommand {
     /// Check every manifest in DIR (default: the configured services directory).
     Check {
@@ -416,6 +463,14 @@ pub async fn run(socket: &std::path::Path, command: CliCommand) -> CliResult {
         }
         Command::Os { command: OsCommand::Cleanup } => os::cleanup(&client).await,
         Command::Os { command: OsCommand::Onie { mode, yes } } => os::onie(&client, mode, yes).await,
+        Command::K8s {
+            command: K8sCommand::Join { server, token_file, node_name, labels, no_wait, timeout, config },
+        } => {
+            let args = k8s::JoinArgs { server, token_file, node_name, labels, no_wait, timeout };
+            k8s::join(&config, args).await
+        }
+        Command::K8s { command: K8sCommand::Status { json, config } } => k8s::status(&config, json).await,
+        Command::K8s { command: K8sCommand::Leave { config } } => k8s::leave(&config).await,
         Command::Manifests { command: ManifestsCommand::Check { dir, config, json } } => {
             manifests::check(dir, &config, json)
         }

@@ -1,8 +1,10 @@
 //! The switch as a Kubernetes node (k3s agent): what soniclet tells the cluster about it.
 //! `labels` is the Node's labels from DEVICE_METADATA and the image, `agent` the k3s agent's
-//! config.yaml for a join, `reserve` what the kubelet leaves to the NOS (all pure).
+//! config.yaml for a join, `reserve` what the kubelet leaves to the NOS (all pure); `join`
+//! the agent's files on the switch (the token 0600, the config naming it).
 
 pub mod agent;
+pub mod join;
 pub mod labels;
 pub mod reserve;
 

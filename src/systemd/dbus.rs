@@ -124,25 +124,56 @@ impl SystemdManager {
     }
 }
 
+/// One row of `ListUnitsByNames`: name, description, load, active, sub, following, path,
+/// job id, job type, job path.
+type UnitRow = (
+    String,
+    String,
+    String,
+    String,
+    String,
+    String,
+    zbus::zvariant::OwnedObjectPath,
+    u32,
+    String,
+    zbus::zvariant::OwnedObjectPath,
+);
+
+/// The units' rows, one call.
+async fn unit_rows(manager: &Manager, unit: &str) -> Result<Vec<UnitRow>, DbusError> {
+    let reply = manager.call(MANAGER_PATH, MANAGER, "ListUnitsByNames", &(vec![unit],)).await?;
+    reply.body().deserialize().map_err(|source| DbusError::Call { method: "ListUnitsByNames", source })
+}
+
 /// The type of the job systemd runs on `unit` now (`stop`, `restart`, ...), if any: a unit's
 /// `ExecStop` tells a restart from a stop with it. One call: `ListUnitsByNames` carries the job.
 pub async fn unit_job_type(unit: &str) -> Result<Option<String>, DbusError> {
-    /// name, description, load, active, sub, following, path, job id, job type, job path.
-    type UnitRow = (
-        String,
-        String,
-        String,
-        String,
-        String,
-        String,
-        zbus::zvariant::OwnedObjectPath,
-        u32,
-        String,
-        zbus::zvariant::OwnedObjectPath,
-    );
-    let manager = Manager::connect().await?;
-    let reply = manager.call(MANAGER_PATH, MANAGER, "ListUnitsByNames", &(vec![unit],)).await?;
-    let rows: Vec<UnitRow> =
-        reply.body().deserialize().map_err(|source| DbusError::Call { method: "ListUnitsByNames", source })?;
+    let rows = unit_rows(&Manager::connect().await?, unit).await?;
     Ok(rows.into_iter().find(|row| row.0 == unit && row.7 != 0).map(|row| row.8))
+}
+
+/// `systemctl enable` then `systemctl restart` of `unit` (a unit file the image ships): on at
+/// every boot from now, and running now on its current configuration.
+pub async fn enable_and_restart(unit: &str) -> Result<(), DbusError> {
+    let manager = Manager::connect().await?;
+    manager.call(MANAGER_PATH, MANAGER, "EnableUnitFiles", &(vec![unit], false, true)).await?;
+    manager.call(MANAGER_PATH, MANAGER, "Reload", &()).await?;
+    manager.call(MANAGER_PATH, MANAGER, "RestartUnit", &(unit, "replace")).await?;
+    Ok(())
+}
+
+/// `systemctl disable --now` of `unit`.
+pub async fn stop_and_disable(unit: &str) -> Result<(), DbusError> {
+    let manager = Manager::connect().await?;
+    manager.call(MANAGER_PATH, MANAGER, "StopUnit", &(unit, "replace")).await?;
+    manager.call(MANAGER_PATH, MANAGER, "DisableUnitFiles", &(vec![unit], false)).await?;
+    manager.call(MANAGER_PATH, MANAGER, "Reload", &()).await?;
+    Ok(())
+}
+
+/// `unit`'s ActiveState (`active`, `activating`, `inactive`, `failed`...); `inactive` for a
+/// unit systemd does not have loaded.
+pub async fn active_state(unit: &str) -> Result<String, DbusError> {
+    let rows = unit_rows(&Manager::connect().await?, unit).await?;
+    Ok(rows.into_iter().find(|row| row.0 == unit).map_or_else(|| "inactive".to_owned(), |row| row.3))
 }

@@ -51,7 +51,26 @@ impl Kubelet {
         let channel = runtime
             .block_on(containerd_client::connect(&socket))
             .unwrap_or_else(|e| panic!("cannot reach the switch's containerd at {socket}: {e}"));
-        Self { runtime, client: RuntimeServiceClient::new(channel) }
+        let mut kubelet = Self { runtime, client: RuntimeServiceClient::new(channel) };
+        kubelet.wait_until_serving();
+        kubelet
+    }
+
+    /// Waits until CRI answers: after a containerd restart its socket is up before CRI has
+    /// recovered its pods ("server is not initialized yet"), and the kubelet retries too.
+    fn wait_until_serving(&mut self) {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let listing = self.runtime.block_on(self.client.list_pod_sandbox(ListPodSandboxRequest { filter: None }));
+            match listing {
+                Ok(_) => return,
+                Err(e) if Instant::now() < deadline => {
+                    eprintln!("e2e: CRI is not serving yet ({})", e.message());
+                    std::thread::sleep(Duration::from_millis(250));
+                }
+                Err(e) => panic!("CRI did not serve within 60s: {e}"),
+            }
+        }
     }
 
     /// Removes the pods an earlier run of the tier left (a rerun on the same switch).

@@ -209,6 +209,13 @@ fn systemctl_tells_the_truth_on_a_booted_switch() {
     assert!(cgroup.contains("/kubepods.slice/"), "the pod runs under kubepods.slice: {cgroup}");
     let swss_cgroup = switch.sh(&format!("cat /proc/{}/cgroup", switch.pids()["swss"]));
     assert!(!swss_cgroup.contains("kubepods"), "the NOS runs outside kubepods: {swss_cgroup}");
+    let agent = switch.props("k3s-agent", &["UnitFileState", "KillMode", "Delegate", "ActiveState"]);
+    assert_eq!(
+        (agent["UnitFileState"].as_str(), agent["KillMode"].as_str(), agent["Delegate"].as_str()),
+        ("disabled", "process", "yes"),
+        "k3s-agent.service ships disabled, with k3s's installer's settings: {agent:?}"
+    );
+    assert_eq!(agent["ActiveState"], "inactive", "no agent runs on a switch that has not joined");
     let status = switch.status();
     let seen: Vec<&str> = status["services"].as_array().unwrap().iter().filter_map(|s| s["name"].as_str()).collect();
     assert!(!seen.iter().any(|s| s.contains("probe")), "soniclet does not adopt the pod: {seen:?}");
@@ -411,4 +418,44 @@ fn systemctl_tells_the_truth_on_a_booted_switch() {
     kubelet.remove(&probe);
     assert_eq!(switch.pids(), pids);
     assert!(switch.sh("ctr --namespace k8s.io containers list --quiet").trim().is_empty());
+
+    step("13. soniclet k8s join enables the agent and waits for it to register; leave undoes it; the NOS is untouched");
+    // No registry ships k3s here: a stand-in in its place records how the unit ran it, then
+    // registers as the kubelet does (its kubeconfig appears) and stays up.
+    switch.sh("cat > /usr/local/bin/k3s <<'EOF'\n#!/bin/sh\necho \"$@\" > /run/k3s-args\n\
+         cp /etc/rancher/k3s/config.yaml /run/k3s-config-seen\n\
+         mkdir -p /var/lib/rancher/k3s/agent && echo 'kind: Config' > /var/lib/rancher/k3s/agent/kubelet.kubeconfig\n\
+         exec sleep 100000\nEOF\nchmod 755 /usr/local/bin/k3s");
+    const SECRET: &str = "K10e2e::server:never-in-a-log";
+    switch.sh(&format!("umask 077; echo {SECRET} > /root/k3s-token"));
+    let join = switch.run(
+        "soniclet k8s join --server https://k3s.example.net:6443 --token-file /root/k3s-token --label rack=r1 --timeout 30",
+    );
+    let said = format!("{}{}", String::from_utf8_lossy(&join.stdout), String::from_utf8_lossy(&join.stderr));
+    assert!(join.status.success(), "soniclet k8s join: {said}");
+    assert!(said.contains("joined https://k3s.example.net:6443 as node"), "{said}");
+    assert_eq!(switch.sh("systemctl is-enabled k3s-agent").trim(), "enabled");
+    assert_eq!(switch.sh("cat /run/k3s-args").trim(), "agent", "the unit runs `k3s agent`");
+    let seen = switch.sh("cat /run/k3s-config-seen");
+    assert!(seen.contains("container-runtime-endpoint: unix:///run/containerd/containerd.sock"), "{seen}");
+    assert!(seen.contains("rack=r1") && seen.contains("sonic.net/hwsku=Force10-S6000"), "{seen}");
+    let status: Value = serde_json::from_str(&switch.sh("soniclet k8s status --json")).unwrap();
+    assert_eq!((status["joined"].as_bool(), status["registered"].as_bool()), (Some(true), Some(true)), "{status}");
+    assert_eq!(status["agent"], "active", "{status}");
+    assert_eq!(
+        switch.sh("journalctl -b --no-pager | grep -c never-in-a-log || true").trim(),
+        "0",
+        "no token in the journal"
+    );
+    assert_eq!(switch.pids(), pids, "joining touched no NOS task");
+    let leave = switch.run("soniclet k8s leave");
+    assert!(leave.status.success(), "{}", String::from_utf8_lossy(&leave.stderr));
+    assert_eq!(switch.prop("k3s-agent", "ActiveState"), "inactive");
+    assert_eq!(switch.run("systemctl is-enabled k3s-agent").status.code(), Some(1), "disabled again");
+    assert!(
+        switch.run("test -e /etc/rancher/k3s/config.yaml || test -e /var/lib/rancher/k3s").status.code() == Some(1)
+    );
+    assert_eq!(switch.pids(), pids, "leaving touched no NOS task");
+    assert_eq!(switch.invocations(&units), invocations, "no NOS unit restarted");
+    switch.sh("rm -f /usr/local/bin/k3s /root/k3s-token /run/k3s-args /run/k3s-config-seen");
 }

@@ -210,3 +210,103 @@ fn a_config_reload_replaces_config_db_and_brings_everything_back() {
     let out = sim.cli(&["config", "reload", bad.to_str().unwrap(), "--force"]);
     assert_eq!(code(&out), 5, "a broken file changes nothing: {out:?}");
 }
+
+/// `soniclet k8s` on a switch whose image carries no k3s: the join's files are written (the
+/// token 0600, the config naming it), the missing k3s is said plainly, `status` reports the
+/// join without the token, `leave` removes every file; bad input changes nothing.
+#[test]
+fn k8s_join_writes_the_agents_files_status_reads_them_and_leave_removes_them() {
+    use std::os::unix::fs::PermissionsExt;
+    const SECRET: &str = "K10sim::server:do-not-print-me";
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("root");
+    let services = dir.path().join("services");
+    std::fs::create_dir_all(root.join("etc/sonic")).unwrap();
+    std::fs::create_dir_all(&services).unwrap();
+    std::fs::write(
+        services.join("database.toml"),
+        "[service]\n[container]\nimage = \"docker-database:latest\"\nmemory-min = \"512Mi\"\n[readiness]\nprobe = { type = \"process\", name = \"redis-server\" }\n",
+    )
+    .unwrap();
+    std::fs::write(
+        root.join("etc/sonic/config_db.json"),
+        r#"{"DEVICE_METADATA": {"localhost": {"hostname": "Leaf1", "hwsku": "Force10-S6000", "platform": "x86_64-kvm_x86_64-r0", "type": "LeafRouter"}}}"#,
+    )
+    .unwrap();
+    let config = dir.path().join("config.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[paths]\nservices = \"{}\"\nsonic-root = \"{}\"\n[os]\nhost = \"{}\"\n",
+            services.display(),
+            root.display(),
+            dir.path().join("host").display()
+        ),
+    )
+    .unwrap();
+    let token = dir.path().join("token");
+    std::fs::write(&token, format!("{SECRET}\n")).unwrap();
+    std::fs::set_permissions(&token, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let k8s = |args: &[&str]| {
+        let out = std::process::Command::new(support::SONICLET)
+            .arg("k8s")
+            .args(args)
+            .arg("--config")
+            .arg(&config)
+            .output()
+            .unwrap();
+        let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+        assert!(!text.contains(SECRET), "the token is never shown: {text}");
+        (code(&out), text)
+    };
+    let server = "https://k3s.example.net:6443";
+    let token_arg = token.display().to_string();
+
+    // Bad input: refused, naming what is wrong, and nothing written.
+    let (exit, text) = k8s(&["join", "--server", "http://k3s:6443", "--token-file", &token_arg]);
+    assert_eq!(exit, 5, "{text}");
+    assert!(text.contains("must be https://"), "{text}");
+    std::fs::set_permissions(&token, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let (exit, text) = k8s(&["join", "--server", server, "--token-file", &token_arg]);
+    assert_eq!(exit, 5, "{text}");
+    assert!(text.contains("readable by others (mode 644): chmod 600"), "{text}");
+    std::fs::set_permissions(&token, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let (exit, text) = k8s(&["join", "--server", server, "--token-file", "/nonexistent/token"]);
+    assert_eq!(exit, 5, "{text}");
+    assert!(text.contains("/nonexistent/token"), "{text}");
+    assert!(!root.join("etc/rancher").exists(), "a refused join writes nothing");
+
+    let (exit, text) = k8s(&["join", "--server", server, "--token-file", &token_arg, "--label", "pod=a1"]);
+    assert_eq!(exit, 4, "no k3s in this image: {text}");
+    assert!(text.contains("carries no k3s") && text.contains("K3S_BIN"), "{text}");
+    let copy = root.join("etc/rancher/k3s/soniclet-token");
+    assert_eq!(std::fs::metadata(&copy).unwrap().permissions().mode() & 0o777, 0o600);
+    let agent: Value =
+        serde_norway::from_str(&std::fs::read_to_string(root.join("etc/rancher/k3s/config.yaml")).unwrap()).unwrap();
+    assert_eq!(agent["server"], server);
+    assert_eq!(agent["node-name"], "leaf1", "the hostname, as a node name");
+    assert_eq!(agent["token-file"], "/etc/rancher/k3s/soniclet-token");
+    let labels: Vec<&str> = agent["node-label"].as_array().unwrap().iter().filter_map(Value::as_str).collect();
+    for label in ["sonic.net/hwsku=Force10-S6000", "hwsku=Force10-S6000", "sonic.net/asic=vs", "pod=a1"] {
+        assert!(labels.contains(&label), "{label} in {labels:?}");
+    }
+    let kubelet: Vec<&str> = agent["kubelet-arg"].as_array().unwrap().iter().filter_map(Value::as_str).collect();
+    assert!(kubelet.contains(&"cgroup-driver=systemd"), "{kubelet:?}");
+    assert!(kubelet.contains(&"system-reserved=cpu=500m,memory=768Mi"), "the floors plus the host's: {kubelet:?}");
+    assert!(kubelet.contains(&"enforce-node-allocatable=pods"), "{kubelet:?}");
+    assert_eq!(agent["pause-image"], "soniclet.local/pause:1");
+
+    let (exit, text) = k8s(&["status", "--json"]);
+    assert_eq!(exit, 0, "{text}");
+    let status: Value = serde_json::from_str(&text).unwrap();
+    assert_eq!((status["joined"].as_bool(), status["k3s_installed"].as_bool()), (Some(true), Some(false)));
+    assert_eq!(status["node_name"], "leaf1");
+
+    std::fs::create_dir_all(root.join("var/lib/rancher/k3s/agent")).unwrap();
+    let (exit, text) = k8s(&["leave"]);
+    assert_eq!(exit, 0, "{text}");
+    assert!(!copy.exists() && !root.join("etc/rancher/k3s/config.yaml").exists());
+    assert!(!root.join("var/lib/rancher/k3s").exists(), "the agent's state is removed");
+    let (_, text) = k8s(&["status", "--json"]);
+    assert_eq!(serde_json::from_str::<Value>(&text).unwrap()["joined"], false);
+}

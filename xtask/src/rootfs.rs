@@ -184,6 +184,8 @@ const SYSTEMD_FILES: &[(&str, &str, u32)] = &[
     ("soniclet-trial-backstop", "usr/lib/soniclet/trial-backstop", 0o755),
     ("soniclet-trial-backstop.service", "usr/lib/systemd/system/soniclet-trial-backstop.service", 0o644),
     ("soniclet-pause-image.service", "usr/lib/systemd/system/soniclet-pause-image.service", 0o644),
+    // Shipped disabled: `soniclet k8s join` enables it.
+    ("k3s-agent.service", "usr/lib/systemd/system/k3s-agent.service", 0o644),
 ];
 
 /// The units the image enables, each with the target that wants it.
@@ -192,6 +194,9 @@ const ENABLED_UNITS: &[(&str, &str)] = &[
     ("soniclet-trial-backstop.service", "sysinit.target"),
     ("soniclet-pause-image.service", "multi-user.target"),
 ];
+
+/// Where the k3s agent's unit runs k3s from (soniclet's `k8s::join::BINARY`).
+const K3S_BINARY: &str = "usr/local/bin/k3s";
 
 /// Where the image keeps the pause image's archive (`soniclet-pause-image.service` imports it).
 const PAUSE_ARCHIVE: &str = "usr/share/soniclet/k8s/pause.tar";
@@ -223,6 +228,12 @@ fn overlay(soniclet: &Path, archives: &[PathBuf], pause: &Path) -> Result<Vec<En
         Entry::Dir { path: "opt/cni/bin".into() },
         Entry::File { path: "etc/hostname".into(), data: b"sonic\n".to_vec(), mode: 0o644 },
     ]);
+    // k3s is in no registry these machines reach: the image carries it only when built with
+    // K3S_BIN; without it `soniclet k8s join` says the image has no k3s.
+    match std::env::var_os("K3S_BIN") {
+        Some(k3s) => entries.push(Entry::File { path: K3S_BINARY.into(), data: read(Path::new(&k3s))?, mode: 0o755 }),
+        None => eprintln!("rootfs: K3S_BIN is not set, so the image carries no k3s (soniclet k8s join will say so)"),
+    }
     // The VS platform's files, in SONiC's place: soniclet writes the factory config_db.json
     // from them on a switch's first boot (its HWSKU and eight front-panel ports).
     let device = root.join("images/files/device");
@@ -363,6 +374,10 @@ pub fn build(soniclet: &Path, archives: &[PathBuf]) -> Result<Rootfs> {
     let pause = images::build_pause()?;
     let entries = overlay(soniclet, archives, &pause)?;
     apply(&tree, &entries)?;
+    if std::env::var_os("K3S_BIN").is_none() {
+        // An earlier build's k3s does not linger in an image built without it.
+        let _ = std::fs::remove_file(tree.join(K3S_BINARY));
+    }
     let kernel = kernel::fetch()?;
     install_kernel(&tree, &kernel)?;
     let id = overlay_digest(&format!("{key}\n{}", kernel.package), &entries);

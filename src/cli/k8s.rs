@@ -1,0 +1,217 @@
+//! `soniclet k8s join|status|leave`: the switch as a k3s agent node. Run on the switch as
+//! root, without the daemon (as k3s's own installer does): the agent's files and unit are the
+//! host's, and no NOS service is touched by any of the three.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+
+use super::output::{print_table, CliResult, Failure};
+use crate::config::Config;
+use crate::exit::Exit;
+use crate::k8s::agent::Join;
+use crate::k8s::join::{AgentFiles, JoinError, Token, DATA_DIR, UNIT};
+use crate::k8s::labels::{node_labels, NodeFacts};
+use crate::k8s::reserve::Reservations;
+use crate::systemd::dbus;
+
+/// What `join` was asked.
+#[derive(Debug, Clone)]
+pub struct JoinArgs {
+    pub server: String,
+    pub token_file: PathBuf,
+    pub node_name: Option<String>,
+    pub labels: Vec<String>,
+    pub no_wait: bool,
+    pub timeout: u64,
+}
+
+/// `soniclet k8s status --json`. The token is never part of it.
+#[derive(Debug, Serialize)]
+pub struct K8sStatus {
+    pub joined: bool,
+    pub server: Option<String>,
+    pub node_name: Option<String>,
+    /// Whether the OS image carries k3s.
+    pub k3s_installed: bool,
+    /// k3s-agent.service's ActiveState.
+    pub agent: String,
+    /// Whether the kubelet holds its node credentials (it has registered with the server).
+    pub registered: bool,
+}
+
+fn invalid(message: impl Into<String>) -> Failure {
+    Failure { exit: Exit::Invalid, message: message.into() }
+}
+
+fn join_failure(e: &JoinError) -> Failure {
+    let exit = match e {
+        JoinError::Write { .. } | JoinError::Remove { .. } => Exit::Failure,
+        _ => Exit::Invalid,
+    };
+    Failure { exit, message: crate::exit::chain(e) }
+}
+
+fn systemd_failure(what: &str, e: &dbus::DbusError) -> Failure {
+    Failure { exit: Exit::Unavailable, message: format!("{what}: {}", crate::exit::chain(e)) }
+}
+
+fn load_config(path: &Path) -> Result<Config, Failure> {
+    Config::load(path).map_err(|e| Failure { exit: Exit::Config, message: crate::exit::chain(&e) })
+}
+
+/// The kubelet's kubeconfig, there once the agent has registered the node.
+fn kubelet_kubeconfig(root: &Path) -> PathBuf {
+    root.join(DATA_DIR).join("agent/kubelet.kubeconfig")
+}
+
+/// The switch's facts for its labels: DEVICE_METADATA, the platform, the OS image.
+fn node_facts(config: &Config) -> (NodeFacts, Option<String>) {
+    let root = &config.paths.sonic_root;
+    let content = crate::sonic::configdb::load_if_present(&root.join("etc/sonic/config_db.json")).ok().flatten();
+    let metadata =
+        |field| content.as_ref().and_then(|c| crate::sonic::factory::device_metadata(c, field)).map(str::to_owned);
+    let machine = crate::os::machine::MachineConf::read(&config.os.host).unwrap_or_default();
+    let platform = machine.platform().map(str::to_owned).or_else(|| metadata("platform"));
+    let cmdline = std::fs::read_to_string("/proc/cmdline").unwrap_or_default();
+    let version = crate::os::list(&config.os.host, &cmdline).ok().and_then(|images| images.current);
+    let asic = platform.as_deref().and_then(|p| p.split('-').nth(1)).map(|vendor| match vendor {
+        "kvm_x86_64" => "vs".to_owned(),
+        other => other.to_owned(),
+    });
+    let facts = NodeFacts { hwsku: metadata("hwsku"), platform, device_type: metadata("type"), asic, version };
+    (facts, metadata("hostname"))
+}
+
+fn memory_capacity() -> Result<u64, Failure> {
+    let meminfo = std::fs::read_to_string("/proc/meminfo").map_err(|e| invalid(format!("/proc/meminfo: {e}")))?;
+    meminfo
+        .lines()
+        .find_map(|l| l.strip_prefix("MemTotal:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        .map(|kib| kib * 1024)
+        .ok_or_else(|| invalid("/proc/meminfo has no MemTotal"))
+}
+
+/// The Join for these arguments on this switch; nothing is written yet.
+fn plan(args: &JoinArgs, config: &Config) -> Result<Join, Failure> {
+    let (facts, hostname) = node_facts(config);
+    let mut labels: BTreeMap<String, String> = node_labels(&facts);
+    for label in &args.labels {
+        let (key, value) =
+            label.split_once('=').ok_or_else(|| invalid(format!("--label {label:?}: give it as KEY=VALUE")))?;
+        labels.insert(key.to_owned(), value.to_owned());
+    }
+    let node_name = match &args.node_name {
+        Some(name) => name.clone(),
+        None => hostname
+            .or_else(|| std::fs::read_to_string(config.paths.sonic_root.join("etc/hostname")).ok())
+            .map(|h| h.trim().to_ascii_lowercase())
+            .ok_or_else(|| invalid("the switch has no hostname: give --node-name"))?,
+    };
+    let manifests = crate::manifest::load_dir(&config.paths.services)
+        .map_err(|e| Failure { exit: Exit::Config, message: crate::exit::chain(&e) })?;
+    let reservations = Reservations::compute(memory_capacity()?, manifests.services().map(|s| s.memory_floor()))
+        .map_err(|e| invalid(e.to_string()))?;
+    Ok(Join {
+        server: args.server.clone(),
+        token_file: AgentFiles::token_file(),
+        node_name,
+        labels,
+        runtime_endpoint: format!("unix://{}", config.containerd.socket.display()),
+        pause_image: crate::k8s::PAUSE_IMAGE.to_owned(),
+        kubelet_args: reservations.kubelet_args(),
+    })
+}
+
+pub async fn join(config_path: &Path, args: JoinArgs) -> CliResult {
+    let config = load_config(config_path)?;
+    let token = Token::read(&args.token_file).map_err(|e| join_failure(&e))?;
+    let join = plan(&args, &config)?;
+    let files = AgentFiles::new(&config.paths.sonic_root);
+    files.install(&join, &token).map_err(|e| join_failure(&e))?;
+    eprintln!("k8s: wrote the agent's config for {} as node {}", join.server, join.node_name);
+    if !files.has_k3s() {
+        return Err(Failure {
+            exit: Exit::NotFound,
+            message: "this OS image carries no k3s (/usr/local/bin/k3s): the configuration is kept; build the image \
+                      with K3S_BIN=/path/to/k3s, install it, and join again"
+                .into(),
+        });
+    }
+    dbus::enable_and_restart(UNIT).await.map_err(|e| systemd_failure("cannot start k3s-agent.service", &e))?;
+    eprintln!("k8s: k3s-agent.service enabled and started");
+    if args.no_wait {
+        return Ok(());
+    }
+    let deadline = Instant::now() + Duration::from_secs(args.timeout);
+    let mut said = Instant::now();
+    while !kubelet_kubeconfig(&config.paths.sonic_root).exists() {
+        if Instant::now() >= deadline {
+            return Err(Failure {
+                exit: Exit::Timeout,
+                message: format!(
+                    "the agent has not registered with {} after {}s; it keeps trying with the configuration \
+                     kept: see `journalctl -u k3s-agent`, or `soniclet k8s leave`",
+                    join.server, args.timeout
+                ),
+            });
+        }
+        if said.elapsed() >= Duration::from_secs(5) {
+            let state = dbus::active_state(UNIT).await.unwrap_or_else(|_| "unknown".into());
+            eprintln!("k8s: waiting for the agent to register with {} (k3s-agent.service {state})", join.server);
+            said = Instant::now();
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    eprintln!("k8s: joined {} as node {}", join.server, join.node_name);
+    Ok(())
+}
+
+async fn read_status(config: &Config) -> Result<K8sStatus, Failure> {
+    let files = AgentFiles::new(&config.paths.sonic_root);
+    let joined = files.joined().map_err(|e| join_failure(&e))?;
+    let agent = dbus::active_state(UNIT).await.unwrap_or_else(|_| "unknown".into());
+    Ok(K8sStatus {
+        joined: joined.is_some(),
+        server: joined.as_ref().map(|j| j.server.clone()),
+        node_name: joined.map(|j| j.node_name),
+        k3s_installed: files.has_k3s(),
+        agent,
+        registered: kubelet_kubeconfig(&config.paths.sonic_root).exists(),
+    })
+}
+
+pub async fn status(config_path: &Path, json: bool) -> CliResult {
+    let status = read_status(&load_config(config_path)?).await?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&status).unwrap_or_default());
+        return Ok(());
+    }
+    let or_dash = |v: &Option<String>| v.clone().unwrap_or_else(|| "-".into());
+    print_table(
+        &["JOINED", "SERVER", "NODE", "AGENT", "REGISTERED", "K3S"],
+        &[vec![
+            if status.joined { "yes" } else { "no" }.into(),
+            or_dash(&status.server),
+            or_dash(&status.node_name),
+            status.agent.clone(),
+            if status.registered { "yes" } else { "no" }.into(),
+            if status.k3s_installed { "installed" } else { "absent" }.into(),
+        ]],
+    );
+    Ok(())
+}
+
+pub async fn leave(config_path: &Path) -> CliResult {
+    let config = load_config(config_path)?;
+    let files = AgentFiles::new(&config.paths.sonic_root);
+    if files.has_k3s() || dbus::active_state(UNIT).await.is_ok_and(|s| s != "inactive") {
+        dbus::stop_and_disable(UNIT).await.map_err(|e| systemd_failure("cannot stop k3s-agent.service", &e))?;
+    }
+    files.remove().map_err(|e| join_failure(&e))?;
+    eprintln!("k8s: left the cluster: the agent is stopped and disabled, its config, token and state removed");
+    Ok(())
+}
