@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use crate::runtime::spec::HostSettings;
+use crate::runtime::spec::{Cgroups, HostSettings};
 
 pub const DEFAULT_CONFIG_PATH: &str = "/etc/soniclet/config.toml";
 pub const DEFAULT_API_SOCKET: &str = "/run/soniclet/soniclet.sock";
@@ -29,6 +29,19 @@ pub struct ContainerdConfig {
     pub socket: PathBuf,
     /// soniclet's containerd namespace. `k8s.io` belongs to the kubelet and is refused.
     pub namespace: String,
+    /// Who makes the containers' cgroups: `systemd` (each in a scope under `sonic.slice`, with
+    /// its memory floor), `cgroupfs` (`/<namespace>/<service>`), or `auto`: systemd when it
+    /// is the host's init, as on every switch.
+    pub cgroup_driver: CgroupDriver,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CgroupDriver {
+    #[default]
+    Auto,
+    Systemd,
+    Cgroupfs,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -113,7 +126,11 @@ impl Default for OsConfig {
 
 impl Default for ContainerdConfig {
     fn default() -> Self {
-        Self { socket: PathBuf::from("/run/containerd/containerd.sock"), namespace: "sonic".to_owned() }
+        Self {
+            socket: PathBuf::from("/run/containerd/containerd.sock"),
+            namespace: "sonic".to_owned(),
+            cgroup_driver: CgroupDriver::Auto,
+        }
     }
 }
 
@@ -264,6 +281,12 @@ impl Config {
             asic: self.platform.asic.clone(),
             num_asic: self.platform.num_asic,
             namespace: self.containerd.namespace.clone(),
+            cgroups: match self.containerd.cgroup_driver {
+                CgroupDriver::Systemd => Cgroups::Systemd,
+                CgroupDriver::Cgroupfs => Cgroups::Cgroupfs,
+                CgroupDriver::Auto if crate::systemd::dbus::systemd_booted() => Cgroups::Systemd,
+                CgroupDriver::Auto => Cgroups::Cgroupfs,
+            },
             privileged_capabilities: crate::runtime::spec::own_capabilities(),
         }
     }

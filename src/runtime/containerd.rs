@@ -38,8 +38,17 @@ use super::{
     TaskState,
 };
 
+/// runc's options for a container (`containerd.runc.v1.Options`).
+const RUNC_OPTIONS_TYPE: &str = "containerd.runc.v1.Options";
+/// Those options with only `systemd_cgroup = 9` set, in protobuf's encoding (field 9 as a
+/// varint: key `9 << 3 | 0`, then 1), so runc makes the cgroup through systemd.
+const RUNC_OPTIONS_SYSTEMD_CGROUP: [u8; 2] = [9 << 3, 1];
+
 /// Deadline of an ordinary containerd call.
 const CALL_TIMEOUT: Duration = Duration::from_secs(30);
+/// A task create starts a shim and runs `runc create` (mounts, cgroups, namespaces), which a
+/// loaded switch can take long over; cutting it short is what leaves a bundle behind.
+const CREATE_TASK_TIMEOUT: Duration = Duration::from_secs(90);
 const SNAPSHOTTER: &str = "overlayfs";
 const RUNC: &str = "io.containerd.runc.v2";
 const SPEC_TYPE: &str = "types.containerd.io/opencontainers/runtime-spec/1/Spec";
@@ -78,6 +87,9 @@ impl std::fmt::Debug for Containerd {
 /// codes (and, where containerd's shims disagree on the code, its errdefs texts).
 fn call_err(op: &'static str, id: &str, status: Status) -> RuntimeError {
     let message = status.message();
+    if let Some(bundle) = leftover_bundle(message, id) {
+        return RuntimeError::LeftoverBundle { id: id.to_owned(), bundle };
+    }
     match status.code() {
         // A task whose process exited: `process already finished`, under NotFound from
         // some shims and FailedPrecondition or Unknown from others.
@@ -103,6 +115,42 @@ async fn bounded<T>(
         Ok(Ok(resp)) => Ok(resp.into_inner()),
         Ok(Err(status)) => Err(call_err(op, id, status)),
         Err(_) => Err(RuntimeError::Timeout { op, id: id.to_owned(), timeout }),
+    }
+}
+
+/// The bundle directory named by containerd's `failed to start shim: mkdir <bundle>: file
+/// exists`, when it is the v2 runtime's bundle of container `id` and nothing else.
+fn leftover_bundle(message: &str, id: &str) -> Option<PathBuf> {
+    let (_, rest) = message.split_once("mkdir ")?;
+    let (path, _) = rest.split_once(": file exists")?;
+    let bundle = PathBuf::from(path);
+    let under_runtime = bundle.parent()?.parent()?.file_name()? == "io.containerd.runtime.v2.task";
+    (bundle.is_absolute() && under_runtime && bundle.file_name()? == id && !path.contains("/../")).then_some(bundle)
+}
+
+/// Removes a task bundle no shim serves any more, as containerd's own bundle delete does:
+/// the rootfs unmounted, the bundle's work directory (its `work` link) and the bundle
+/// itself removed.
+fn remove_leftover_bundle(bundle: &Path) -> Result<(), RuntimeError> {
+    let io = |source| RuntimeError::Io { path: bundle.to_owned(), source };
+    let rootfs = bundle.join("rootfs");
+    // Every layer mounted there (an overlay, and whatever was mounted over it).
+    while nix::mount::umount2(&rootfs, nix::mount::MntFlags::MNT_DETACH).is_ok() {}
+    if let Ok(work) = std::fs::read_link(bundle.join("work")) {
+        let is_runtime_work = work.parent().and_then(Path::parent).and_then(Path::file_name)
+            == Some(std::ffi::OsStr::new("io.containerd.runtime.v2.task"));
+        if is_runtime_work {
+            match std::fs::remove_dir_all(&work) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(RuntimeError::Io { path: work, source: e }),
+            }
+        }
+    }
+    match std::fs::remove_dir_all(bundle) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(io(e)),
     }
 }
 
@@ -626,30 +674,41 @@ impl Containerd {
         }
     }
 
-    /// A task delete cut short (its caller killed, so containerd's request context ended)
-    /// can leave the task's shim running with no task: its bundle then blocks a new task of
-    /// the same ID. containerd cleans the bundle up once that shim goes, as it does for any
-    /// shim that dies; so the orphan shim is killed, and the bundle waited for.
-    async fn reap_orphan_shim(&self, id: &str) -> Result<(), RuntimeError> {
+    /// What an interrupted task create or delete leaves behind blocks a new task of the same
+    /// ID: a shim serving no task (its caller killed, so containerd's request context ended),
+    /// or a bundle directory no shim serves (the create cut short after the shim went).
+    /// containerd cleans a bundle up once its shim goes, as it does for any shim that dies,
+    /// so an orphan shim is killed and the bundle waited for; a bundle still there is then
+    /// removed as containerd would.
+    async fn clear_leftover_task(&self, id: &str, bundle: Option<&Path>) -> Result<(), RuntimeError> {
         let shims = orphan_shims(&self.namespace, id);
-        if shims.is_empty() {
+        if shims.is_empty() && bundle.is_none() {
             return Err(RuntimeError::AlreadyExists {
                 what: format!("{id} (create task: a task bundle without a task)"),
             });
         }
         for pid in &shims {
-            tracing::warn!(container = %id, shim = pid, "killing the shim of a task whose delete was interrupted");
+            tracing::warn!(container = %id, shim = pid, "killing the shim of a task whose create or delete was interrupted");
             let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(*pid), nix::sys::signal::Signal::SIGKILL);
         }
-        // containerd deletes the bundle when it sees the shim's connection close.
-        let deadline = tokio::time::Instant::now() + ORPHAN_CLEANUP;
-        while orphan_shims(&self.namespace, id).iter().any(|p| shims.contains(p)) {
-            if tokio::time::Instant::now() >= deadline {
-                break;
+        if !shims.is_empty() {
+            // containerd deletes the bundle when it sees the shim's connection close.
+            let deadline = tokio::time::Instant::now() + ORPHAN_CLEANUP;
+            while orphan_shims(&self.namespace, id).iter().any(|p| shims.contains(p)) {
+                if tokio::time::Instant::now() >= deadline {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
             }
-            tokio::time::sleep(Duration::from_millis(20)).await;
+            tokio::time::sleep(Duration::from_millis(100)).await;
         }
-        tokio::time::sleep(Duration::from_millis(100)).await;
+        if let Some(bundle) = bundle.filter(|b| b.exists()) {
+            tracing::warn!(container = %id, bundle = %bundle.display(), "removing a task bundle an interrupted task create left behind");
+            let bundle = bundle.to_owned();
+            tokio::task::spawn_blocking(move || remove_leftover_bundle(&bundle)).await.map_err(|e| {
+                RuntimeError::Call { op: "remove a task bundle", id: id.to_owned(), message: e.to_string() }
+            })??;
+        }
         Ok(())
     }
 
@@ -750,7 +809,13 @@ impl ContainerRuntime for Containerd {
             id: id.clone(),
             labels: request.labels.into_iter().collect(),
             image: request.image.name.clone(),
-            runtime: Some(Runtime { name: RUNC.to_owned(), options: None }),
+            runtime: Some(Runtime {
+                name: RUNC.to_owned(),
+                options: request.systemd_cgroup.then(|| Any {
+                    type_url: RUNC_OPTIONS_TYPE.to_owned(),
+                    value: RUNC_OPTIONS_SYSTEMD_CGROUP.to_vec(),
+                }),
+            }),
             spec: Some(Any { type_url: SPEC_TYPE.to_owned(), value: request.spec }),
             snapshotter: SNAPSHOTTER.to_owned(),
             snapshot_key: key.clone(),
@@ -800,11 +865,17 @@ impl ContainerRuntime for Containerd {
             stderr: uri,
             ..Default::default()
         };
-        match bounded("create task", id, CALL_TIMEOUT, self.client.tasks().create(self.req(create.clone()))).await {
+        match bounded("create task", id, CREATE_TASK_TIMEOUT, self.client.tasks().create(self.req(create.clone())))
+            .await
+        {
             Ok(_) => {}
             Err(RuntimeError::AlreadyExists { .. }) if self.task(id).await?.is_none() => {
-                self.reap_orphan_shim(id).await?;
-                bounded("create task", id, CALL_TIMEOUT, self.client.tasks().create(self.req(create))).await?;
+                self.clear_leftover_task(id, None).await?;
+                bounded("create task", id, CREATE_TASK_TIMEOUT, self.client.tasks().create(self.req(create))).await?;
+            }
+            Err(RuntimeError::LeftoverBundle { bundle, .. }) if self.task(id).await?.is_none() => {
+                self.clear_leftover_task(id, Some(&bundle)).await?;
+                bounded("create task", id, CREATE_TASK_TIMEOUT, self.client.tasks().create(self.req(create))).await?;
             }
             Err(e) => return Err(e),
         }
@@ -988,5 +1059,33 @@ impl ContainerRuntime for Containerd {
             tracing::warn!(lease = %lease_id, error = %e, "cannot delete import lease; it expires within an hour");
         }
         result.map(|()| imported)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_leftover_bundle_is_read_from_containerds_error_and_nothing_else() {
+        let message =
+            "failed to start shim: mkdir /run/containerd/io.containerd.runtime.v2.task/sonic/lldp: file exists";
+        assert_eq!(
+            leftover_bundle(message, "lldp"),
+            Some(PathBuf::from("/run/containerd/io.containerd.runtime.v2.task/sonic/lldp"))
+        );
+        let refused = [
+            // Another container's bundle, or not a runtime bundle at all.
+            (message, "snmp"),
+            ("failed to start shim: mkdir /var/lib/foo/sonic/lldp: file exists", "lldp"),
+            ("failed to start shim: mkdir relative/io.containerd.runtime.v2.task/sonic/lldp: file exists", "lldp"),
+            ("mkdir /run/containerd/io.containerd.runtime.v2.task/sonic/../lldp: file exists", "lldp"),
+            ("failed to start shim: mkdir /run/containerd/io.containerd.runtime.v2.task/sonic/lldp: permission denied", "lldp"),
+        ];
+        for (message, id) in refused {
+            assert_eq!(leftover_bundle(message, id), None, "{message}");
+        }
+        let status = Status::unknown(message);
+        assert!(matches!(call_err("create task", "lldp", status), RuntimeError::LeftoverBundle { .. }));
     }
 }

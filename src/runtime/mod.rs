@@ -141,6 +141,9 @@ pub struct CreateContainer {
     /// A rootfs made ahead by [`ContainerRuntime::prepare_rootfs`] under this key; prepared
     /// now when `None` or when it no longer exists.
     pub rootfs: Option<String>,
+    /// runc makes the cgroup through systemd (the spec's cgroups path is then
+    /// `slice:prefix:name`).
+    pub systemd_cgroup: bool,
 }
 
 /// How a task ended.
@@ -177,6 +180,10 @@ pub enum RuntimeError {
     NotFound { what: String },
     #[error("{what} already exists")]
     AlreadyExists { what: String },
+    /// A task's bundle directory left behind by a task create that was cut short: containerd
+    /// refuses every new task of that ID until it is gone.
+    #[error("the task bundle {} of {id} was left behind by an interrupted task create", bundle.display())]
+    LeftoverBundle { id: String, bundle: PathBuf },
     /// The task's process has exited: there is nothing to signal.
     #[error("the task of {id} has already exited")]
     ProcessFinished { id: String },

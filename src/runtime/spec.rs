@@ -26,12 +26,33 @@ pub struct HostSettings {
     /// SONiC's `$DEV`: empty on a single-ASIC switch.
     pub asic: String,
     pub num_asic: u8,
-    /// containerd namespace, used as the cgroup parent.
+    /// containerd namespace: the cgroup parent, or the scopes' prefix under systemd.
     pub namespace: String,
+    /// Who makes the containers' cgroups.
+    pub cgroups: Cgroups,
     /// Capabilities a privileged container gets: all that soniclet itself holds, as docker
     /// gives `--privileged` all the daemon's.
     pub privileged_capabilities: Vec<String>,
 }
+
+/// The slice the NOS lives in on a switch: soniclet's daemon and every service's container,
+/// with the services' memory floors and a CPU weight above the kubelet's pods
+/// (`soniclet generate-units` writes it).
+pub const NOS_SLICE: &str = "sonic.slice";
+
+/// Who makes the containers' cgroups.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+pub enum Cgroups {
+    /// systemd runs the host (a switch): runc's systemd driver puts each container in a scope
+    /// `<namespace>-<service>.scope` under [`NOS_SLICE`], with the service's memory floor as
+    /// the scope's `MemoryMin=`, as the kubelet's pods go under `kubepods.slice`.
+    Systemd,
+    /// No systemd (a developer box, the integration tier): `/<namespace>/<service>`.
+    Cgroupfs,
+}
+
+/// The OCI annotation runc's systemd driver turns into the scope's `MemoryMin=`.
+const MEMORY_MIN_PROPERTY: &str = "org.systemd.property.MemoryMin";
 
 impl HostSettings {
     /// A host path as seen from soniclet (under the SONiC root).
@@ -238,9 +259,13 @@ pub fn render(service: &Service, image: &ImageConfig, host: &HostSettings) -> Re
     } else {
         vec![LinuxDeviceCgroupBuilder::default().allow(false).access("rwm").build()?]
     };
+    let cgroups_path = match host.cgroups {
+        Cgroups::Systemd => format!("{NOS_SLICE}:{}:{}", host.namespace, service.name),
+        Cgroups::Cgroupfs => format!("/{}/{}", host.namespace, service.name),
+    };
     let mut linux = LinuxBuilder::default()
         .namespaces(namespaces)
-        .cgroups_path(PathBuf::from(format!("/{}/{}", host.namespace, service.name)))
+        .cgroups_path(PathBuf::from(cgroups_path))
         .resources(LinuxResourcesBuilder::default().devices(devices).build()?);
     if container.privileged {
         linux = linux.masked_paths(Vec::<String>::new()).readonly_paths(Vec::<String>::new());
@@ -256,6 +281,11 @@ pub fn render(service: &Service, image: &ImageConfig, host: &HostSettings) -> Re
     spec.set_root(Some(RootBuilder::default().path("rootfs").readonly(false).build()?));
     spec.set_mounts(Some(mounts));
     spec.set_linux(Some(linux.build()?));
+    if host.cgroups == Cgroups::Systemd {
+        // A GVariant, as runc hands it to systemd's StartTransientUnit.
+        let floor = format!("uint64 {}", service.memory_floor());
+        spec.set_annotations(Some([(MEMORY_MIN_PROPERTY.to_owned(), floor)].into()));
+    }
     Ok(spec)
 }
 
@@ -382,6 +412,7 @@ mod tests {
             asic: String::new(),
             num_asic: 1,
             namespace: "sonic".into(),
+            cgroups: Cgroups::Cgroupfs,
             privileged_capabilities: capabilities_in_mask(u64::MAX),
         }
     }
@@ -468,6 +499,25 @@ mod tests {
         let empty = ImageConfig { entrypoint: vec![], ..image() };
         let err = render(&service(""), &empty, &host()).unwrap_err().to_string();
         assert!(err.contains("services/swss.toml: container.command"), "{err}");
+    }
+
+    #[test]
+    fn containers_go_in_the_nos_slice_with_their_memory_floor_under_systemd() {
+        let cgroupfs = render(&service(""), &image(), &host()).unwrap();
+        let linux = cgroupfs.linux().as_ref().unwrap();
+        assert_eq!(linux.cgroups_path().as_deref(), Some(Path::new("/sonic/swss")));
+        assert!(cgroupfs.annotations().iter().flatten().all(|(k, _)| k != MEMORY_MIN_PROPERTY));
+
+        let systemd = HostSettings { cgroups: Cgroups::Systemd, ..host() };
+        let spec = render(&service("memory-min = \"256Mi\""), &image(), &systemd).unwrap();
+        let linux = spec.linux().as_ref().unwrap();
+        assert_eq!(linux.cgroups_path().as_deref(), Some(Path::new("sonic.slice:sonic:swss")));
+        let annotations = spec.annotations().as_ref().unwrap();
+        assert_eq!(annotations.get(MEMORY_MIN_PROPERTY).map(String::as_str), Some("uint64 268435456"));
+        let default = render(&service(""), &image(), &systemd).unwrap();
+        let floor = format!("uint64 {}", crate::manifest::DEFAULT_MEMORY_MIN);
+        assert_eq!(default.annotations().as_ref().unwrap().get(MEMORY_MIN_PROPERTY), Some(&floor));
+        assert_ne!(container_digest(&service(""), &host()), container_digest(&service(""), &systemd));
     }
 
     #[test]

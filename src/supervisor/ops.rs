@@ -47,7 +47,14 @@ pub(super) async fn start<R: ContainerRuntime>(
     ]);
     let image_digest = image.digest.clone();
     runtime
-        .create(CreateContainer { id: id.clone(), image, spec: spec_json, labels, rootfs })
+        .create(CreateContainer {
+            id: id.clone(),
+            image,
+            spec: spec_json,
+            labels,
+            rootfs,
+            systemd_cgroup: host.cgroups == spec::Cgroups::Systemd,
+        })
         .await
         .map_err(|e| StartError::Failed(chain(&e)))?;
     match runtime.start(&id, logs).await {

@@ -209,6 +209,19 @@ fn systemctl_tells_the_truth_on_a_booted_switch() {
     assert!(cgroup.contains("/kubepods.slice/"), "the pod runs under kubepods.slice: {cgroup}");
     let swss_cgroup = switch.sh(&format!("cat /proc/{}/cgroup", switch.pids()["swss"]));
     assert!(!swss_cgroup.contains("kubepods"), "the NOS runs outside kubepods: {swss_cgroup}");
+    assert!(swss_cgroup.contains("/sonic.slice/sonic-swss.scope"), "the NOS runs in sonic.slice: {swss_cgroup}");
+    assert_eq!(switch.prop("soniclet", "Slice"), "sonic.slice", "the daemon runs in the NOS slice");
+    let scope = switch.sh("systemctl show sonic-swss.scope -p MemoryMin --value");
+    assert_eq!(scope.trim(), (64u64 << 20).to_string(), "swss's scope has its memory floor (the default)");
+    let slice_floor: u64 = switch.sh("systemctl show sonic.slice -p MemoryMin --value").trim().parse().unwrap();
+    assert!(slice_floor >= 12 * (64 << 20), "the slice's floor covers every service's: {slice_floor}");
+    // On cgroup v1 systemd applies CPUWeight= as cpu.shares; the kubelet gives kubepods at
+    // most its allocatable CPU's (about 1,400 shares on two cores).
+    let shares = |slice: &str| -> u64 {
+        switch.sh(&format!("cat /sys/fs/cgroup/cpu/{slice}/cpu.shares")).trim().parse().unwrap()
+    };
+    let (nos, pods) = (shares("sonic.slice"), shares("kubepods.slice"));
+    assert!(nos >= 10 * 1024 && nos > 4 * pods, "the NOS outweighs the pods: {nos} shares against {pods}");
     let agent = switch.props("k3s-agent", &["UnitFileState", "KillMode", "Delegate", "ActiveState"]);
     assert_eq!(
         (agent["UnitFileState"].as_str(), agent["KillMode"].as_str(), agent["Delegate"].as_str()),

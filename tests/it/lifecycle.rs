@@ -113,3 +113,36 @@ fn stop_escalates_to_sigkill_after_stop_time() {
     sw.cli_ok(&["start", "stubborn"]);
     assert_eq!(sw.service("stubborn")["ready"], true);
 }
+
+/// A task create cut short (its deadline passed on a loaded switch) can leave the task's
+/// bundle directory behind with no shim serving it: containerd then refuses every new task of
+/// that ID with `mkdir <bundle>: file exists`. The daemon clears it as containerd would and
+/// starts the service.
+#[test]
+#[ignore = "needs root, containerd, runc and redis-server: `cargo xtask ci` runs it"]
+fn a_task_bundle_left_by_an_interrupted_create_does_not_block_the_service() {
+    let a = test_manifest("", &start_then_ready("0"));
+    let mut sw = TestSwitch::new(&[("a", &a)]);
+    let containerd = sw.root().join("containerd");
+    let bundle = containerd.join(format!("state/io.containerd.runtime.v2.task/{}/a", sw.namespace));
+    let work = containerd.join(format!("root/io.containerd.runtime.v2.task/{}/a", sw.namespace));
+    std::fs::create_dir_all(bundle.join("rootfs")).unwrap();
+    std::fs::create_dir_all(&work).unwrap();
+    std::fs::write(work.join("stale"), "").unwrap();
+    std::fs::write(bundle.join("config.json"), "{}").unwrap();
+    std::os::unix::fs::symlink(&work, bundle.join("work")).unwrap();
+    let mounted = std::process::Command::new("mount")
+        .args(["-t", "tmpfs", "leftover", bundle.join("rootfs").to_str().unwrap()])
+        .status()
+        .unwrap();
+    assert!(mounted.success());
+
+    sw.start_daemon();
+    sw.import(&["docker-teamd"]);
+    sw.wait_ready(Duration::from_secs(30));
+    assert_eq!(sw.service("a")["restarts"], 0, "{}", sw.daemon_log());
+    assert!(sw.daemon_log().contains("removing a task bundle an interrupted task create left behind"));
+    let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+    assert!(!mounts.contains("leftover"), "the leftover rootfs mount is gone");
+    assert!(!work.join("stale").exists(), "the leftover work directory is gone");
+}

@@ -40,6 +40,9 @@ Before=sysinit.target containerd.service
 [Service]
 Type=oneshot
 ExecStart=/bin/sh -c 'for d in /sys/fs/cgroup/*/; do mount -o remount,bind,rw \"$d\"; done'
+# systemd found the controllers read-only when it started, and left them alone: re-executed,
+# it manages them (the NOS slice's CPU weight becomes cpu.shares), as on a real switch.
+ExecStartPost=/bin/systemctl daemon-reexec
 
 [Install]
 WantedBy=sysinit.target

@@ -49,7 +49,14 @@ async fn bare_start(
     .into_iter()
     .collect();
     runtime
-        .create(CreateContainer { id: id.clone(), image, spec: spec::to_json(&rendered), labels, rootfs: None })
+        .create(CreateContainer {
+            id: id.clone(),
+            image,
+            spec: spec::to_json(&rendered),
+            labels,
+            rootfs: None,
+            systemd_cgroup: host.cgroups == spec::Cgroups::Systemd,
+        })
         .await
         .map_err(fail)?;
     runtime.start(&id, sink).await.map_err(fail)?;

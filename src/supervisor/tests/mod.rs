@@ -161,6 +161,7 @@ fn host() -> HostSettings {
         asic: String::new(),
         num_asic: 1,
         namespace: "sonic".into(),
+        cgroups: crate::runtime::spec::Cgroups::Cgroupfs,
         privileged_capabilities: Vec::new(),
     }
 }
