@@ -19,7 +19,9 @@ use std::collections::BTreeSet;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use super::core::Core;
-use super::event::{ChangeRequest, DbRequest, Effect, Failure, Prepared, Progress, RequestId, Response, StagedImage};
+use super::event::{
+    ChangeRequest, DbRequest, Effect, Failure, Notice, Prepared, Progress, RequestId, Response, StagedImage,
+};
 use super::plan::Phase;
 use super::types::{CommandError, ErrorKind, StopMode};
 use super::unit::{Cycle, NextStart};
@@ -540,6 +542,12 @@ fn finish(core: &mut Core, result: ChangeResult, reason: Option<String>, recover
     }
     tracing::info!(service = %journal.service, result = result.as_str(), downtime_ms, reason = reason.as_deref().unwrap_or(""), "image change ended");
     core.emit(Effect::AppendHistory(entry.clone()));
+    core.emit(Effect::Notice(Notice::ChangeEnded {
+        service: journal.service.clone(),
+        to: journal.to.reference.clone(),
+        result,
+        reason: reason.clone(),
+    }));
     report(core, &journal, result.as_str(), reason.as_deref());
     if journal.warm {
         core.db(DbRequest::Warm { service: journal.service.clone(), enable: active.warm_before });

@@ -14,13 +14,13 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
-use tokio::sync::{broadcast, mpsc};
+use tokio::sync::{broadcast, mpsc, watch};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use super::core::Core;
 use super::event::{
-    ArchiveHandle, Command, Effect, Event, Failure, Observed, Progress, RequestId, Response, StagedImage,
+    ArchiveHandle, Command, Effect, Event, Failure, Notice, Observed, Progress, RequestId, Response, StagedImage,
 };
 use super::ops;
 use super::ports::{DbPort, Health, Units};
@@ -53,6 +53,17 @@ pub struct Handle {
     tx: mpsc::UnboundedSender<InputBox>,
     ids: Arc<AtomicU64>,
     statuses: broadcast::Sender<ServiceView>,
+    notices: broadcast::Sender<Notice>,
+    /// The last SYSTEM_READY, for whoever starts listening late.
+    system_ready: Arc<watch::Sender<Option<SystemReady>>>,
+}
+
+/// STATE_DB `SYSTEM_READY|SYSTEM_STATE` as the core last reported it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SystemReady {
+    /// `UP`, `DOWN` or `FAILED`.
+    pub status: String,
+    pub reason: String,
 }
 
 /// [`Input`] behind a box-free debug wrapper, so the handle can derive `Debug`.
@@ -118,7 +129,7 @@ pub(crate) struct HandleProbe(mpsc::UnboundedReceiver<InputBox>);
 impl HandleProbe {
     pub(crate) fn new() -> (Handle, Self) {
         let (tx, rx) = mpsc::unbounded_channel();
-        let handle = Handle { tx, ids: Arc::new(AtomicU64::new(0)), statuses: broadcast::channel(1).0 };
+        let handle = Handle::new(tx, 0, 1);
         (handle, Self(rx))
     }
 
@@ -134,6 +145,16 @@ impl HandleProbe {
 }
 
 impl Handle {
+    fn new(tx: mpsc::UnboundedSender<InputBox>, first_id: u64, backlog: usize) -> Self {
+        Self {
+            tx,
+            ids: Arc::new(AtomicU64::new(first_id)),
+            statuses: broadcast::channel(backlog).0,
+            notices: broadcast::channel(backlog).0,
+            system_ready: Arc::new(watch::channel(None).0),
+        }
+    }
+
     /// Sends an event (an adapter's news); false once the loop is gone.
     pub fn send(&self, event: Event) -> bool {
         self.tx.send(InputBox(Input::Event(event))).is_ok()
@@ -155,6 +176,16 @@ impl Handle {
     /// Every change of a service's view, as it happens.
     pub fn statuses(&self) -> broadcast::Receiver<ServiceView> {
         self.statuses.subscribe()
+    }
+
+    /// Every [`Notice`], as the core emits it.
+    pub fn notices(&self) -> broadcast::Receiver<Notice> {
+        self.notices.subscribe()
+    }
+
+    /// SYSTEM_READY as last reported (`None` before the first report).
+    pub fn system_ready(&self) -> watch::Receiver<Option<SystemReady>> {
+        self.system_ready.subscribe()
     }
 }
 
@@ -234,7 +265,7 @@ impl<R: ContainerRuntime, H: Health, U: Units> Driver<R, H, U> {
         shutdown: CancellationToken,
     ) -> Self {
         let (tx, rx) = mpsc::unbounded_channel();
-        let handle = Handle { tx, ids: Arc::new(AtomicU64::new(1)), statuses: broadcast::channel(256).0 };
+        let handle = Handle::new(tx, 1, 256);
         let (disk, jobs) = mpsc::unbounded_channel();
         tracker.spawn(disk_task(store, jobs, handle.clone(), Arc::clone(&ports.runtime), tracker.clone()));
         Self {
@@ -524,6 +555,13 @@ impl<R: ContainerRuntime, H: Health, U: Units> Driver<R, H, U> {
             }
             Effect::Status(view) => {
                 let _ = self.handle.statuses.send(view);
+            }
+            Effect::Notice(notice) => {
+                if let Notice::SystemReady { status, reason } = &notice {
+                    let now = SystemReady { status: status.clone(), reason: reason.clone() };
+                    self.handle.system_ready.send_replace(Some(now));
+                }
+                let _ = self.handle.notices.send(notice);
             }
             Effect::Progress { to, item } => {
                 if let Some(sender) = self.requests.get(&to) {

@@ -16,7 +16,7 @@ use crate::os::Images;
 use crate::runtime::{ExitStatus, ImageInfo, RuntimeError};
 use crate::sonic::configdb::ConfigContent;
 use crate::sonic::feature::FeatureReport;
-use crate::state::history::HistoryEntry;
+use crate::state::history::{ChangeResult, HistoryEntry};
 use crate::state::store::{ChangeJournal, ChangeKind, PersistedState};
 
 /// Names one operator request, so its answer (and its progress) find their way back.
@@ -473,6 +473,8 @@ pub enum Effect {
     StartUnit(ServiceName),
     /// The service's view changed (for the watchers of `/v1/services/{name}/watch`).
     Status(ServiceView),
+    /// Something happened that operators' tools should hear of (Kubernetes Events).
+    Notice(Notice),
     /// A line of a request's progress.
     Progress { to: RequestId, item: Progress },
     /// The answer to a request; nothing follows it.
@@ -481,6 +483,38 @@ pub enum Effect {
     WakeAt(Instant),
     /// The supervisor is done: end the loop.
     Exit,
+}
+
+/// The core's own account of what happened, as it decides it, for the tools that tell
+/// operators (Kubernetes Events on the Node, metrics): never needed by the core itself.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Notice {
+    /// A service's task ended, or it could not start or become ready, unasked.
+    Failed { service: ServiceName, reason: String, outcome: FailureOutcome },
+    /// A failure group went down with one of its members.
+    GroupDown { group: String, cause: ServiceName, services: BTreeSet<ServiceName> },
+    /// An image change (upgrade or rollback) ended.
+    ChangeEnded { service: String, to: String, result: ChangeResult, reason: Option<String> },
+    /// A FEATURE entry's state took effect.
+    Feature { service: ServiceName, state: String },
+    /// STATE_DB `SYSTEM_READY|SYSTEM_STATE` changed.
+    SystemReady { status: String, reason: String },
+    /// An OS image's trial ended: committed as the default, or failed (the switch reboots
+    /// into the previous image).
+    Trial { image: String, committed: bool, reason: Option<String> },
+}
+
+/// What the supervisor does about a failure.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FailureOutcome {
+    Restarting {
+        attempt: u32,
+        delay: Duration,
+    },
+    /// The failure budget is spent: it stays down until an operator acts.
+    GaveUp,
+    /// FEATURE auto_restart is off.
+    NoAutoRestart,
 }
 
 /// The database service's readiness as the database link sees it. Each ready episode has its

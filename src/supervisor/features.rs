@@ -5,7 +5,7 @@
 use std::collections::BTreeMap;
 
 use super::core::{Core, Delayed, GroupClear};
-use super::event::{DbRequest, Effect, Failure, RequestId, Response};
+use super::event::{DbRequest, Effect, Failure, Notice, RequestId, Response};
 use super::plan::Phase;
 use super::types::{BootType, CommandError, ErrorKind, FeatureSource, FeatureView};
 use super::waiters::{Answer, Target, Waiter};
@@ -128,6 +128,7 @@ fn accept(core: &mut Core, name: &ServiceName, fields: &Fields) {
     }
     if previous != Some(feature.state) {
         tracing::info!(service = %name, state = feature.state.as_str(), "FEATURE state");
+        core.emit(Effect::Notice(Notice::Feature { service: name.clone(), state: feature.state.as_str().to_owned() }));
         if core.state.services.contains_key(name.as_str()) {
             core.set_desired(name, None);
         }
@@ -370,6 +371,7 @@ pub(super) fn report(core: &mut Core) {
     if core.system_reported.as_ref() != Some(&system) {
         tracing::info!(status = %system.0, reason = %system.1, "SYSTEM_READY");
         core.db(DbRequest::System { status: system.0.clone(), reason: system.1.clone() });
+        core.emit(Effect::Notice(Notice::SystemReady { status: system.0.clone(), reason: system.1.clone() }));
         core.system_reported = Some(system);
     }
 }

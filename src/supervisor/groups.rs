@@ -11,7 +11,7 @@
 use std::collections::BTreeSet;
 
 use super::core::{Core, GroupClear};
-use super::event::{DbRequest, Failure};
+use super::event::{DbRequest, Effect, Failure, Notice};
 use super::plan::Phase;
 use super::types::BootType;
 use super::unit::Cycle;
@@ -54,6 +54,7 @@ pub(super) fn group_down(core: &mut Core, group: &str, cause: &ServiceName) {
         }
     }
     core.cleared.insert(group.to_owned(), GroupClear::Needed);
+    core.emit(Effect::Notice(Notice::GroupDown { group: group.to_owned(), cause: cause.clone(), services: affected }));
 }
 
 /// Starts the cold-start flush of a group that is fully down and about to come back.

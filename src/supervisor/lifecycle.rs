@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use super::change;
 use super::core::Core;
-use super::event::{Effect, Failure, StartError, StartFrom, Started, StopHow};
+use super::event::{Effect, Failure, FailureOutcome, Notice, StartError, StartFrom, Started, StopHow};
 use super::groups;
 use super::plan::Phase;
 use super::types::StopMode;
@@ -265,15 +265,17 @@ pub(super) fn on_failure(core: &mut Core, name: &ServiceName, reason: String) {
         unit.failures.pop_front();
     }
     unit.cycle = None;
-    if !auto_restart {
+    let outcome = if !auto_restart {
         let reason = format!("{reason}; auto-restart is disabled");
         unit.message = Some(reason.clone());
         unit.set_phase(Phase::Failed { reason, blocked: false }, wall);
+        FailureOutcome::NoAutoRestart
     } else if unit.failures.len() >= policy.budget as usize {
         let reason = format!("{} failures within {}s, last: {reason}", unit.failures.len(), policy.window_secs);
         tracing::error!(service = %name, reason = %reason, "giving up until an operator acts");
         unit.message = Some(reason.clone());
         unit.set_phase(Phase::Failed { reason, blocked: false }, wall);
+        FailureOutcome::GaveUp
     } else {
         let delay = backoff_delay(&service, unit.failures.len());
         unit.restarts += 1;
@@ -287,7 +289,9 @@ pub(super) fn on_failure(core: &mut Core, name: &ServiceName, reason: String) {
         unit.message = Some(format!("restarting after crash, attempt {attempt}, next in {next} ({reason})"));
         unit.comeback.crash = Some(format!("restarting after crash, attempt {attempt} ({reason})"));
         unit.set_phase(Phase::Backoff { until: now + delay }, wall);
-    }
+        FailureOutcome::Restarting { attempt: u32::try_from(attempt).unwrap_or(u32::MAX), delay }
+    };
+    core.emit(Effect::Notice(Notice::Failed { service: name.clone(), reason, outcome }));
 }
 
 /// An operator action resets the failure budget and releases a held service.

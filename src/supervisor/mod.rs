@@ -41,11 +41,11 @@ mod tests;
 
 pub use self::core::{Core, CoreConfig};
 pub use change::{pin_reference, repository};
-pub use driver::{Answer, Answers, Driver, DriverConfig, Handle, Ports};
+pub use driver::{Answer, Answers, Driver, DriverConfig, Handle, Ports, SystemReady};
 pub use event::{
-    ArchiveHandle, ChangeRequest, Command, DatabaseReadiness, DbRequest, Effect, Event, Failure, ImageSource,
-    InstallerSource, Observed, OsRequest, Prepared, Progress, ReleaseOutcome, RequestId, Response, StagedImage,
-    StartError, StartFrom, Started, StopHow,
+    ArchiveHandle, ChangeRequest, Command, DatabaseReadiness, DbRequest, Effect, Event, Failure, FailureOutcome,
+    ImageSource, InstallerSource, Notice, Observed, OsRequest, Prepared, Progress, ReleaseOutcome, RequestId, Response,
+    StagedImage, StartError, StartFrom, Started, StopHow,
 };
 pub use os::OsBoot;
 pub use ports::DbPort;

@@ -8,7 +8,7 @@
 use std::time::Instant;
 
 use super::core::Core;
-use super::event::{DbRequest, Effect, Event, OsRequest, RequestId, Response};
+use super::event::{DbRequest, Effect, Event, Notice, OsRequest, RequestId, Response};
 use super::types::{CommandError, ErrorKind};
 
 /// What this boot is for the OS images, as the daemon found it at start.
@@ -80,6 +80,7 @@ pub(super) fn start(core: &mut Core) {
         OsBoot::FellBack { image, reason } => {
             tracing::error!(image = %image, reason = %reason, "the image failed its trial; the switch fell back to the previous image");
             core.db(report(&image, "failed", &reason));
+            core.emit(Effect::Notice(Notice::Trial { image, committed: false, reason: Some(reason) }));
         }
         OsBoot::Settled => {}
     }
@@ -143,6 +144,7 @@ pub(super) fn on_committed(core: &mut Core, image: &str, result: Result<(), supe
             tracing::info!(image = %image, "the image passed its trial and is the default");
             core.os.trial = Trial::Committed;
             core.db(report(image, "committed", "healthy: SYSTEM_READY UP, every enabled service ready"));
+            core.emit(Effect::Notice(Notice::Trial { image: image.to_owned(), committed: true, reason: None }));
         }
         Err(e) => {
             // Tried again shortly; at the deadline the switch falls back.

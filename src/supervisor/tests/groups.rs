@@ -176,3 +176,30 @@ fn a_database_crash_restarts_everything_that_requires_it_once_config_db_is_back(
         ",
     );
 }
+
+/// What the Kubernetes Events tell: the crash, the group's cascade, and SYSTEM_READY going
+/// down and back up.
+#[test]
+fn a_group_cascade_is_noticed_with_its_cause_and_what_it_takes_down() {
+    let mut steps = booted();
+    steps.extend([Mark, Trace(&["notice"]), Exit("syncd", 137)]);
+    check(
+        sonic(),
+        steps,
+        "
+        notice group swss down with syncd: bgp swss syncd
+        notice syncd failed (killed by signal 9): Restarting { attempt: 1, delay: 0ns }
+        stop bgp cold
+        notice SYSTEM_READY DOWN 4 of 6 enabled services ready
+        stop swss cold
+        notice SYSTEM_READY DOWN 3 of 6 enabled services ready
+        db cold-start swss [APPL_DB,ASIC_DB]
+        start swss #2
+        start bgp #2
+        start syncd #2
+        notice SYSTEM_READY DOWN 4 of 6 enabled services ready
+        notice SYSTEM_READY DOWN 5 of 6 enabled services ready
+        notice SYSTEM_READY UP all enabled services are ready
+        ",
+    );
+}

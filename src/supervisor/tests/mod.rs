@@ -24,7 +24,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use super::event::{
-    Command, DbRequest, Effect, Event, Failure, ImageSource, Observed, Prepared, Progress, RequestId, Response,
+    Command, DbRequest, Effect, Event, Failure, ImageSource, Notice, Observed, Prepared, Progress, RequestId, Response,
     StagedImage, StartError, StopHow,
 };
 use super::types::{BootType, CommandError, ErrorKind, Now, StopMode, WarmFlags};
@@ -560,6 +560,7 @@ impl World {
             Effect::Status(view) => {
                 self.line("status", format!("status {} {}", view.name, view.state.as_str()));
             }
+            Effect::Notice(notice) => self.line("notice", describe_notice(&notice)),
             Effect::Progress { to, item } => {
                 let text = match item {
                     Progress::Line(line) => line,
@@ -836,6 +837,26 @@ fn describe_state(state: &PersistedState) -> String {
     let change = state.change.as_ref().map(|c| format!(" change {} {:?}", c.service, c.step)).unwrap_or_default();
     let release = state.release.as_ref().map(|r| format!(" release next {}", r.next)).unwrap_or_default();
     format!("{} services{change}{release}", state.services.len())
+}
+
+fn describe_notice(notice: &Notice) -> String {
+    match notice {
+        Notice::Failed { service, reason, outcome } => format!("notice {service} failed ({reason}): {outcome:?}"),
+        Notice::GroupDown { group, cause, services } => {
+            let services: Vec<&str> = services.iter().map(ServiceName::as_str).collect();
+            format!("notice group {group} down with {cause}: {}", services.join(" "))
+        }
+        Notice::ChangeEnded { service, to, result, reason } => {
+            format!(
+                "notice {service} to {to} {}{}",
+                result.as_str(),
+                reason.as_deref().map(|r| format!(": {r}")).unwrap_or_default()
+            )
+        }
+        Notice::Feature { service, state } => format!("notice FEATURE {service} {state}"),
+        Notice::SystemReady { status, reason } => format!("notice SYSTEM_READY {status} {reason}"),
+        Notice::Trial { image, committed, reason } => format!("notice trial {image} committed {committed} {reason:?}"),
+    }
 }
 
 fn describe_response(response: &Response) -> String {
