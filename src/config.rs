@@ -21,6 +21,21 @@ pub struct Config {
     pub platform: PlatformConfig,
     pub daemon: DaemonConfig,
     pub os: OsConfig,
+    pub kubernetes: KubernetesConfig,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case", default)]
+pub struct KubernetesConfig {
+    /// Once the switch has joined a cluster, keep its Node's labels and `NetworkOSReady`
+    /// condition current and send Events, with the kubelet's node credentials.
+    pub report: bool,
+}
+
+impl Default for KubernetesConfig {
+    fn default() -> Self {
+        Self { report: true }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -12,8 +12,10 @@ use super::output::{print_table, CliResult, Failure};
 use crate::config::Config;
 use crate::exit::Exit;
 use crate::k8s::agent::Join;
-use crate::k8s::join::{AgentFiles, JoinError, Token, DATA_DIR, UNIT};
-use crate::k8s::labels::{node_labels, NodeFacts};
+use crate::k8s::cluster::{Cluster, ClusterError};
+use crate::k8s::join::{AgentFiles, JoinError, Token, UNIT};
+use crate::k8s::kube_api::KubeCluster;
+use crate::k8s::labels::node_labels;
 use crate::k8s::reserve::Reservations;
 use crate::systemd::dbus;
 
@@ -40,6 +42,45 @@ pub struct K8sStatus {
     pub agent: String,
     /// Whether the kubelet holds its node credentials (it has registered with the server).
     pub registered: bool,
+    /// What the API server says of the Node, asked with those credentials.
+    pub api: Option<ApiView>,
+}
+
+/// The API server's view of the Node.
+#[derive(Debug, Serialize)]
+pub struct ApiView {
+    pub reachable: bool,
+    /// The kubelet's `Ready` condition.
+    pub node_ready: Option<String>,
+    /// The kubelet's last heartbeat, RFC 3339.
+    pub heartbeat: Option<String>,
+    /// soniclet's `NetworkOSReady` condition.
+    pub network_os_ready: Option<String>,
+    /// Why the server could not answer.
+    pub error: Option<String>,
+}
+
+async fn api_view(files: &AgentFiles, node: &str) -> ApiView {
+    let asked = async {
+        let cluster = KubeCluster::from_kubeconfig(&files.kubelet_kubeconfig()).await?;
+        cluster.node_health(node).await
+    };
+    match asked.await {
+        Ok(health) => ApiView {
+            reachable: true,
+            node_ready: health.ready,
+            heartbeat: health.heartbeat.map(|t| humantime::format_rfc3339_seconds(t).to_string()),
+            network_os_ready: health.network_os_ready,
+            error: None,
+        },
+        Err(e) => ApiView {
+            reachable: !matches!(e, ClusterError::Unreachable { .. } | ClusterError::Credentials { .. }),
+            node_ready: None,
+            heartbeat: None,
+            network_os_ready: None,
+            error: Some(crate::exit::chain(&e)),
+        },
+    }
 }
 
 fn invalid(message: impl Into<String>) -> Failure {
@@ -62,29 +103,6 @@ fn load_config(path: &Path) -> Result<Config, Failure> {
     Config::load(path).map_err(|e| Failure { exit: Exit::Config, message: crate::exit::chain(&e) })
 }
 
-/// The kubelet's kubeconfig, there once the agent has registered the node.
-fn kubelet_kubeconfig(root: &Path) -> PathBuf {
-    root.join(DATA_DIR).join("agent/kubelet.kubeconfig")
-}
-
-/// The switch's facts for its labels: DEVICE_METADATA, the platform, the OS image.
-fn node_facts(config: &Config) -> (NodeFacts, Option<String>) {
-    let root = &config.paths.sonic_root;
-    let content = crate::sonic::configdb::load_if_present(&root.join("etc/sonic/config_db.json")).ok().flatten();
-    let metadata =
-        |field| content.as_ref().and_then(|c| crate::sonic::factory::device_metadata(c, field)).map(str::to_owned);
-    let machine = crate::os::machine::MachineConf::read(&config.os.host).unwrap_or_default();
-    let platform = machine.platform().map(str::to_owned).or_else(|| metadata("platform"));
-    let cmdline = std::fs::read_to_string("/proc/cmdline").unwrap_or_default();
-    let version = crate::os::list(&config.os.host, &cmdline).ok().and_then(|images| images.current);
-    let asic = platform.as_deref().and_then(|p| p.split('-').nth(1)).map(|vendor| match vendor {
-        "kvm_x86_64" => "vs".to_owned(),
-        other => other.to_owned(),
-    });
-    let facts = NodeFacts { hwsku: metadata("hwsku"), platform, device_type: metadata("type"), asic, version };
-    (facts, metadata("hostname"))
-}
-
 fn memory_capacity() -> Result<u64, Failure> {
     let meminfo = std::fs::read_to_string("/proc/meminfo").map_err(|e| invalid(format!("/proc/meminfo: {e}")))?;
     meminfo
@@ -97,7 +115,7 @@ fn memory_capacity() -> Result<u64, Failure> {
 
 /// The Join for these arguments on this switch; nothing is written yet.
 fn plan(args: &JoinArgs, config: &Config) -> Result<Join, Failure> {
-    let (facts, hostname) = node_facts(config);
+    let (facts, hostname) = crate::k8s::facts::read(&config.paths.sonic_root, &config.os.host);
     let mut labels: BTreeMap<String, String> = node_labels(&facts);
     for label in &args.labels {
         let (key, value) =
@@ -148,7 +166,7 @@ pub async fn join(config_path: &Path, args: JoinArgs) -> CliResult {
     }
     let deadline = Instant::now() + Duration::from_secs(args.timeout);
     let mut said = Instant::now();
-    while !kubelet_kubeconfig(&config.paths.sonic_root).exists() {
+    while !files.kubelet_kubeconfig().exists() {
         if Instant::now() >= deadline {
             return Err(Failure {
                 exit: Exit::Timeout,
@@ -174,13 +192,19 @@ async fn read_status(config: &Config) -> Result<K8sStatus, Failure> {
     let files = AgentFiles::new(&config.paths.sonic_root);
     let joined = files.joined().map_err(|e| join_failure(&e))?;
     let agent = dbus::active_state(UNIT).await.unwrap_or_else(|_| "unknown".into());
+    let registered = files.kubelet_kubeconfig().exists();
+    let api = match (&joined, registered) {
+        (Some(joined), true) => Some(api_view(&files, &joined.node_name).await),
+        _ => None,
+    };
     Ok(K8sStatus {
         joined: joined.is_some(),
         server: joined.as_ref().map(|j| j.server.clone()),
         node_name: joined.map(|j| j.node_name),
         k3s_installed: files.has_k3s(),
         agent,
-        registered: kubelet_kubeconfig(&config.paths.sonic_root).exists(),
+        registered,
+        api,
     })
 }
 
@@ -191,17 +215,30 @@ pub async fn status(config_path: &Path, json: bool) -> CliResult {
         return Ok(());
     }
     let or_dash = |v: &Option<String>| v.clone().unwrap_or_else(|| "-".into());
+    let api = status.api.as_ref();
+    let reachable = match api {
+        None => "-".into(),
+        Some(api) if api.reachable => "yes".into(),
+        Some(_) => "no".into(),
+    };
     print_table(
-        &["JOINED", "SERVER", "NODE", "AGENT", "REGISTERED", "K3S"],
+        &["JOINED", "SERVER", "NODE", "AGENT", "REGISTERED", "API", "READY", "NETWORK-OS", "HEARTBEAT", "K3S"],
         &[vec![
             if status.joined { "yes" } else { "no" }.into(),
             or_dash(&status.server),
             or_dash(&status.node_name),
             status.agent.clone(),
             if status.registered { "yes" } else { "no" }.into(),
+            reachable,
+            or_dash(&api.and_then(|a| a.node_ready.clone())),
+            or_dash(&api.and_then(|a| a.network_os_ready.clone())),
+            or_dash(&api.and_then(|a| a.heartbeat.clone())),
             if status.k3s_installed { "installed" } else { "absent" }.into(),
         ]],
     );
+    if let Some(error) = api.and_then(|a| a.error.as_ref()) {
+        eprintln!("k8s: the API server did not answer for the Node: {error}");
+    }
     Ok(())
 }
 
@@ -210,6 +247,23 @@ pub async fn leave(config_path: &Path) -> CliResult {
     let files = AgentFiles::new(&config.paths.sonic_root);
     if files.has_k3s() || dbus::active_state(UNIT).await.is_ok_and(|s| s != "inactive") {
         dbus::stop_and_disable(UNIT).await.map_err(|e| systemd_failure("cannot stop k3s-agent.service", &e))?;
+    }
+    // The agent is stopped first: a running kubelet would register the Node again.
+    let joined = files.joined().ok().flatten();
+    if let Some(joined) = joined.filter(|_| files.kubelet_kubeconfig().exists()) {
+        let deleted = async {
+            let cluster = KubeCluster::from_kubeconfig(&files.kubelet_kubeconfig()).await?;
+            cluster.delete_node(&joined.node_name).await
+        };
+        match deleted.await {
+            Ok(()) => eprintln!("k8s: deleted the Node {}", joined.node_name),
+            Err(ClusterError::NotFound { .. }) => {}
+            Err(e) => eprintln!(
+                "k8s: the Node {node} stays in the cluster ({}): an administrator can remove it with `kubectl delete node {node}`",
+                crate::exit::chain(&e),
+                node = joined.node_name
+            ),
+        }
     }
     files.remove().map_err(|e| join_failure(&e))?;
     eprintln!("k8s: left the cluster: the agent is stopped and disabled, its config, token and state removed");

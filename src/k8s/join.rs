@@ -109,6 +109,12 @@ impl AgentFiles {
         Path::new("/").join(TOKEN)
     }
 
+    /// The kubelet's kubeconfig: its node credentials, there once the agent has registered
+    /// the node.
+    pub fn kubelet_kubeconfig(&self) -> PathBuf {
+        self.path(DATA_DIR).join("agent/kubelet.kubeconfig")
+    }
+
     /// Whether the OS image carries k3s.
     pub fn has_k3s(&self) -> bool {
         self.path(BINARY).is_file()

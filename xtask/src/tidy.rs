@@ -86,6 +86,8 @@ const CLIENT_CRATES: &[(&str, &[&str])] = &[
     ),
     ("ed25519_dalek", &["src/os/signature.rs"]),
     ("ureq", &["src/os/fetch.rs"]),
+    ("kube", &["src/k8s/kube_api.rs"]),
+    ("k8s_openapi", &["src/k8s/kube_api.rs"]),
     ("hyper", &["src/api/client.rs"]),
     ("hyper_util", &["src/api/client.rs"]),
     ("http_body_util", &["src/api/client.rs"]),
