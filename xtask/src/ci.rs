@@ -71,6 +71,18 @@ pub fn run_task(args: &[String]) -> Result<()> {
         let down = switch.down();
         result.and(down)
     })?;
+    stage("Kubernetes API tier", || match std::env::var_os("SONICLET_TEST_KUBECONFIG") {
+        Some(_) => run(cargo().args(["test", "--release", "--locked", "--test", "k8s_api", "--", "--ignored"])),
+        None => {
+            // No registry here ships an API server: say so loudly, and go on.
+            eprintln!(
+                "\n!!! ci: the Kubernetes API tier did NOT run: no SONICLET_TEST_KUBECONFIG.\n\
+                 !!! Its requests are pinned against kube's mock service in the unit tier; run it against\n\
+                 !!! a real cluster with SONICLET_TEST_KUBECONFIG=<an administrator's kubeconfig> cargo xtask ci.\n"
+            );
+            Ok(())
+        }
+    })?;
     stage("ONIE installer", || onie::build(None).map(|_| ()))?;
     stage("ONIE tier", || {
         run(cargo()
