@@ -75,13 +75,15 @@ impl DaemonError {
 
 /// The adapters the daemon runs the supervisor over.
 #[derive(Debug)]
-pub struct Adapters<R, H, U, D> {
+pub struct Adapters<R, H, U, D, P> {
     pub runtime: Arc<R>,
     pub health: Arc<H>,
     /// systemd, when it is the init.
     pub units: Option<Arc<U>>,
     /// The switch's databases (used when a manifest is the database service).
     pub databases: Arc<D>,
+    /// The kubelet's pods that claim features (FEATURE `set_owner=kube`).
+    pub pods: Arc<P>,
 }
 
 /// What the daemon loaded and checked before it reaches out to anything.
@@ -208,7 +210,8 @@ pub async fn run(config: Config, signals: impl Stream<Item = ()> + Send + Unpin 
     let health = Arc::new(Prober::new(Arc::clone(&runtime), loaded.config.host_settings()));
     let units = systemd::dbus::systemd_booted().then(|| Arc::new(SystemdManager::new()));
     let databases = Arc::new(RedisSwitch::new(&loaded.config.paths.sonic_root));
-    run_with(loaded, Adapters { runtime, health, units, databases }, life).await
+    let pods = Arc::new(crate::k8s::cri::Cri::new(&loaded.config.containerd.socket));
+    run_with(loaded, Adapters { runtime, health, units, databases, pods }, life).await
 }
 
 /// SONiC's `config-setup`, `sonic-environment` and `hostname-config` before the database link
@@ -311,9 +314,9 @@ fn os_images(config: &Config) -> (OsBoot, Option<OsSetup>) {
 }
 
 /// Runs the daemon over `adapters` until `first_signal` (or a shutdown request) stops it.
-pub async fn run_with<R: ContainerRuntime, H: Health, U: Units, D: Databases>(
+pub async fn run_with<R: ContainerRuntime, H: Health, U: Units, D: Databases, P: crate::k8s::pods::Pods>(
     loaded: Loaded,
-    adapters: Adapters<R, H, U, D>,
+    adapters: Adapters<R, H, U, D, P>,
     life: Lifetime,
 ) -> Result<(), DaemonError> {
     let Loaded { mut config, manifests, store, state, intents: intent_engine } = loaded;
@@ -381,6 +384,7 @@ pub async fn run_with<R: ContainerRuntime, H: Health, U: Units, D: Databases>(
             shutdown.clone(),
         ));
     }
+    tracker.spawn(crate::k8s::pods::watch(adapters.pods, Arc::clone(&manifests), handle.clone(), shutdown.clone()));
     if config.kubernetes.report {
         let settings =
             crate::k8s::task::Settings { sonic_root: config.paths.sonic_root.clone(), os_host: config.os.host.clone() };

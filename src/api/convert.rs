@@ -19,6 +19,7 @@ impl From<sup::ServiceState> for ServiceState {
             sup::ServiceState::Stopping => Self::Stopping,
             sup::ServiceState::Restarting => Self::Restarting,
             sup::ServiceState::Failed => Self::Failed,
+            sup::ServiceState::Kube => Self::Kube,
         }
     }
 }

@@ -98,6 +98,8 @@ pub enum ServiceState {
     Stopping,
     Restarting,
     Failed,
+    /// A Kubernetes pod runs it (FEATURE `set_owner=kube`).
+    Kube,
     #[serde(other)]
     Unknown,
 }
@@ -112,13 +114,14 @@ impl ServiceState {
             Self::Stopping => "stopping",
             Self::Restarting => "restarting",
             Self::Failed => "failed",
+            Self::Kube => "kube",
             Self::Unknown => "unknown",
         }
     }
 
-    /// A task exists, or is being made, and is meant to stay.
+    /// A task exists, or is being made, and is meant to stay (a pod's, for `Kube`).
     pub fn is_up(self) -> bool {
-        matches!(self, Self::Starting | Self::Running)
+        matches!(self, Self::Starting | Self::Running | Self::Kube)
     }
 }
 

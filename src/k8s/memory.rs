@@ -122,3 +122,44 @@ impl Cluster for MemoryCluster {
         })
     }
 }
+
+/// The pods port's twin: the containers a kubelet would run, and what an exec in them
+/// answers.
+#[derive(Debug, Clone, Default)]
+pub struct MemoryPods {
+    state: Arc<Mutex<(Vec<super::pods::PodContainer>, i32)>>,
+}
+
+impl MemoryPods {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    pub fn set(&self, containers: Vec<super::pods::PodContainer>) {
+        self.state.lock().expect("pods twin lock").0 = containers;
+    }
+
+    /// What every exec probe exits with from now on.
+    pub fn set_exit_code(&self, code: i32) {
+        self.state.lock().expect("pods twin lock").1 = code;
+    }
+}
+
+impl super::pods::Pods for MemoryPods {
+    async fn containers(&self) -> Result<Vec<super::pods::PodContainer>, super::pods::PodsError> {
+        Ok(self.state.lock().expect("pods twin lock").0.clone())
+    }
+
+    async fn exec(
+        &self,
+        id: &str,
+        _command: &[String],
+        _timeout: std::time::Duration,
+    ) -> Result<i32, super::pods::PodsError> {
+        let state = self.state.lock().expect("pods twin lock");
+        match state.0.iter().find(|c| c.id == id) {
+            Some(_) => Ok(state.1),
+            None => Err(super::pods::PodsError::Call { op: "exec", message: format!("container {id} not found") }),
+        }
+    }
+}

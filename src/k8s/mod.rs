@@ -5,15 +5,18 @@
 //! the switch's facts for the labels. In the daemon, `task` reports to the API server through
 //! the `cluster` port (`kube_api` its adapter, `memory` its twin): `report` decides what the
 //! Node says (labels, the `NetworkOSReady` condition, Events), `recorder` holds the kubelet's
-//! event recorder rules.
+//! event recorder rules. `pods` watches the kubelet's pods that claim features (FEATURE
+//! `set_owner=kube`) through the `Pods` port, `cri` its adapter over CRI.
 
 pub mod agent;
 pub mod cluster;
+pub mod cri;
 pub mod facts;
 pub mod join;
 pub mod kube_api;
 pub mod labels;
 pub mod memory;
+pub mod pods;
 pub mod recorder;
 pub mod report;
 pub mod reserve;

@@ -176,6 +176,18 @@ pub fn occurrence(notice: &Notice, node: &str) -> Option<Occurrence> {
             "Rollback",
             format!("OS image {image} failed its trial; the switch fell back: {}", reason.as_deref().unwrap_or("")),
         ),
+        Notice::Handover { service, pod } => on_node(
+            EventType::Normal,
+            "FeatureHandedOver",
+            "StopLocal",
+            format!("{service} runs as pod {pod}: the local container stops (FEATURE set_owner=kube)"),
+        ),
+        Notice::Fallback { service, pod, reason } => on_node(
+            EventType::Warning,
+            "FeatureFellBack",
+            "StartLocal",
+            format!("{service} runs as the local container again, not pod {pod}: {reason}"),
+        ),
         // The condition tells SYSTEM_READY; its changes of status become Events there.
         Notice::SystemReady { .. } => return None,
     })
@@ -302,6 +314,17 @@ impl Reporter {
         self.outbox.push_back(emit);
     }
 
+    /// The switch's labels and annotations, and KubeSonic's `<feature>_enabled` for every
+    /// kube-owned feature: `true` while Kubernetes should run it here (its DaemonSet's node
+    /// selector), `false` once it is stopped (the cluster then removes its pod).
+    fn desired_metadata(&self) -> NodeMetadata {
+        let mut metadata = self.metadata.clone();
+        for view in self.views.values().filter(|v| v.kube_owned) {
+            metadata.labels.insert(format!("{}_enabled", view.name), view.enabled.to_string());
+        }
+        metadata
+    }
+
     /// The condition as it should be sent now, if it should.
     fn condition_due(&mut self, now: Now) -> Option<Condition> {
         let (status, reason, message) = condition(self.system.as_ref(), &self.views);
@@ -328,8 +351,9 @@ impl Reporter {
         if self.retry_at.is_some_and(|at| now.mono < at) {
             return None;
         }
-        if self.metadata_applied.as_ref() != Some(&self.metadata) {
-            return Some(Call::ApplyMetadata(self.metadata.clone()));
+        let metadata = self.desired_metadata();
+        if self.metadata_applied.as_ref() != Some(&metadata) {
+            return Some(Call::ApplyMetadata(metadata));
         }
         if let Some(condition) = self.condition_due(now) {
             return Some(Call::SetCondition(condition));
@@ -381,7 +405,7 @@ impl Reporter {
     pub fn next_wake(&self, now: Now) -> Instant {
         let heartbeat = self.sent.as_ref().map_or(now.mono, |s| s.at + HEARTBEAT);
         let mut wake = self.changed_at.map_or(heartbeat, |at| heartbeat.min(at + SETTLE));
-        if !self.outbox.is_empty() || self.metadata_applied.as_ref() != Some(&self.metadata) {
+        if !self.outbox.is_empty() || self.metadata_applied.as_ref() != Some(&self.desired_metadata()) {
             wake = now.mono;
         }
         if let Some(at) = self.recorder.next_tick() {
@@ -426,6 +450,7 @@ mod tests {
             restart: None,
             upgrade: None,
             downtime: None,
+            kube_owned: false,
         }
     }
 
@@ -497,6 +522,25 @@ mod tests {
         let [Call::SetCondition(beat)] = &calls[..] else { panic!("{calls:?}") };
         assert_eq!(beat.transition, condition.transition);
         assert!(beat.heartbeat > condition.heartbeat);
+    }
+
+    #[test]
+    fn a_kube_owned_feature_is_labelled_for_its_daemonset_while_it_should_run_here() {
+        let now = clock();
+        let mut reporter = Reporter::new("leaf1", NodeMetadata::default());
+        let telemetry = ServiceView { kube_owned: true, ..view("telemetry", true, None) };
+        reporter.on_view(telemetry.clone(), now);
+        reporter.on_view(view("lldp", true, None), now);
+        let labels = |calls: &[Call]| match calls.first() {
+            Some(Call::ApplyMetadata(m)) => m.labels.clone(),
+            other => panic!("{other:?}"),
+        };
+        let calls = drain(&mut reporter, now);
+        assert_eq!(labels(&calls), BTreeMap::from([("telemetry_enabled".to_owned(), "true".to_owned())]));
+        // Stopped here: the label turns false, and the DaemonSet's pod goes.
+        reporter.on_view(ServiceView { enabled: false, ..telemetry }, later(now, 10));
+        let calls = drain(&mut reporter, later(now, 10));
+        assert_eq!(labels(&calls)["telemetry_enabled"], "false");
     }
 
     #[test]

@@ -123,6 +123,10 @@ pub struct ServiceSection {
     /// Whether a crash restarts the service (FEATURE `auto_restart`).
     #[serde(default = "default_true")]
     pub auto_restart: bool,
+    /// The data plane and its database run here, whatever FEATURE `set_owner` says: a
+    /// Kubernetes pod never takes them over.
+    #[serde(default)]
+    pub local_only: bool,
     /// Members of one failure group go down and come back together (swss/syncd/teamd).
     pub failure_group: Option<String>,
     #[serde(default)]

@@ -68,6 +68,16 @@ pub struct Feature {
     pub has_per_asic_scope: bool,
     /// `set_owner`: `local` or `kube`.
     pub set_owner: String,
+    /// `no_fallback_to_local`: a kube-owned feature whose pod goes away stays down rather
+    /// than coming back as the local container.
+    pub no_fallback_to_local: bool,
+}
+
+impl Feature {
+    /// FEATURE `set_owner=kube`: Kubernetes may run the feature as a pod on this switch.
+    pub fn kube_owned(&self) -> bool {
+        self.set_owner == "kube"
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -130,6 +140,7 @@ impl Feature {
             has_global_scope: flag("has_global_scope", true)?,
             has_per_asic_scope: flag("has_per_asic_scope", false)?,
             set_owner,
+            no_fallback_to_local: flag("no_fallback_to_local", false)?,
         })
     }
 }
@@ -141,10 +152,13 @@ pub struct FeatureReport {
     /// enabled, disabled or failed.
     pub state: String,
     pub container_id: String,
-    /// local while soniclet's container runs, none otherwise.
+    /// local while soniclet's container runs, kube while a pod runs the feature, none
+    /// otherwise.
     pub current_owner: String,
     /// up or down.
     pub system_state: String,
+    /// ctrmgr's: running while a pod runs the feature, none otherwise.
+    pub remote_state: String,
 }
 
 impl FeatureReport {
@@ -154,7 +168,7 @@ impl FeatureReport {
             ("container_id".to_owned(), self.container_id.clone()),
             ("current_owner".to_owned(), self.current_owner.clone()),
             ("system_state".to_owned(), self.system_state.clone()),
-            ("remote_state".to_owned(), "none".to_owned()),
+            ("remote_state".to_owned(), self.remote_state.clone()),
         ]
     }
 }
@@ -183,6 +197,13 @@ mod tests {
         assert_eq!(f.state, FeatureState::Enabled);
         assert!(!f.auto_restart);
         assert_eq!(f.set_owner, "local");
+        assert!(!f.kube_owned() && !f.no_fallback_to_local);
+        let f = Feature::parse(
+            "telemetry",
+            &fields(&[("state", "enabled"), ("set_owner", "kube"), ("no_fallback_to_local", "True")]),
+        )
+        .unwrap();
+        assert!(f.kube_owned() && f.no_fallback_to_local);
         let f = Feature::parse("database", &fields(&[("state", "always_enabled")])).unwrap();
         assert!(f.auto_restart, "a missing auto_restart means enabled");
     }
@@ -194,6 +215,8 @@ mod tests {
         assert!(e.to_string().starts_with("CONFIG_DB FEATURE|bgp: field state"));
         let e = Feature::parse("bgp", &fields(&[("state", "enabled"), ("delayed", "maybe")])).unwrap_err();
         assert_eq!(e.field, "delayed");
+        let e = Feature::parse("bgp", &fields(&[("state", "enabled"), ("set_owner", "k8s")])).unwrap_err();
+        assert_eq!((e.field.as_str(), e.message.as_str()), ("set_owner", "\"k8s\" is not local or kube"));
         let e = Feature::parse("bgp", &fields(&[("auto_restart", "enabled")])).unwrap_err();
         assert_eq!(e.field, "state");
         let e = Feature::parse("bgp", &fields(&[("state", "{% if x %}enabled{% endif %}")])).unwrap_err();

@@ -19,7 +19,7 @@ use super::event::{DatabaseReadiness, Effect, Event, Observed, RequestId};
 use super::plan::{self, Action, Phase, UnitView};
 use super::types::{BootType, Now, ServiceView, StopMode, WarmFlags};
 use super::unit::{Container, Cycle, Unit};
-use super::{change, features, groups, os, release, reload, status, waiters};
+use super::{change, features, groups, os, ownership, release, reload, status, waiters};
 use crate::manifest::{ManifestSet, Service, ServiceName};
 use crate::runtime::spec::{container_digest, HostSettings};
 use crate::runtime::{labels, TaskState};
@@ -126,6 +126,8 @@ pub struct Core {
     pub(super) feature_requests: Vec<features::Request>,
     /// The OS image on trial, and the `os` command in flight.
     pub(super) os: super::os::Slot,
+    /// The kubelet's pods that claim features.
+    pub(super) pods: ownership::Pods,
     out: Outbox,
     wake_at: Option<Instant>,
 }
@@ -162,6 +164,7 @@ impl Core {
             change: change::Slot::Idle,
             release_listener: None,
             feature_requests: Vec::new(),
+            pods: ownership::Pods::default(),
             out: Outbox::default(),
             wake_at: None,
         }
@@ -291,17 +294,21 @@ impl Core {
             Event::FeaturesLoaded(entries) => features::on_loaded(self, entries),
             Event::FeatureChanged { name, fields } => features::on_changed(self, &name, fields),
             Event::FeatureWritten { service, result } => features::on_written(self, &service, result),
+            Event::Pods(seen) => ownership::on_pods(self, seen),
             event @ (Event::OsDone { .. } | Event::ImageCommitted { .. }) => os::dispatch(self, event),
         }
     }
 
     fn after_event(&mut self) {
+        // Who runs a kube-owned feature decides whether its local container may.
+        ownership::advance(self);
         self.reconcile();
         waiters::resolve(self);
         features::resolve_requests(self);
         reload::advance(self);
         change::advance(self);
         release::advance(self);
+        ownership::advance(self);
         features::report(self);
         os::advance(self);
         super::lifecycle::report_degraded(self);
@@ -331,7 +338,8 @@ impl Core {
             .iter()
             .map(|(name, unit)| {
                 let view = UnitView {
-                    want: self.want(name),
+                    want: ownership::runs_locally(self, name),
+                    remote_ready: ownership::kube_pod(self, name).is_some_and(|p| p.ready),
                     phase: unit.phase.clone(),
                     cycle: unit.cycle.is_some(),
                     gate: features::gate(self, name),
@@ -369,6 +377,7 @@ impl Core {
         }
         timers.extend(change::wake(self));
         timers.extend(os::wake(self));
+        timers.extend(ownership::wake(self));
         timers
     }
 
@@ -543,6 +552,11 @@ impl Core {
     /// database while a config reload replaces CONFIG_DB; a disabled FEATURE never runs;
     /// otherwise an operator's start or stop wins, then the FEATURE entry, then the
     /// manifest's default.
+    /// Ready: its container's probe passed, or the Kubernetes pod that runs it is ready.
+    pub(super) fn is_ready(&self, name: &ServiceName) -> bool {
+        self.units[name].phase == Phase::Ready || ownership::kube_pod(self, name).is_some_and(|p| p.ready)
+    }
+
     pub(super) fn want(&self, name: &ServiceName) -> bool {
         if self.draining.is_some() {
             return false;

@@ -354,6 +354,19 @@ pub enum Event {
         service: ServiceName,
         result: Result<(), Failure>,
     },
+    /// Every kubelet-run container that claims a feature, as the pod watcher sees them now.
+    Pods(BTreeMap<ServiceName, PodSeen>),
+}
+
+/// A kubelet-run container claiming a feature, as CRI shows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PodSeen {
+    /// `namespace/name` of its pod.
+    pub pod: String,
+    /// The container's CRI ID.
+    pub container_id: String,
+    /// It runs, and the feature's own readiness probe passes in it.
+    pub ready: bool,
 }
 
 /// What the database link is asked to do.
@@ -502,6 +515,10 @@ pub enum Notice {
     /// An OS image's trial ended: committed as the default, or failed (the switch reboots
     /// into the previous image).
     Trial { image: String, committed: bool, reason: Option<String> },
+    /// A kube-owned feature's pod is ready: the local container stops.
+    Handover { service: ServiceName, pod: String },
+    /// A kube-owned feature comes back to the local container, for `reason`.
+    Fallback { service: ServiceName, pod: String, reason: String },
 }
 
 /// What the supervisor does about a failure.

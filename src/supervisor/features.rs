@@ -136,6 +136,14 @@ fn accept(core: &mut Core, name: &ServiceName, fields: &Fields) {
             super::lifecycle::reset(core, name);
         }
     }
+    let refused_owner = feature.kube_owned() && core.service(name).manifest.service.local_only;
+    let was_refused = core.features.get(name).is_some_and(|f| f.kube_owned());
+    if refused_owner && !was_refused {
+        tracing::error!(
+            service = %name,
+            "refused CONFIG_DB FEATURE|{name} field set_owner kube: {name} is the data plane or its database, which stays local"
+        );
+    }
     core.features.insert(name.clone(), feature);
 }
 
@@ -319,7 +327,12 @@ pub(super) fn view(core: &Core, name: &ServiceName) -> FeatureView {
         }
         .to_owned(),
         set_owner: feature.map_or("local".to_owned(), |f| f.set_owner.clone()),
-        current_owner: if running { "local" } else { "none" }.to_owned(),
+        current_owner: match super::ownership::kube_pod(core, name) {
+            Some(_) => "kube",
+            None if running => "local",
+            None => "none",
+        }
+        .to_owned(),
         delayed: feature.map_or(manifest.delayed, |f| f.delayed),
         service_state: super::status::state(core, name),
     }
@@ -347,6 +360,17 @@ pub(super) fn report(core: &mut Core) {
     let mut changed = Vec::new();
     for (name, unit) in &core.units {
         let running = unit.phase.is_active() && unit.pid().is_some();
+        let pod = super::ownership::kube_pod(core, name);
+        // ctrmgr's words: the pod runs it (current_owner kube, remote_state running), the
+        // local container does, or nothing does.
+        let (container_id, current_owner, remote_state, up) = match pod {
+            Some(pod) => {
+                let remote = if pod.ready { "running" } else { "pending" };
+                (pod.container_id.clone(), "kube", remote, pod.ready)
+            }
+            None if running => (name.to_string(), "local", "none", true),
+            None => (String::new(), "none", "none", false),
+        };
         let report = FeatureReport {
             name: name.to_string(),
             state: match unit.phase {
@@ -355,9 +379,10 @@ pub(super) fn report(core: &mut Core) {
                 _ => "disabled",
             }
             .to_owned(),
-            container_id: if running { name.to_string() } else { String::new() },
-            current_owner: if running { "local" } else { "none" }.to_owned(),
-            system_state: if running { "up" } else { "down" }.to_owned(),
+            container_id,
+            current_owner: current_owner.to_owned(),
+            system_state: if up { "up" } else { "down" }.to_owned(),
+            remote_state: remote_state.to_owned(),
         };
         if core.reported.get(name) != Some(&report) {
             changed.push((name.clone(), report));
@@ -398,7 +423,7 @@ pub(super) fn system_status(core: &Core) -> (String, String) {
     }) {
         return ("FAILED".into(), format!("{name} failed: {reason}"));
     }
-    let ready = wanted.iter().filter(|n| core.units[**n].phase == Phase::Ready).count();
+    let ready = wanted.iter().filter(|n| core.is_ready(n)).count();
     if ready == wanted.len() {
         return ("UP".into(), "all enabled services are ready".into());
     }

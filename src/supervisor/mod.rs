@@ -27,6 +27,7 @@ mod groups;
 mod lifecycle;
 mod ops;
 mod os;
+mod ownership;
 pub mod plan;
 pub mod ports;
 mod release;
@@ -44,10 +45,11 @@ pub use change::{pin_reference, repository};
 pub use driver::{Answer, Answers, Driver, DriverConfig, Handle, Ports, SystemReady};
 pub use event::{
     ArchiveHandle, ChangeRequest, Command, DatabaseReadiness, DbRequest, Effect, Event, Failure, FailureOutcome,
-    ImageSource, InstallerSource, Notice, Observed, OsRequest, Prepared, Progress, ReleaseOutcome, RequestId, Response,
-    StagedImage, StartError, StartFrom, Started, StopHow,
+    ImageSource, InstallerSource, Notice, Observed, OsRequest, PodSeen, Prepared, Progress, ReleaseOutcome, RequestId,
+    Response, StagedImage, StartError, StartFrom, Started, StopHow,
 };
 pub use os::OsBoot;
+pub use ownership::GRACE as KUBE_GRACE;
 pub use ports::DbPort;
 pub use types::{
     BootType, CommandError, ErrorKind, FeatureSource, FeatureView, Now, RestartCause, ServiceState, ServiceView,

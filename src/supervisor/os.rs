@@ -114,7 +114,7 @@ fn not_ready(core: &Core) -> String {
     let names: Vec<String> = core
         .units
         .iter()
-        .filter(|(name, unit)| core.want(name) && unit.phase != super::plan::Phase::Ready)
+        .filter(|(name, _)| core.want(name) && !core.is_ready(name))
         .map(|(name, _)| match core.waiting.get(name) {
             Some(reasons) => format!("{name} (waiting for {})", reasons.join(", ")),
             None => format!("{name} ({})", super::status::state(core, name).as_str()),

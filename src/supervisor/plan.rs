@@ -49,6 +49,8 @@ pub struct UnitView {
     pub cycle: bool,
     /// A switch-wide condition this service waits for before it may start (CONFIG_DB).
     pub gate: Option<&'static str>,
+    /// A Kubernetes pod runs the service, ready: what is ordered after it need not wait.
+    pub remote_ready: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -110,7 +112,9 @@ pub fn plan(
                             let Some(dep_unit) = units.get(*dep) else { return false };
                             let required = graph.requires(name).any(|r| r == *dep);
                             let relevant = required || target_up(dep_unit) || dep_unit.phase.is_active();
-                            relevant && !(dep_unit.phase == Phase::Ready && target_up(dep_unit))
+                            relevant
+                                && !(dep_unit.phase == Phase::Ready && target_up(dep_unit))
+                                && !dep_unit.remote_ready
                         })
                         .map(|dep| dep.to_string()),
                 );
@@ -161,7 +165,10 @@ mod tests {
         let units = rows
             .iter()
             .map(|(name, want, phase, cycle)| {
-                (n(name), UnitView { want: *want, phase: phase.clone(), cycle: *cycle, gate: None })
+                (
+                    n(name),
+                    UnitView { want: *want, phase: phase.clone(), cycle: *cycle, gate: None, remote_ready: false },
+                )
             })
             .collect();
         let plan = plan(&graph(), &units, [], Instant::now());
@@ -291,8 +298,14 @@ mod tests {
     #[test]
     fn a_gate_holds_a_service_and_says_why() {
         let mut units: BTreeMap<ServiceName, UnitView> = BTreeMap::new();
-        units.insert(n("database"), UnitView { want: true, phase: Ready, cycle: false, gate: None });
-        units.insert(n("swss"), UnitView { want: true, phase: Stopped, cycle: false, gate: Some("CONFIG_DB") });
+        units.insert(
+            n("database"),
+            UnitView { want: true, phase: Ready, cycle: false, gate: None, remote_ready: false },
+        );
+        units.insert(
+            n("swss"),
+            UnitView { want: true, phase: Stopped, cycle: false, gate: Some("CONFIG_DB"), remote_ready: false },
+        );
         let plan = plan(&graph(), &units, [], Instant::now());
         assert!(plan.actions.is_empty());
         assert_eq!(plan.waiting[&n("swss")], vec!["CONFIG_DB"]);
@@ -302,7 +315,10 @@ mod tests {
     fn the_earliest_deadline_ahead_is_the_wake_up() {
         let now = Instant::now();
         let (soon, later) = (now + Duration::from_secs(2), now + Duration::from_secs(9));
-        let units = [(n("pmon"), UnitView { want: true, phase: Backoff { until: later }, cycle: false, gate: None })];
+        let units = [(
+            n("pmon"),
+            UnitView { want: true, phase: Backoff { until: later }, cycle: false, gate: None, remote_ready: false },
+        )];
         let plan = plan(&graph(), &units.into_iter().collect(), [later, soon, now - Duration::from_secs(1)], now);
         assert_eq!(plan.wake_at, Some(soon), "past timers are ignored; the soonest ahead wins");
     }

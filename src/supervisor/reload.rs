@@ -129,7 +129,7 @@ pub(super) fn advance(core: &mut Core) {
         Step::Loading => {}
         Step::Starting => {
             let wanted: Vec<ServiceName> = core.units.keys().filter(|n| core.want(n)).cloned().collect();
-            let ready = wanted.iter().filter(|n| core.units[*n].phase == Phase::Ready).count();
+            let ready = wanted.iter().filter(|n| core.is_ready(n)).count();
             let failed: Vec<ServiceName> =
                 wanted.iter().filter(|n| matches!(core.units[*n].phase, Phase::Failed { .. })).cloned().collect();
             if ready + failed.len() == wanted.len() {

@@ -1,11 +1,15 @@
 //! What the core reports of each service.
 
 use super::core::Core;
+use super::ownership::{self, Owner};
 use super::plan::Phase;
 use super::types::{RestartCause, ServiceState, ServiceView, StatusView};
 use crate::manifest::ServiceName;
 
 pub(super) fn state(core: &Core, name: &ServiceName) -> ServiceState {
+    if matches!(core.units[name].owner, Owner::Kube { .. }) {
+        return ServiceState::Kube;
+    }
     match &core.units[name].phase {
         Phase::Stopped if core.want(name) => ServiceState::Waiting,
         Phase::Stopped => ServiceState::Stopped,
@@ -23,6 +27,9 @@ pub(super) fn service_view(core: &Core, name: &ServiceName) -> ServiceView {
     if let Some(deps) = core.waiting.get(name) {
         message = Some(format!("waiting for {}", deps.join(", ")));
     }
+    if let Some(owned) = ownership_note(core, name) {
+        message = Some(owned);
+    }
     if let Some(degraded) = &unit.degraded {
         let minutes = core.now.mono.saturating_duration_since(degraded.since).as_secs() / 60;
         message = Some(format!(
@@ -30,10 +37,14 @@ pub(super) fn service_view(core: &Core, name: &ServiceName) -> ServiceView {
             degraded.process
         ));
     }
+    let ready = match &unit.owner {
+        Owner::Kube { pod, .. } => pod.as_ref().is_some_and(|p| p.ready),
+        Owner::Local => unit.phase == Phase::Ready,
+    };
     ServiceView {
         name: name.clone(),
         state: state(core, name),
-        ready: unit.phase == Phase::Ready,
+        ready,
         enabled: core.want(name),
         pid: unit.pid(),
         restarts: unit.restarts,
@@ -46,11 +57,46 @@ pub(super) fn service_view(core: &Core, name: &ServiceName) -> ServiceView {
         message,
         upgrade: unit.upgrade_note.clone(),
         downtime: unit.last_downtime,
+        kube_owned: ownership::claimable(core, name),
         restart: if unit.comeback.requested {
             Some(RestartCause::Requested)
         } else {
             unit.comeback.crash.as_ref().map(|_| RestartCause::Crash)
         },
+    }
+}
+
+/// What Kubernetes does with the service, when that is the story.
+fn ownership_note(core: &Core, name: &ServiceName) -> Option<String> {
+    let unit = &core.units[name];
+    let seen = core.pods.seen.get(name);
+    match &unit.owner {
+        Owner::Kube { pod: Some(pod), unready_since: None } => Some(format!("runs as Kubernetes pod {}", pod.pod)),
+        Owner::Kube { pod: Some(pod), unready_since: Some(_) } => Some(if ownership::may_fall_back(core, name) {
+            format!(
+                "Kubernetes pod {} is not ready; the local container comes back unless it is within {}s",
+                pod.pod,
+                ownership::GRACE.as_secs()
+            )
+        } else {
+            format!("Kubernetes pod {} is not ready (no_fallback_to_local)", pod.pod)
+        }),
+        Owner::Kube { pod: None, .. } => {
+            Some("waiting for Kubernetes to run its pod (no_fallback_to_local: no local container)".into())
+        }
+        Owner::Local if ownership::kube_wanted(core, name) && !core.pods.known => {
+            Some("waiting for the kubelet's pods to be listed (FEATURE set_owner=kube)".into())
+        }
+        Owner::Local if ownership::kube_wanted(core, name) && !ownership::may_fall_back(core, name) => {
+            Some("waiting for Kubernetes to run its pod (no_fallback_to_local: no local container)".into())
+        }
+        Owner::Local if !core.want(name) && ownership::claimable(core, name) => seen.map(|pod| {
+            format!(
+                "stopped here; Kubernetes pod {} runs until the cluster removes it (the Node's label {name}_enabled=false)",
+                pod.pod
+            )
+        }),
+        Owner::Local => None,
     }
 }
 

@@ -50,6 +50,8 @@ pub enum ServiceState {
     Restarting,
     /// Held down until an operator acts.
     Failed,
+    /// FEATURE `set_owner=kube`: a Kubernetes pod runs it (ready or not, as the view says).
+    Kube,
 }
 
 impl ServiceState {
@@ -62,12 +64,13 @@ impl ServiceState {
             Self::Stopping => "stopping",
             Self::Restarting => "restarting",
             Self::Failed => "failed",
+            Self::Kube => "kube",
         }
     }
 
-    /// A task exists, or is being made, and is meant to stay.
+    /// A task exists, or is being made, and is meant to stay (a pod's, for `Kube`).
     pub fn is_up(self) -> bool {
-        matches!(self, Self::Starting | Self::Running)
+        matches!(self, Self::Starting | Self::Running | Self::Kube)
     }
 }
 
@@ -107,6 +110,9 @@ pub struct ServiceView {
     pub upgrade: Option<String>,
     /// How long the service was down the last time, from its stop (or crash) to ready.
     pub downtime: Option<Duration>,
+    /// FEATURE `set_owner=kube` on a service that may be handed over: the Node's
+    /// `<service>_enabled` label says whether Kubernetes should run it here.
+    pub kube_owned: bool,
 }
 
 /// Every service, in start order.

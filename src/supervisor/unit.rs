@@ -85,6 +85,8 @@ pub(super) struct Unit {
     pub last_downtime: Option<Duration>,
     /// The last image change's outcome, for `soniclet status`.
     pub upgrade_note: Option<String>,
+    /// Who runs the service: soniclet's container, or a Kubernetes pod.
+    pub owner: super::ownership::Owner,
 }
 
 impl Unit {
@@ -107,6 +109,7 @@ impl Unit {
             down_since: None,
             last_downtime: None,
             upgrade_note: None,
+            owner: super::ownership::Owner::Local,
         }
     }
 

@@ -60,7 +60,7 @@ fn check(core: &Core, waiter: &Waiter) -> Option<Result<(), CommandError>> {
                         format!("{name} was stopped while starting"),
                     )));
                 }
-                done &= unit.phase == Phase::Ready && unit.cycle.is_none();
+                done &= core.is_ready(name) && unit.cycle.is_none();
             }
             Target::Stopped => done &= !unit.phase.is_active(),
         }

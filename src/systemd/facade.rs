@@ -61,6 +61,10 @@ pub fn status_text(status: &ServiceStatus) -> String {
             None => format!("running{pid}, waiting for the readiness probe"),
         },
         (ServiceState::Restarting, _) => note.unwrap_or("restarting after crash").to_owned(),
+        (ServiceState::Kube, ready) => {
+            let readiness = if ready { ", ready" } else { "" };
+            format!("owned by Kubernetes: {}{readiness}", note.unwrap_or("its pod runs it"))
+        }
         (state, _) => match note {
             Some(note) => format!("{state}: {note}"),
             None => state.to_string(),
@@ -89,7 +93,7 @@ impl Facade {
             step.exit = Some(Outcome::Restarting);
             return step;
         }
-        if status.state == ServiceState::Running && !requested {
+        if matches!(status.state, ServiceState::Running | ServiceState::Kube) && !requested {
             self.attached = true;
         }
         let text = status_text(status);

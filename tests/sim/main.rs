@@ -155,6 +155,72 @@ fn with_a_database_config_db_gates_boot_and_port_init_done_releases_delayed_serv
     assert!(feature.contains(&("state".into(), "enabled".into())), "{feature:?}");
 }
 
+/// A kubelet-run container named after the feature, in pod `sonic/<name>-x`.
+fn pod(id: &str, name: &str, running: bool) -> soniclet::k8s::pods::PodContainer {
+    soniclet::k8s::pods::PodContainer {
+        id: id.into(),
+        name: name.into(),
+        pod_namespace: "sonic".into(),
+        pod_name: format!("{name}-x"),
+        pod_labels: Default::default(),
+        running,
+        pid: None,
+    }
+}
+
+#[test]
+fn a_kube_owned_feature_is_handed_to_its_ready_pod_and_comes_back_when_the_pod_goes() {
+    let sim = Sim::start(&[
+        ("database", "database = true\nlocal-only = true"),
+        ("swss", "requires = [\"database\"]\nlocal-only = true"),
+        ("telemetry", "requires = [\"database\"]"),
+    ]);
+    sim.cli_ok(&["wait", "--timeout", "10"]);
+    let local_pid = sim.service("telemetry")["pid"].clone();
+    sim.databases.hset("CONFIG_DB", "FEATURE|telemetry", &[("state", "enabled"), ("set_owner", "kube")]);
+    sim.databases.hset("CONFIG_DB", "FEATURE|swss", &[("state", "enabled"), ("set_owner", "kube")]);
+    // The telemetry image's probe is a process named after it: the sim's pods run no
+    // processes, so a pod with a process probe never becomes ready...
+    sim.pods.set(vec![pod("c1", "telemetry", true), pod("c2", "swss", true)]);
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(sim.service("telemetry")["pid"], local_pid, "an unready pod takes nothing over");
+    assert_eq!(sim.service("swss")["state"], "running", "the data plane is never handed over");
+    let feature = sim.databases.hgetall("STATE_DB", "FEATURE|telemetry");
+    assert!(feature.contains(&("current_owner".into(), "local".into())), "{feature:?}");
+
+    // ...until its process runs: a process named `telemetry` in the pod's PID namespace.
+    let dir = tempfile::tempdir().unwrap();
+    let program = dir.path().join("telemetry");
+    std::fs::copy("/bin/sleep", &program).unwrap();
+    let mut process = std::process::Command::new(&program).arg("60").spawn().unwrap();
+    let mut ready = pod("c3", "telemetry", true);
+    ready.pid = Some(process.id());
+    sim.pods.set(vec![ready]);
+    let handed = support::wait_until(Duration::from_secs(10), || sim.service("telemetry")["state"] == "kube");
+    assert!(handed, "{}", sim.service("telemetry"));
+    let view = sim.service("telemetry");
+    assert_eq!(view["ready"], true);
+    assert_eq!(view["message"], "runs as Kubernetes pod sonic/telemetry-x");
+    assert!(sim.runtime.pid("telemetry").is_none(), "the local container is stopped");
+    let feature = sim.databases.hgetall("STATE_DB", "FEATURE|telemetry");
+    for field in [("current_owner", "kube"), ("container_id", "c3"), ("remote_state", "running")] {
+        assert!(feature.contains(&(field.0.into(), field.1.into())), "{field:?}: {feature:?}");
+    }
+    let table = sim.cli_ok(&["status"]);
+    assert!(table.contains("3/3 enabled services ready"), "a ready pod counts: {table}");
+
+    // The pod goes: the local container is back, and serves.
+    process.kill().unwrap();
+    let _ = process.wait();
+    sim.pods.set(Vec::new());
+    let back = support::wait_until(Duration::from_secs(10), || {
+        sim.service("telemetry")["ready"] == true && sim.service("telemetry")["state"] == "running"
+    });
+    assert!(back, "{}", sim.service("telemetry"));
+    let feature = sim.databases.hgetall("STATE_DB", "FEATURE|telemetry");
+    assert!(feature.contains(&("current_owner".into(), "local".into())), "{feature:?}");
+}
+
 #[test]
 fn feature_changes_go_through_config_db_from_the_cli_or_any_writer() {
     let sim = Sim::start(SONIC_SET);

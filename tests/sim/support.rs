@@ -12,6 +12,7 @@ use soniclet::config::Config;
 use soniclet::daemon::{self, Adapters, Lifetime, Loaded};
 use soniclet::db::memory::MemoryDatabases;
 use soniclet::health::memory::MemoryHealth;
+use soniclet::k8s::memory::MemoryPods;
 use soniclet::runtime::memory::MemoryRuntime;
 use soniclet::systemd::memory::MemoryUnits;
 
@@ -25,6 +26,7 @@ pub struct Sim {
     pub health: Arc<MemoryHealth>,
     pub units: Arc<MemoryUnits>,
     pub databases: Arc<MemoryDatabases>,
+    pub pods: Arc<MemoryPods>,
     config: PathBuf,
     stop: Option<tokio::sync::mpsc::UnboundedSender<()>>,
     thread: Option<std::thread::JoinHandle<()>>,
@@ -62,7 +64,9 @@ impl Sim {
         let health = Arc::new(MemoryHealth::new(Arc::clone(&runtime)));
         let units = Arc::new(MemoryUnits::new());
         let databases = Arc::new(MemoryDatabases::new());
-        let mut sim = Self { _dir: dir, socket, runtime, health, units, databases, config, stop: None, thread: None };
+        let pods = Arc::new(MemoryPods::new());
+        let mut sim =
+            Self { _dir: dir, socket, runtime, health, units, databases, pods, config, stop: None, thread: None };
         sim.spawn_daemon();
         sim
     }
@@ -75,6 +79,7 @@ impl Sim {
             health: Arc::clone(&self.health),
             units: Some(Arc::clone(&self.units)),
             databases: Arc::clone(&self.databases),
+            pods: Arc::clone(&self.pods),
         };
         let thread = std::thread::spawn(move || {
             let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();

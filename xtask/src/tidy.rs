@@ -63,7 +63,8 @@ fn names(code: &str, name: &str) -> bool {
 }
 
 const CLIENT_CRATES: &[(&str, &[&str])] = &[
-    ("containerd_client", &["src/runtime/containerd.rs"]),
+    // CRI is served on containerd's own socket: its adapter dials it the same way.
+    ("containerd_client", &["src/runtime/containerd.rs", "src/k8s/cri.rs"]),
     ("tonic", &["src/runtime/containerd.rs"]),
     ("prost_types", &["src/runtime/containerd.rs"]),
     ("redis", &["src/db/"]),
@@ -88,6 +89,7 @@ const CLIENT_CRATES: &[(&str, &[&str])] = &[
     ("ureq", &["src/os/fetch.rs"]),
     ("kube", &["src/k8s/kube_api.rs"]),
     ("k8s_openapi", &["src/k8s/kube_api.rs"]),
+    ("k8s_cri", &["src/k8s/cri.rs"]),
     ("hyper", &["src/api/client.rs"]),
     ("hyper_util", &["src/api/client.rs"]),
     ("http_body_util", &["src/api/client.rs"]),

@@ -15,6 +15,7 @@ mod crash;
 mod durability;
 mod features;
 mod groups;
+mod ownership;
 mod reload;
 mod trial;
 
@@ -24,8 +25,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use super::event::{
-    Command, DbRequest, Effect, Event, Failure, ImageSource, Notice, Observed, Prepared, Progress, RequestId, Response,
-    StagedImage, StartError, StopHow,
+    Command, DbRequest, Effect, Event, Failure, ImageSource, Notice, Observed, PodSeen, Prepared, Progress, RequestId,
+    Response, StagedImage, StartError, StopHow,
 };
 use super::types::{BootType, CommandError, ErrorKind, Now, StopMode, WarmFlags};
 use super::{Core, CoreConfig, OsBoot};
@@ -84,6 +85,9 @@ pub(super) enum Step {
     Cmd(Command),
     /// CONFIG_DB `FEATURE|<name>`, as another writer sets it.
     Feature(&'static str, &'static [(&'static str, &'static str)]),
+    /// The pod watcher's report: every kubelet-run container claiming a feature, as
+    /// (service, pod, ready).
+    Pods(&'static [(&'static str, &'static str, bool)]),
     /// STATE_DB `WARM_RESTART_ENABLE_TABLE|<key> enable`.
     Warm(&'static str, bool),
     /// STATE_DB `FAST_RESTART_ENABLE_TABLE|system enable`.
@@ -661,7 +665,18 @@ impl World {
                 self.line("upgrade", format!("db upgrade {service} {state}"));
             }
             DbRequest::Feature(report) => {
-                self.line("report", format!("db feature {} {} {}", report.name, report.state, report.system_state));
+                self.line(
+                    "report",
+                    format!(
+                        "db feature {} {} {} owner {} {} remote {}",
+                        report.name,
+                        report.state,
+                        report.system_state,
+                        report.current_owner,
+                        report.container_id,
+                        report.remote_state
+                    ),
+                );
             }
             DbRequest::System { status, reason } => self.line("system", format!("db system {status}: {reason}")),
         }
@@ -705,6 +720,17 @@ impl World {
                 if self.database_connected {
                     self.feed(Event::FeatureChanged { name: service.to_owned(), fields: Some(fields) });
                 }
+            }
+            Pods(pods) => {
+                let seen = pods
+                    .iter()
+                    .map(|(service, pod, ready)| {
+                        let seen =
+                            PodSeen { pod: (*pod).to_owned(), container_id: format!("cri-{pod}"), ready: *ready };
+                        (name(service), seen)
+                    })
+                    .collect();
+                self.feed(Event::Pods(seen));
             }
             Warm(key, enable) => {
                 self.warm.warm.insert(key.to_owned(), enable);
@@ -856,6 +882,8 @@ fn describe_notice(notice: &Notice) -> String {
         Notice::Feature { service, state } => format!("notice FEATURE {service} {state}"),
         Notice::SystemReady { status, reason } => format!("notice SYSTEM_READY {status} {reason}"),
         Notice::Trial { image, committed, reason } => format!("notice trial {image} committed {committed} {reason:?}"),
+        Notice::Handover { service, pod } => format!("notice {service} handed over to {pod}"),
+        Notice::Fallback { service, pod, reason } => format!("notice {service} falls back from {pod}: {reason}"),
     }
 }
 
