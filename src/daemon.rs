@@ -384,7 +384,15 @@ pub async fn run_with<R: ContainerRuntime, H: Health, U: Units, D: Databases, P:
             shutdown.clone(),
         ));
     }
-    tracker.spawn(crate::k8s::pods::watch(adapters.pods, Arc::clone(&manifests), handle.clone(), shutdown.clone()));
+    let agent = crate::k8s::join::AgentFiles::new(&config.paths.sonic_root);
+    let is_node = move || agent.kubelet_kubeconfig().exists();
+    tracker.spawn(crate::k8s::pods::watch(
+        adapters.pods,
+        Arc::clone(&manifests),
+        is_node,
+        handle.clone(),
+        shutdown.clone(),
+    ));
     if config.kubernetes.report {
         let settings =
             crate::k8s::task::Settings { sonic_root: config.paths.sonic_root.clone(), os_host: config.os.host.clone() };

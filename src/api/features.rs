@@ -37,6 +37,7 @@ pub(super) async fn change<R: ContainerRuntime>(
         service: name.clone(),
         state: change.state,
         auto_restart: change.auto_restart,
+        owner: change.owner,
         wait: change.wait,
     };
     match tokio::time::timeout(limit, state.handle.request(command)).await {

@@ -228,6 +228,8 @@ pub struct ReloadRequest {
 pub struct FeatureChange {
     pub state: Option<String>,
     pub auto_restart: Option<String>,
+    /// `set_owner`: `local`, or `kube` (a Kubernetes pod may run it).
+    pub owner: Option<String>,
     /// Answer once the service reached the new state (running and ready, or stopped).
     pub wait: bool,
     pub timeout_secs: Option<u64>,

@@ -29,19 +29,17 @@ pub async fn list(client: &Client, json: bool) -> CliResult {
     Ok(())
 }
 
-pub async fn change(
-    client: &Client,
-    service: &str,
-    state: Option<String>,
-    auto_restart: Option<String>,
-    wait: bool,
-    timeout: u64,
-) -> CliResult {
-    let request = FeatureChange { state, auto_restart, wait, timeout_secs: Some(timeout) };
+pub async fn change(client: &Client, service: &str, change: FeatureChange, timeout: u64) -> CliResult {
+    let request = FeatureChange { timeout_secs: Some(timeout), ..change };
     let feature = client.change_feature(service, &request).await?;
     println!(
-        "{}: state {}, auto_restart {}; service {}",
-        feature.name, feature.state, feature.auto_restart, feature.service_state
+        "{}: state {}, auto_restart {}, owner {} (now {}); service {}",
+        feature.name,
+        feature.state,
+        feature.auto_restart,
+        feature.set_owner,
+        feature.current_owner,
+        feature.service_state
     );
     Ok(())
 }

@@ -28,6 +28,7 @@ pub use service::ActionArgs;
 pub use vasic::VasicRole;
 
 use crate::api::client::{Action, Client};
+use crate::api::FeatureChange;
 use crate::config::{DEFAULT_API_SOCKET, DEFAULT_CONFIG_PATH};
 use crate::exit::Exit;
 
@@ -292,6 +293,13 @@ pub enum FeatureCommand {
         #[arg(value_parser = ["enabled", "disabled"])]
         value: String,
     },
+    /// Who may run a feature (FEATURE|SVC set_owner): soniclet's local container, or a
+    /// Kubernetes pod on this node (kube), falling back to the local container.
+    Owner {
+        service: String,
+        #[arg(value_parser = ["local", "kube"])]
+        owner: String,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -437,10 +445,16 @@ pub async fn run(socket: &std::path::Path, command: CliCommand) -> CliResult {
         }
         Command::Feature { command: FeatureCommand::Ls { json } } => feature::list(&client, json).await,
         Command::Feature { command: FeatureCommand::State { service, state, no_wait, timeout } } => {
-            feature::change(&client, &service, Some(state), None, !no_wait, timeout).await
+            let change = FeatureChange { state: Some(state), wait: !no_wait, ..FeatureChange::default() };
+            feature::change(&client, &service, change, timeout).await
         }
         Command::Feature { command: FeatureCommand::Autorestart { service, value } } => {
-            feature::change(&client, &service, None, Some(value), false, 30).await
+            let change = FeatureChange { auto_restart: Some(value), ..FeatureChange::default() };
+            feature::change(&client, &service, change, 30).await
+        }
+        Command::Feature { command: FeatureCommand::Owner { service, owner } } => {
+            let change = FeatureChange { owner: Some(owner), ..FeatureChange::default() };
+            feature::change(&client, &service, change, 30).await
         }
         Command::Intent { command: IntentCommand::Apply { file, wait, timeout } } => {
             intent::apply(&client, &file, wait, timeout).await

@@ -1,10 +1,12 @@
 //! The kubelet's pods that claim SONiC features, seen through CRI on the switch's own
 //! containerd (read-only: soniclet never changes a pod). A container claims a feature by its
 //! name (the DaemonSet's container named after the feature) or by its pod's
-//! `raw_container_name` label, as KubeSonic's DaemonSets do. The watcher lists them every
-//! second, runs the feature's own readiness probe in each running one, and hands the core
-//! the whole picture whenever it changes (at once on start, even when CRI cannot be reached,
-//! so no kube-owned feature waits on a watcher that cannot see).
+//! `raw_container_name` label, as KubeSonic's DaemonSets do. While the switch is a node (the
+//! kubelet holds its credentials), the watcher lists them every second, runs the feature's
+//! own readiness probe in each running one, and hands the core the whole picture whenever it
+//! changes. It reports at once on start, even when the switch is not a node or CRI cannot be
+//! reached, so no kube-owned feature waits on a watcher that cannot see; a switch that never
+//! joins pays one look at its files every ten seconds.
 
 use std::collections::BTreeMap;
 use std::future::Future;
@@ -18,8 +20,9 @@ use crate::supervisor::{Event, Handle, PodSeen};
 
 /// The pod label KubeSonic's DaemonSets name their feature with.
 pub const FEATURE_LABEL: &str = "raw_container_name";
-/// How often the watcher looks.
+/// How often the watcher looks, on a node; and for a join, on a switch that is not one.
 const LOOK: Duration = Duration::from_secs(1);
+const LOOK_FOR_JOIN: Duration = Duration::from_secs(10);
 /// A probe's deadline inside a pod's container.
 const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
 
@@ -123,22 +126,34 @@ pub async fn look<P: Pods>(pods: &P, manifests: &ManifestSet) -> Result<BTreeMap
     Ok(seen)
 }
 
-/// Lists the pods every second and tells the core whenever the picture changes.
-pub async fn watch<P: Pods>(pods: Arc<P>, manifests: Arc<ManifestSet>, handle: Handle, shutdown: CancellationToken) {
+/// Lists the pods every second while `is_node` says the switch is a Kubernetes node, and
+/// tells the core whenever the picture changes.
+pub async fn watch<P: Pods>(
+    pods: Arc<P>,
+    manifests: Arc<ManifestSet>,
+    is_node: impl Fn() -> bool + Send,
+    handle: Handle,
+    shutdown: CancellationToken,
+) {
     let mut last: Option<BTreeMap<ServiceName, PodSeen>> = None;
     let mut said_unreachable = false;
     loop {
-        let seen = match look(pods.as_ref(), &manifests).await {
-            Ok(seen) => {
-                said_unreachable = false;
-                seen
-            }
-            Err(e) => {
-                if !said_unreachable {
-                    tracing::info!(error = %crate::error::chain(&e), "no kubelet pods can be seen; kube-owned features run locally");
-                    said_unreachable = true;
+        let node = is_node();
+        let seen = if !node {
+            BTreeMap::new()
+        } else {
+            match look(pods.as_ref(), &manifests).await {
+                Ok(seen) => {
+                    said_unreachable = false;
+                    seen
                 }
-                BTreeMap::new()
+                Err(e) => {
+                    if !said_unreachable {
+                        tracing::info!(error = %crate::error::chain(&e), "no kubelet pods can be seen; kube-owned features run locally");
+                        said_unreachable = true;
+                    }
+                    BTreeMap::new()
+                }
             }
         };
         if last.as_ref() != Some(&seen) {
@@ -149,7 +164,7 @@ pub async fn watch<P: Pods>(pods: Arc<P>, manifests: Arc<ManifestSet>, handle: H
         }
         tokio::select! {
             () = shutdown.cancelled() => return,
-            () = tokio::time::sleep(LOOK) => {}
+            () = tokio::time::sleep(if node { LOOK } else { LOOK_FOR_JOIN }) => {}
         }
     }
 }

@@ -42,8 +42,9 @@ pub(super) fn handle(core: &mut Core, id: RequestId, command: Command) {
             let views = features::views(core);
             core.emit(Effect::Reply { to: id, result: Ok(Response::Features(views)) });
         }
-        Command::ChangeFeature { service, state, auto_restart, wait } => {
-            features::begin_change(core, id, &service, state, auto_restart, wait)
+        Command::ChangeFeature { service, state, auto_restart, owner, wait } => {
+            let change = features::Change { state, auto_restart, owner };
+            features::begin_change(core, id, &service, change, wait)
         }
         Command::Reload { config, force } => reload::begin(core, id, config, force),
         Command::Change(request) => change::begin(core, Some(id), request, false),

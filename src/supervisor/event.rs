@@ -46,13 +46,15 @@ pub enum Command {
     },
     /// The FEATURE view of every service (`show feature status`).
     Features,
-    /// `config feature state|autorestart`: checked, written to CONFIG_DB, and answered once
-    /// the supervisor has seen its own write come back (and, with `wait`, once the service
-    /// reached the new state).
+    /// `config feature state|autorestart|owner`: checked, written to CONFIG_DB, and answered
+    /// once the supervisor has seen its own write come back (and, with `wait`, once the
+    /// service reached the new state).
     ChangeFeature {
         service: String,
         state: Option<String>,
         auto_restart: Option<String>,
+        /// `set_owner`: `local` or `kube`.
+        owner: Option<String>,
         wait: bool,
     },
     /// `config reload`: stop, replace CONFIG_DB, start again; progress as lines.

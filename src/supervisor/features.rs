@@ -19,13 +19,21 @@ const PORTS_GATE: &str = "PortInitDone";
 const RECONCILE_GATE: &str = "warm-restart reconciliation";
 const COLD_START_GATE: &str = "its failure group's cold start";
 
+/// What an operator changes in a FEATURE entry.
+#[derive(Debug, Clone, Default)]
+pub(super) struct Change {
+    pub state: Option<String>,
+    pub auto_restart: Option<String>,
+    /// `set_owner`.
+    pub owner: Option<String>,
+}
+
 /// An operator's FEATURE change on its way through CONFIG_DB.
 #[derive(Debug)]
 pub(super) struct Request {
     pub id: RequestId,
     pub service: ServiceName,
-    pub state: Option<String>,
-    pub auto_restart: Option<String>,
+    pub change: Change,
     pub wait: bool,
     /// CONFIG_DB has the write; the supervisor waits to see it come back.
     pub written: bool,
@@ -176,14 +184,20 @@ pub(super) fn on_changed(core: &mut Core, key: &str, fields: Option<Fields>) {
 
 /// Validates an operator's change as `config feature` does: known values, no change to
 /// `always_*` settings, and a transition SONiC allows.
-pub(super) fn check_change(
-    core: &Core,
-    name: &ServiceName,
-    state: Option<&str>,
-    auto_restart: Option<&str>,
-) -> Result<(), CommandError> {
+pub(super) fn check_change(core: &Core, name: &ServiceName, change: &Change) -> Result<(), CommandError> {
     let current = core.features.get(name);
-    if let Some(state) = state {
+    if let Some(owner) = change.owner.as_deref() {
+        if owner != "local" && owner != "kube" {
+            return Err(CommandError::new(ErrorKind::BadRequest, format!("owner {owner:?}: use local or kube")));
+        }
+        if owner == "kube" && core.service(name).manifest.service.local_only {
+            return Err(CommandError::new(
+                ErrorKind::Conflict,
+                format!("{name} is the data plane or its database: it stays local"),
+            ));
+        }
+    }
+    if let Some(state) = change.state.as_deref() {
         let target = FeatureState::parse(state)
             .filter(|s| matches!(s, FeatureState::Enabled | FeatureState::Disabled))
             .ok_or_else(|| {
@@ -207,7 +221,7 @@ pub(super) fn check_change(
             return Err(CommandError::new(ErrorKind::Conflict, format!("FEATURE {name} cannot become {state}")));
         }
     }
-    if let Some(value) = auto_restart {
+    if let Some(value) = change.auto_restart.as_deref() {
         if value != "enabled" && value != "disabled" {
             return Err(CommandError::new(
                 ErrorKind::BadRequest,
@@ -227,23 +241,17 @@ pub(super) fn check_change(
 /// `config feature state|autorestart`: checked here, then written to CONFIG_DB by the
 /// database link; the core acts on it when the entry comes back through its subscription,
 /// as on any other writer's, and answers then.
-pub(super) fn begin_change(
-    core: &mut Core,
-    id: RequestId,
-    service: &str,
-    state: Option<String>,
-    auto_restart: Option<String>,
-    wait: bool,
-) {
+pub(super) fn begin_change(core: &mut Core, id: RequestId, service: &str, change: Change, wait: bool) {
     let refuse = |core: &mut Core, e: CommandError| core.emit(Effect::Reply { to: id, result: Err(e) });
     let Some(name) = core.manifests.lookup(service).cloned() else {
         let e = CommandError::new(ErrorKind::NotFound, core.manifests.unknown(service));
         return refuse(core, e);
     };
-    if state.is_none() && auto_restart.is_none() {
-        return refuse(core, CommandError::new(ErrorKind::BadRequest, "nothing to change: give state or auto_restart"));
+    if change.state.is_none() && change.auto_restart.is_none() && change.owner.is_none() {
+        let e = CommandError::new(ErrorKind::BadRequest, "nothing to change: give state, auto_restart or owner");
+        return refuse(core, e);
     }
-    if let Err(e) = check_change(core, &name, state.as_deref(), auto_restart.as_deref()) {
+    if let Err(e) = check_change(core, &name, &change) {
         return refuse(core, e);
     }
     if !core.config.database_link || !core.config_loaded {
@@ -251,16 +259,11 @@ pub(super) fn begin_change(
             CommandError::new(ErrorKind::Unavailable, "the database is not running; see `soniclet status database`");
         return refuse(core, e);
     }
-    let mut fields = Vec::new();
-    if let Some(s) = &state {
-        fields.push(("state".to_owned(), s.clone()));
-    }
-    if let Some(a) = &auto_restart {
-        fields.push(("auto_restart".to_owned(), a.clone()));
-    }
+    let written = [("state", &change.state), ("auto_restart", &change.auto_restart), ("set_owner", &change.owner)];
+    let fields = written.iter().filter_map(|(field, value)| Some(((*field).to_owned(), (*value).clone()?))).collect();
     let state_if_missing = view(core, &name).state;
     core.db(DbRequest::WriteFeature { service: name.clone(), fields, state_if_missing });
-    core.feature_requests.push(Request { id, service: name, state, auto_restart, wait, written: false });
+    core.feature_requests.push(Request { id, service: name, change, wait, written: false });
 }
 
 /// The database link wrote (or could not write) an operator's change.
@@ -285,14 +288,16 @@ pub(super) fn resolve_requests(core: &mut Core) {
     let requests = std::mem::take(&mut core.feature_requests);
     for request in requests {
         let current = view(core, &request.service);
+        let change = &request.change;
         let applied = request.written
-            && request.state.as_ref().is_none_or(|s| &current.state == s)
-            && request.auto_restart.as_ref().is_none_or(|a| &current.auto_restart == a);
+            && change.state.as_ref().is_none_or(|s| &current.state == s)
+            && change.auto_restart.as_ref().is_none_or(|a| &current.auto_restart == a)
+            && change.owner.as_ref().is_none_or(|o| &current.set_owner == o);
         if !applied {
             core.feature_requests.push(request);
             continue;
         }
-        match (&request.state, request.wait) {
+        match (&request.change.state, request.wait) {
             (Some(state), true) => {
                 let target = if state == "disabled" { Target::Stopped } else { Target::Ready };
                 core.waiters.push(Waiter {

@@ -14,11 +14,13 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
+#[path = "../../src/bin/soniclet-bench/kubelet.rs"]
 mod kubelet;
-use k8s_cri::v1::ContainerState;
-use kubelet::Kubelet;
+use kubelet::{ContainerState, Kubelet};
 
 const SWITCH_DIR: &str = "/var/lib/soniclet-vs/e2e";
+/// The Kubernetes namespace of the tier's pods.
+const POD_NAMESPACE: &str = "sonic-e2e";
 const PATH_INSIDE: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 
 /// The swss failure group and its dependents (services/*.toml).
@@ -198,7 +200,7 @@ fn systemctl_tells_the_truth_on_a_booted_switch() {
     // As a registry would give it to the kubelet: CRI names images in full.
     switch.sh("ctr --namespace k8s.io images import /usr/share/soniclet/images/docker-teamd.tar >/dev/null && \
          ctr --namespace k8s.io images tag --force docker-teamd:latest docker.io/library/docker-teamd:latest");
-    let mut kubelet = Kubelet::connect(switch.leader);
+    let mut kubelet = Kubelet::connect(switch.leader, POD_NAMESPACE);
     kubelet.remove_leftovers();
     let (runtime, api) = kubelet.version();
     assert_eq!((runtime.as_str(), api.as_str()), ("containerd", "v1"));
@@ -407,7 +409,7 @@ fn systemctl_tells_the_truth_on_a_booted_switch() {
     switch.wait_until("soniclet sees containerd again", Duration::from_secs(60), |s| {
         s.run("soniclet wait --timeout 5").status.success() && s.all_ready()
     });
-    let mut kubelet = Kubelet::connect(switch.leader);
+    let mut kubelet = Kubelet::connect(switch.leader, POD_NAMESPACE);
     pod_alive(&mut kubelet, "after a containerd restart");
     assert_eq!(switch.pids(), pids, "no NOS task changed after a containerd restart");
     assert_eq!(switch.invocations(&units), invocations, "no NOS unit restarted");
@@ -432,7 +434,7 @@ fn systemctl_tells_the_truth_on_a_booted_switch() {
     assert_eq!(switch.pids(), pids);
     assert!(switch.sh("ctr --namespace k8s.io containers list --quiet").trim().is_empty());
 
-    step("13. soniclet k8s join enables the agent and waits for it to register; leave undoes it; the NOS is untouched");
+    step("13. soniclet k8s join enables the agent and waits for it to register; the NOS is untouched");
     // No registry ships k3s here: a stand-in in its place records how the unit ran it, then
     // registers as the kubelet does (its kubeconfig appears) and stays up.
     switch.sh("cat > /usr/local/bin/k3s <<'EOF'\n#!/bin/sh\necho \"$@\" > /run/k3s-args\n\
@@ -461,6 +463,61 @@ fn systemctl_tells_the_truth_on_a_booted_switch() {
         "no token in the journal"
     );
     assert_eq!(switch.pids(), pids, "joining touched no NOS task");
+
+    step("14. on the node, FEATURE set_owner=kube: telemetry is handed to its ready pod, and comes back when the pod goes");
+    // KubeSonic's DaemonSet, played by the kubelet: a pod whose container is named after the
+    // feature, from the feature's own image, in which the feature's readiness probe passes.
+    switch.sh("ctr --namespace k8s.io images import /usr/share/soniclet/images/docker-sonic-telemetry.tar >/dev/null && \
+         ctr --namespace k8s.io images tag --force docker-sonic-telemetry:latest docker.io/library/docker-sonic-telemetry:latest");
+    let local = switch.pids()["telemetry"];
+    let said = switch.sh("soniclet feature owner telemetry kube");
+    assert!(said.contains("owner kube (now local)"), "{said}");
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(switch.pids()["telemetry"], local, "no pod yet: the local container keeps serving");
+    let pod = kubelet.run_pod(
+        "telemetry",
+        "docker.io/library/docker-sonic-telemetry:latest",
+        "exec -a sleep /usr/bin/telemetry 100000",
+        None,
+    );
+    let handed = Instant::now();
+    switch
+        .wait_until("telemetry is Kubernetes'", Duration::from_secs(30), |s| s.service("telemetry")["state"] == "kube");
+    eprintln!("e2e: handed over {:.1}s after the pod started", handed.elapsed().as_secs_f64());
+    let view = switch.service("telemetry");
+    assert_eq!(view["ready"], true, "{view}");
+    assert!(
+        view["message"].as_str().unwrap_or_default().starts_with("runs as Kubernetes pod sonic-e2e/telemetry"),
+        "{view}"
+    );
+    assert!(
+        !switch.sh("ctr --namespace sonic tasks list --quiet").lines().any(|l| l == "telemetry"),
+        "the local task is gone"
+    );
+    assert_eq!(switch.prop("telemetry", "ActiveState"), "active", "the unit stays active: the feature runs, as a pod");
+    let status_text = switch.prop("telemetry", "StatusText");
+    assert!(status_text.starts_with("owned by Kubernetes"), "{status_text}");
+    let feature = switch.sh("soniclet db STATE_DB hgetall 'FEATURE|telemetry'");
+    assert!(feature.contains("current_owner") && feature.contains("kube") && feature.contains("running"), "{feature}");
+    let others: BTreeMap<String, u64> = switch.pids().into_iter().filter(|(n, _)| n != "telemetry").collect();
+    let before_others: BTreeMap<String, u64> = pids.clone().into_iter().filter(|(n, _)| n != "telemetry").collect();
+    assert_eq!(others, before_others, "no other NOS task changed");
+    assert!(switch.all_ready(), "a ready pod counts as the feature ready");
+
+    kubelet.remove(&pod);
+    let gone = Instant::now();
+    switch.wait_until("telemetry runs locally again", Duration::from_secs(30), |s| {
+        let view = s.service("telemetry");
+        view["state"] == "running" && view["ready"] == true
+    });
+    eprintln!("e2e: local again {:.1}s after the pod went", gone.elapsed().as_secs_f64());
+    assert_eq!(switch.prop("telemetry", "ActiveState"), "active");
+    switch.sh("soniclet feature owner telemetry local");
+    assert!(switch.all_ready());
+
+    step("15. soniclet k8s leave undoes the join; the NOS is untouched");
+    let pids = switch.pids();
+    let invocations = switch.invocations(&units);
     let leave = switch.run("soniclet k8s leave");
     assert!(leave.status.success(), "{}", String::from_utf8_lossy(&leave.stderr));
     assert_eq!(switch.prop("k3s-agent", "ActiveState"), "inactive");

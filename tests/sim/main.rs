@@ -170,7 +170,7 @@ fn pod(id: &str, name: &str, running: bool) -> soniclet::k8s::pods::PodContainer
 
 #[test]
 fn a_kube_owned_feature_is_handed_to_its_ready_pod_and_comes_back_when_the_pod_goes() {
-    let sim = Sim::start(&[
+    let sim = Sim::start_node(&[
         ("database", "database = true\nlocal-only = true"),
         ("swss", "requires = [\"database\"]\nlocal-only = true"),
         ("telemetry", "requires = [\"database\"]"),

@@ -37,8 +37,23 @@ impl Sim {
     /// The daemon over the twins, with one service per `(name, [service] lines)`: image
     /// `<name>:1`, ready once a process named like the service runs.
     pub fn start(manifests: &[(&str, &str)]) -> Self {
+        Self::start_as(manifests, false)
+    }
+
+    /// The same, on a switch that has joined a cluster (the kubelet holds its credentials),
+    /// so the daemon watches the kubelet's pods (the `pods` twin).
+    pub fn start_node(manifests: &[(&str, &str)]) -> Self {
+        Self::start_as(manifests, true)
+    }
+
+    fn start_as(manifests: &[(&str, &str)], node: bool) -> Self {
         let dir = tempfile::Builder::new().prefix("soniclet-sim-").tempdir().unwrap();
         let root = dir.path();
+        if node {
+            let agent = root.join("root/var/lib/rancher/k3s/agent");
+            std::fs::create_dir_all(&agent).unwrap();
+            std::fs::write(agent.join("kubelet.kubeconfig"), "kind: Config\n").unwrap();
+        }
         let services = root.join("services");
         std::fs::create_dir_all(&services).unwrap();
         let runtime = Arc::new(MemoryRuntime::new());

@@ -17,7 +17,7 @@ use crate::util::{build_bench, build_soniclet, ensure_packages, is_root, output,
 
 pub fn run_task(args: &[String]) -> Result<()> {
     let Some(name) = args.first() else {
-        bail!("usage: cargo xtask bench <boot | appl-db | lifecycle | systemd | vasic | upgrade | onie> [--json FILE] [--idle-secs N] [--repeat N]")
+        bail!("usage: cargo xtask bench <boot | appl-db | lifecycle | systemd | vasic | upgrade | onie | k8s> [--json FILE] [--idle-secs N] [--repeat N]")
     };
     let mut json = None;
     let mut idle_secs = 60u64;
@@ -43,8 +43,11 @@ pub fn run_task(args: &[String]) -> Result<()> {
         "vasic" => crate::bench_vasic::vasic(repeat.min(5))?,
         "upgrade" => crate::bench_upgrade::upgrade(repeat)?,
         "onie" => crate::bench_onie::onie()?,
+        "k8s" => crate::bench_k8s::k8s(repeat.min(5))?,
         other => {
-            bail!("unknown benchmark {other:?}; available: boot, appl-db, lifecycle, systemd, vasic, upgrade, onie")
+            bail!(
+                "unknown benchmark {other:?}; available: boot, appl-db, lifecycle, systemd, vasic, upgrade, onie, k8s"
+            )
         }
     };
     print_table(&format!("cargo xtask bench {name}"), &metrics);

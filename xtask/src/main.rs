@@ -11,6 +11,7 @@
 //! | `deps` | installs the Debian packages soniclet needs |
 
 mod bench;
+mod bench_k8s;
 mod bench_onie;
 mod bench_upgrade;
 mod bench_vasic;

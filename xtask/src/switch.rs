@@ -386,9 +386,11 @@ impl Switch {
     /// Waits until systemd finished booting, then until soniclet has every enabled service ready.
     pub fn wait_ready(&self, timeout: Duration) -> Result<()> {
         let deadline = Instant::now() + timeout;
-        // Right after the spawn systemd does not answer yet ("offline"): ask again.
+        // Right after the spawn systemd does not answer yet ("offline"), and it re-executes
+        // once its cgroup controllers are writable, which a waiting systemctl does not survive:
+        // ask again, a few seconds at a time.
         loop {
-            let left = deadline.saturating_duration_since(Instant::now()).as_secs().max(1);
+            let left = deadline.saturating_duration_since(Instant::now()).as_secs().clamp(1, 5);
             let state = self.sh(&format!("timeout {left} systemctl is-system-running --wait 2>/dev/null || true"))?;
             match state.trim() {
                 "running" | "degraded" => break,

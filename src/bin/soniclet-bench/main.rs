@@ -2,6 +2,8 @@
 //! product but never shipped in the switch's image: it drives containerd, Redis and the
 //! kernel straight, without the daemon, to give each benchmark its baseline.
 
+mod k8s;
+mod kubelet;
 mod raw;
 mod workloads;
 
@@ -62,6 +64,32 @@ enum Bench {
         #[arg(long)]
         nexthop: String,
     },
+    /// `bench k8s`: a pod started through CRI on the switch whose PID 1 is `leader`, as the
+    /// kubelet does; prints its ids and the milliseconds until its container runs.
+    PodStart {
+        #[arg(long)]
+        leader: u32,
+        #[arg(long)]
+        name: String,
+        #[arg(long)]
+        image: String,
+        #[arg(long)]
+        script: String,
+        #[arg(long)]
+        memory_limit: Option<i64>,
+    },
+    /// `bench k8s`: stops and removes a pod.
+    PodRemove {
+        #[arg(long)]
+        leader: u32,
+        #[arg(long)]
+        sandbox: String,
+    },
+    /// `bench k8s`: a stand-in Kubernetes API server on 127.0.0.1 (every request answered).
+    FakeApiserver {
+        #[arg(long, default_value_t = 16443)]
+        port: u16,
+    },
     /// `bench vasic`'s baseline: routes straight over rtnetlink.
     NetlinkRoutes {
         #[arg(long, default_value_t = 10_000)]
@@ -85,11 +113,30 @@ async fn run(bench: Bench) -> Result<(), Failure> {
         Bench::NetlinkRoutes { count, dev, nexthop, table } => {
             workloads::netlink_routes(count, &dev, &nexthop, table).await
         }
+        Bench::PodStart { .. } | Bench::PodRemove { .. } | Bench::FakeApiserver { .. } => {
+            Err(fail("run synchronously in main"))
+        }
     }
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    // The kubelet player runs its own runtime: these run outside the main one.
+    match &cli.command {
+        Bench::PodStart { leader, name, image, script, memory_limit } => {
+            k8s::pod_start(*leader, name, image, script, *memory_limit);
+            return ExitCode::SUCCESS;
+        }
+        Bench::PodRemove { leader, sandbox } => {
+            k8s::pod_remove(*leader, sandbox);
+            return ExitCode::SUCCESS;
+        }
+        Bench::FakeApiserver { port } => {
+            k8s::fake_apiserver(*port);
+            return ExitCode::SUCCESS;
+        }
+        _ => {}
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build() {
         Ok(runtime) => runtime,
         Err(e) => {

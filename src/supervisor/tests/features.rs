@@ -8,6 +8,7 @@ fn change(service: &str, state: Option<&str>, auto_restart: Option<&str>, wait: 
         service: service.to_owned(),
         state: state.map(str::to_owned),
         auto_restart: auto_restart.map(str::to_owned),
+        owner: None,
         wait,
     })
 }
@@ -123,7 +124,7 @@ fn operators_changes_are_checked_before_anything_is_written() {
         reply 2 Conflict: FEATURE swss auto_restart is always_enabled
         reply 3 Conflict: database is the switch's database; it is always enabled
         reply 4 BadRequest: state \"sideways\": use enabled or disabled
-        reply 5 BadRequest: nothing to change: give state or auto_restart
+        reply 5 BadRequest: nothing to change: give state, auto_restart or owner
         reply 6 NotFound: unknown service \"nosuch\"; known services: bgp, database, pmon, snmp, swss, syncd
         ",
     );

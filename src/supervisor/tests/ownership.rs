@@ -146,3 +146,32 @@ fn a_restarted_daemon_waits_for_the_pods_before_starting_a_kube_owned_feature() 
         ",
     );
 }
+
+fn owner(service: &str, owner: &str) -> Step {
+    Cmd(Command::ChangeFeature {
+        service: service.to_owned(),
+        state: None,
+        auto_restart: None,
+        owner: Some(owner.to_owned()),
+        wait: false,
+    })
+}
+
+#[test]
+fn an_operators_owner_change_goes_through_config_db_and_the_data_plane_refuses_it() {
+    let manifests = set(&[
+        ("database", &svc("database", "database = true\nlocal-only = true")),
+        ("swss", &svc("swss", "requires = [\"database\"]\nlocal-only = true")),
+        ("snmp", &svc("snmp", "requires = [\"database\"]")),
+    ]);
+    check(
+        manifests,
+        vec![Boot, Pods(&[]), Mark, owner("snmp", "kube"), owner("swss", "kube"), owner("snmp", "k8s")],
+        "
+        db write FEATURE|snmp set_owner=kube
+        reply 1 ok FEATURE snmp enabled auto_restart enabled
+        reply 2 Conflict: swss is the data plane or its database: it stays local
+        reply 3 BadRequest: owner \"k8s\": use local or kube
+        ",
+    );
+}

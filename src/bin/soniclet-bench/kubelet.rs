@@ -1,22 +1,24 @@
 //! The kubelet, played over CRI against the switch's containerd: what a k3s agent on the
 //! switch does to run a pod (RunPodSandbox, CreateContainer, StartContainer, and the
 //! reverse), with host networking as KubeSonic's DaemonSets use it. The e2e tier runs pods
-//! beside the NOS with it and checks that neither touches the other.
+//! beside the NOS with it and checks that neither touches the other (it includes this file);
+//! `bench k8s` times pods with it.
+
+// Each of the two uses part of it.
+#![allow(dead_code)]
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use containerd_client::tonic::transport::Channel;
 use k8s_cri::v1::runtime_service_client::RuntimeServiceClient;
+pub use k8s_cri::v1::ContainerState;
 use k8s_cri::v1::{
-    ContainerConfig, ContainerMetadata, ContainerState, ContainerStatusRequest, CreateContainerRequest, ImageSpec,
+    ContainerConfig, ContainerMetadata, ContainerStatusRequest, CreateContainerRequest, ImageSpec,
     LinuxContainerConfig, LinuxContainerResources, LinuxPodSandboxConfig, LinuxSandboxSecurityContext,
     ListPodSandboxRequest, NamespaceMode, NamespaceOption, PodSandboxConfig, PodSandboxMetadata,
     RemovePodSandboxRequest, RunPodSandboxRequest, StartContainerRequest, StopPodSandboxRequest, VersionRequest,
 };
-
-/// The Kubernetes namespace of the tier's pods.
-const POD_NAMESPACE: &str = "sonic-e2e";
 
 /// Where the kubelet puts pods under systemd's cgroup driver.
 const KUBEPODS_SLICE: &str = "kubepods.slice";
@@ -24,6 +26,8 @@ const KUBEPODS_SLICE: &str = "kubepods.slice";
 pub struct Kubelet {
     runtime: tokio::runtime::Runtime,
     client: RuntimeServiceClient<Channel>,
+    /// The Kubernetes namespace of its pods.
+    namespace: String,
 }
 
 /// One pod the kubelet runs: its sandbox and its one container.
@@ -44,14 +48,15 @@ pub struct Status {
 }
 
 impl Kubelet {
-    /// Connects to the containerd socket of the switch whose leader is `leader`.
-    pub fn connect(leader: u32) -> Self {
+    /// Connects to the containerd socket of the switch whose leader is `leader`; its pods go
+    /// in Kubernetes namespace `namespace`.
+    pub fn connect(leader: u32, namespace: &str) -> Self {
         let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
         let socket = format!("/proc/{leader}/root/run/containerd/containerd.sock");
         let channel = runtime
             .block_on(containerd_client::connect(&socket))
             .unwrap_or_else(|e| panic!("cannot reach the switch's containerd at {socket}: {e}"));
-        let mut kubelet = Self { runtime, client: RuntimeServiceClient::new(channel) };
+        let mut kubelet = Self { runtime, client: RuntimeServiceClient::new(channel), namespace: namespace.to_owned() };
         kubelet.wait_until_serving();
         kubelet
     }
@@ -65,7 +70,7 @@ impl Kubelet {
             match listing {
                 Ok(_) => return,
                 Err(e) if Instant::now() < deadline => {
-                    eprintln!("e2e: CRI is not serving yet ({})", e.message());
+                    eprintln!("kubelet: CRI is not serving yet ({})", e.message());
                     std::thread::sleep(Duration::from_millis(250));
                 }
                 Err(e) => panic!("CRI did not serve within 60s: {e}"),
@@ -81,7 +86,7 @@ impl Kubelet {
             .expect("CRI answers ListPodSandbox")
             .into_inner();
         for sandbox in listing.items {
-            if sandbox.metadata.as_ref().is_some_and(|m| m.namespace == POD_NAMESPACE) {
+            if sandbox.metadata.as_ref().is_some_and(|m| m.namespace == self.namespace) {
                 let name = sandbox.metadata.map(|m| m.name).unwrap_or_default();
                 self.remove(&Pod { name, sandbox: sandbox.id, container: String::new() });
             }
@@ -102,7 +107,7 @@ impl Kubelet {
             metadata: Some(PodSandboxMetadata {
                 name: name.to_owned(),
                 uid: format!("uid-{name}"),
-                namespace: POD_NAMESPACE.to_owned(),
+                namespace: self.namespace.clone(),
                 attempt: 0,
             }),
             hostname: String::new(),
