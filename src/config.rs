@@ -30,11 +30,20 @@ pub struct KubernetesConfig {
     /// Once the switch has joined a cluster, keep its Node's labels and `NetworkOSReady`
     /// condition current and send Events, with the kubelet's node credentials.
     pub report: bool,
+    /// Join this cluster when the daemon starts (as `soniclet k8s join`), unless the switch
+    /// has joined it already: `https://HOST[:PORT]`.
+    pub server: Option<String>,
+    /// The cluster's join token, in a file only root may read.
+    pub token_file: Option<PathBuf>,
+    /// The node's name; the hostname when absent.
+    pub node_name: Option<String>,
+    /// `KEY=VALUE` labels beside the switch's own.
+    pub labels: Vec<String>,
 }
 
 impl Default for KubernetesConfig {
     fn default() -> Self {
-        Self { report: true }
+        Self { report: true, server: None, token_file: None, node_name: None, labels: Vec::new() }
     }
 }
 
@@ -260,6 +269,17 @@ impl Config {
                 format!("{:?} is not auto, cold, warm or fast", self.daemon.boot_type),
             ));
         }
+        if let Some(server) = &self.kubernetes.server {
+            if !server.starts_with("https://") {
+                return Err(invalid(
+                    "kubernetes.server",
+                    format!("{server:?}: the API server's URL must be https://HOST[:PORT]"),
+                ));
+            }
+            if self.kubernetes.token_file.is_none() {
+                return Err(invalid("kubernetes.token-file", "a join needs the cluster's token in a file".into()));
+            }
+        }
         if self.daemon.log_max_bytes < 4096 || self.daemon.log_max_files == 0 {
             return Err(invalid("daemon", "log-max-bytes must be at least 4096 and log-max-files at least 1".into()));
         }
@@ -322,6 +342,22 @@ mod tests {
     fn typo_is_rejected_with_its_name() {
         let err = Config::parse(Path::new("c.toml"), "[paths]\nstate-dir = \"/x\"\n").unwrap_err().to_string();
         assert!(err.contains("c.toml") && err.contains("state-dir"), "{err}");
+    }
+
+    #[test]
+    fn a_join_in_the_config_needs_an_https_server_and_a_token_file() {
+        let err =
+            Config::parse(Path::new("c.toml"), "[kubernetes]\nserver = \"http://k3s:6443\"\ntoken-file = \"/t\"\n")
+                .unwrap_err()
+                .to_string();
+        assert!(err.contains("kubernetes.server") && err.contains("https://"), "{err}");
+        let err = Config::parse(Path::new("c.toml"), "[kubernetes]\nserver = \"https://k3s:6443\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("kubernetes.token-file"), "{err}");
+        let ok =
+            Config::parse(Path::new("c.toml"), "[kubernetes]\nserver = \"https://k3s:6443\"\ntoken-file = \"/t\"\n");
+        assert!(ok.is_ok());
     }
 
     #[test]

@@ -394,8 +394,11 @@ pub async fn run_with<R: ContainerRuntime, H: Health, U: Units, D: Databases, P:
         shutdown.clone(),
     ));
     if config.kubernetes.report {
-        let settings =
-            crate::k8s::task::Settings { sonic_root: config.paths.sonic_root.clone(), os_host: config.os.host.clone() };
+        let settings = crate::k8s::task::Settings {
+            sonic_root: config.paths.sonic_root.clone(),
+            os_host: config.os.host.clone(),
+            config: config.clone(),
+        };
         tracker.spawn(crate::k8s::task::supervise(settings, handle.clone(), shutdown.clone()));
     }
     // Intents speak swss-common's protocols: only databases that carry them get an engine.

@@ -2,7 +2,6 @@
 //! root, without the daemon (as k3s's own installer does): the agent's files and unit are the
 //! host's, and no NOS service is touched by any of the three.
 
-use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -11,12 +10,10 @@ use serde::Serialize;
 use super::output::{print_table, CliResult, Failure};
 use crate::config::Config;
 use crate::exit::Exit;
-use crate::k8s::agent::Join;
 use crate::k8s::cluster::{Cluster, ClusterError};
-use crate::k8s::join::{AgentFiles, JoinError, Token, UNIT};
+use crate::k8s::enroll::{enroll, EnrollError, Request};
+use crate::k8s::join::{AgentFiles, JoinError, UNIT};
 use crate::k8s::kube_api::KubeCluster;
-use crate::k8s::labels::node_labels;
-use crate::k8s::reserve::Reservations;
 use crate::systemd::dbus;
 
 /// What `join` was asked.
@@ -83,10 +80,6 @@ async fn api_view(files: &AgentFiles, node: &str) -> ApiView {
     }
 }
 
-fn invalid(message: impl Into<String>) -> Failure {
-    Failure { exit: Exit::Invalid, message: message.into() }
-}
-
 fn join_failure(e: &JoinError) -> Failure {
     let exit = match e {
         JoinError::Write { .. } | JoinError::Remove { .. } => Exit::Failure,
@@ -103,63 +96,35 @@ fn load_config(path: &Path) -> Result<Config, Failure> {
     Config::load(path).map_err(|e| Failure { exit: Exit::Config, message: crate::exit::chain(&e) })
 }
 
-fn memory_capacity() -> Result<u64, Failure> {
-    let meminfo = std::fs::read_to_string("/proc/meminfo").map_err(|e| invalid(format!("/proc/meminfo: {e}")))?;
-    meminfo
-        .lines()
-        .find_map(|l| l.strip_prefix("MemTotal:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
-        .map(|kib| kib * 1024)
-        .ok_or_else(|| invalid("/proc/meminfo has no MemTotal"))
-}
-
-/// The Join for these arguments on this switch; nothing is written yet.
-fn plan(args: &JoinArgs, config: &Config) -> Result<Join, Failure> {
-    let (facts, hostname) = crate::k8s::facts::read(&config.paths.sonic_root, &config.os.host);
-    let mut labels: BTreeMap<String, String> = node_labels(&facts);
-    for label in &args.labels {
-        let (key, value) =
-            label.split_once('=').ok_or_else(|| invalid(format!("--label {label:?}: give it as KEY=VALUE")))?;
-        labels.insert(key.to_owned(), value.to_owned());
-    }
-    let node_name = match &args.node_name {
-        Some(name) => name.clone(),
-        None => hostname
-            .or_else(|| std::fs::read_to_string(config.paths.sonic_root.join("etc/hostname")).ok())
-            .map(|h| h.trim().to_ascii_lowercase())
-            .ok_or_else(|| invalid("the switch has no hostname: give --node-name"))?,
+fn enroll_failure(e: &EnrollError) -> Failure {
+    let exit = match e {
+        EnrollError::Files(e) => return join_failure(e),
+        EnrollError::NoK3s => Exit::NotFound,
+        EnrollError::Systemd(_) => Exit::Unavailable,
+        EnrollError::Manifests(_) => Exit::Config,
+        _ => Exit::Invalid,
     };
-    let manifests = crate::manifest::load_dir(&config.paths.services)
-        .map_err(|e| Failure { exit: Exit::Config, message: crate::exit::chain(&e) })?;
-    let reservations = Reservations::compute(memory_capacity()?, manifests.services().map(|s| s.memory_floor()))
-        .map_err(|e| invalid(e.to_string()))?;
-    Ok(Join {
-        server: args.server.clone(),
-        token_file: AgentFiles::token_file(),
-        node_name,
-        labels,
-        runtime_endpoint: format!("unix://{}", config.containerd.socket.display()),
-        pause_image: crate::k8s::PAUSE_IMAGE.to_owned(),
-        kubelet_args: reservations.kubelet_args(),
-    })
+    Failure { exit, message: crate::exit::chain(e) }
 }
 
 pub async fn join(config_path: &Path, args: JoinArgs) -> CliResult {
     let config = load_config(config_path)?;
-    let token = Token::read(&args.token_file).map_err(|e| join_failure(&e))?;
-    let join = plan(&args, &config)?;
+    let request = Request {
+        server: args.server.clone(),
+        token_file: args.token_file.clone(),
+        node_name: args.node_name.clone(),
+        labels: args.labels.clone(),
+    };
+    let join = match enroll(&request, &config).await {
+        Ok(join) => join,
+        Err(e @ (EnrollError::NoK3s | EnrollError::Systemd(_))) => {
+            eprintln!("k8s: wrote the agent's config for {}", args.server);
+            return Err(enroll_failure(&e));
+        }
+        Err(e) => return Err(enroll_failure(&e)),
+    };
     let files = AgentFiles::new(&config.paths.sonic_root);
-    files.install(&join, &token).map_err(|e| join_failure(&e))?;
     eprintln!("k8s: wrote the agent's config for {} as node {}", join.server, join.node_name);
-    if !files.has_k3s() {
-        return Err(Failure {
-            exit: Exit::NotFound,
-            message: "this OS image carries no k3s (/usr/local/bin/k3s): the configuration is kept; build the image \
-                      with K3S_BIN=/path/to/k3s, install it, and join again"
-                .into(),
-        });
-    }
-    dbus::enable_and_restart(UNIT).await.map_err(|e| systemd_failure("cannot start k3s-agent.service", &e))?;
     eprintln!("k8s: k3s-agent.service enabled and started");
     if args.no_wait {
         return Ok(());

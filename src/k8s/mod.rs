@@ -11,6 +11,7 @@
 pub mod agent;
 pub mod cluster;
 pub mod cri;
+pub mod enroll;
 pub mod facts;
 pub mod join;
 pub mod kube_api;

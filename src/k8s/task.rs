@@ -21,11 +21,12 @@ use crate::supervisor::{Command, Handle, Notice, Now, Response, ServiceView, Sys
 const LOOK: Duration = Duration::from_secs(10);
 const FACTS: Duration = Duration::from_secs(5 * 60);
 
-/// Where the switch's files are.
+/// Where the switch's files are, and the join the agent config asks for.
 #[derive(Debug, Clone)]
 pub struct Settings {
     pub sonic_root: PathBuf,
     pub os_host: PathBuf,
+    pub config: crate::config::Config,
 }
 
 /// What the supervisor tells the task.
@@ -59,6 +60,17 @@ pub fn metadata(settings: &Settings) -> NodeMetadata {
 /// leaves; until shutdown.
 pub async fn supervise(settings: Settings, handle: Handle, shutdown: CancellationToken) {
     let files = AgentFiles::new(&settings.sonic_root);
+    if let Some(request) = super::enroll::wanted(&settings.config, &settings.sonic_root) {
+        // `[kubernetes] server` in the agent config: joined as `soniclet k8s join --no-wait`.
+        match super::enroll::enroll(&request, &settings.config).await {
+            Ok(join) => {
+                tracing::info!(server = %join.server, node = %join.node_name, "joining the cluster the agent config names")
+            }
+            Err(e) => {
+                tracing::error!(error = %crate::error::chain(&e), "cannot join the cluster the agent config names ([kubernetes] server)")
+            }
+        }
+    }
     let mut said_waiting = false;
     while !shutdown.is_cancelled() {
         let joined = files.joined().ok().flatten();

@@ -277,6 +277,39 @@ fn a_config_reload_replaces_config_db_and_brings_everything_back() {
     assert_eq!(code(&out), 5, "a broken file changes nothing: {out:?}");
 }
 
+/// `[kubernetes] server` in the agent config: the daemon joins as `soniclet k8s join
+/// --no-wait` would, writing the agent's files (the token 0600, never in a log), and says
+/// plainly that this image has no k3s to start.
+#[test]
+fn the_agent_config_joins_the_cluster_it_names() {
+    use std::os::unix::fs::PermissionsExt;
+    const SECRET: &str = "K10sim::server:config-join-secret";
+    let dir = tempfile::tempdir().unwrap();
+    let token = dir.path().join("token");
+    std::fs::write(&token, format!("{SECRET}\n")).unwrap();
+    std::fs::set_permissions(&token, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let sim = Sim::start_with(
+        &[("a", "")],
+        &format!(
+            "[kubernetes]\nserver = \"https://k3s.example.net:6443\"\ntoken-file = \"{}\"\nnode-name = \"leaf9\"\nlabels = [\"rack=r9\"]\n",
+            token.display()
+        ),
+    );
+    let config = sim.sonic_root().join("etc/rancher/k3s/config.yaml");
+    assert!(support::wait_until(Duration::from_secs(10), || config.exists()), "the daemon writes the agent's config");
+    let agent: Value = serde_norway::from_str(&std::fs::read_to_string(&config).unwrap()).unwrap();
+    assert_eq!(
+        (agent["server"].as_str(), agent["node-name"].as_str()),
+        (Some("https://k3s.example.net:6443"), Some("leaf9"))
+    );
+    let labels: Vec<&str> = agent["node-label"].as_array().unwrap().iter().filter_map(Value::as_str).collect();
+    assert!(labels.contains(&"rack=r9"), "{labels:?}");
+    let copy = sim.sonic_root().join("etc/rancher/k3s/soniclet-token");
+    assert_eq!(std::fs::metadata(&copy).unwrap().permissions().mode() & 0o777, 0o600);
+    assert_eq!(std::fs::read_to_string(&copy).unwrap().trim(), SECRET);
+    sim.cli_ok(&["wait", "--timeout", "10"]);
+}
+
 /// `soniclet k8s` on a switch whose image carries no k3s: the join's files are written (the
 /// token 0600, the config naming it), the missing k3s is said plainly, `status` reports the
 /// join without the token, `leave` removes every file; bad input changes nothing.

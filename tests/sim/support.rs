@@ -37,16 +37,26 @@ impl Sim {
     /// The daemon over the twins, with one service per `(name, [service] lines)`: image
     /// `<name>:1`, ready once a process named like the service runs.
     pub fn start(manifests: &[(&str, &str)]) -> Self {
-        Self::start_as(manifests, false)
+        Self::start_as(manifests, false, "")
     }
 
     /// The same, on a switch that has joined a cluster (the kubelet holds its credentials),
     /// so the daemon watches the kubelet's pods (the `pods` twin).
     pub fn start_node(manifests: &[(&str, &str)]) -> Self {
-        Self::start_as(manifests, true)
+        Self::start_as(manifests, true, "")
     }
 
-    fn start_as(manifests: &[(&str, &str)], node: bool) -> Self {
+    /// The same, with more agent config (whole tables, after the sim's own).
+    pub fn start_with(manifests: &[(&str, &str)], config: &str) -> Self {
+        Self::start_as(manifests, false, config)
+    }
+
+    /// The SONiC root the daemon sees (`/` on a switch).
+    pub fn sonic_root(&self) -> PathBuf {
+        self._dir.path().join("root")
+    }
+
+    fn start_as(manifests: &[(&str, &str)], node: bool, extra_config: &str) -> Self {
         let dir = tempfile::Builder::new().prefix("soniclet-sim-").tempdir().unwrap();
         let root = dir.path();
         if node {
@@ -70,7 +80,7 @@ impl Sim {
             &config,
             format!(
                 "[paths]\nservices = \"{r}/services\"\nstate = \"{r}/state\"\nlogs = \"{r}/logs\"\nrun = \"{r}/run\"\n\
-                 images = \"{r}/images\"\nsonic-root = \"{r}/root\"\n[api]\nsocket = \"{s}\"\n",
+                 images = \"{r}/images\"\nsonic-root = \"{r}/root\"\n[api]\nsocket = \"{s}\"\n{extra_config}",
                 r = root.display(),
                 s = socket.display()
             ),
