@@ -145,7 +145,17 @@ printf 'apiVersion: v1\\nkind: Config\\nclusters:\\n- name: c\\n  cluster:\\n   
 users:\\n- name: u\\n  user:\\n    token: bench\\ncontexts:\\n- name: x\\n  context:\\n    cluster: c\\n    user: u\\n\
 current-context: x\\n' > /var/lib/rancher/k3s/agent/kubelet.kubeconfig";
 
-fn fake_apiserver(bench: &Path, switch: &Switch) -> Result<Child> {
+/// The stand-in API server, stopped when dropped (whatever the benchmark's end).
+struct ApiServer(Child);
+
+impl Drop for ApiServer {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn fake_apiserver(bench: &Path, switch: &Switch) -> Result<ApiServer> {
     Command::new("ip")
         .args(["netns", "exec", &switch.netns()])
         .arg(bench)
@@ -153,6 +163,7 @@ fn fake_apiserver(bench: &Path, switch: &Switch) -> Result<Child> {
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
+        .map(ApiServer)
         .context("cannot start the stand-in API server")
 }
 
@@ -201,7 +212,7 @@ pub fn k8s(repeat: usize) -> Result<Vec<Metric>> {
     )?;
     std::thread::sleep(Duration::from_secs(5));
     let (rss_off, cpu_off) = daemon_footprint(&switch)?;
-    let mut api = fake_apiserver(&bench, &switch)?;
+    let api = fake_apiserver(&bench, &switch)?;
     switch.sh(&format!(
         "sed -i '/^\\[kubernetes\\]/,$d' /etc/soniclet/config.toml && {JOINED} && systemctl restart soniclet \
          && soniclet wait --timeout 60 >/dev/null"
@@ -216,13 +227,9 @@ pub fn k8s(repeat: usize) -> Result<Vec<Metric>> {
         starts.push(timed(&switch, "soniclet start telemetry")?);
     }
     switch.sh("soniclet feature owner telemetry kube >/dev/null")?;
-    for i in 0..repeat {
-        let pod = kubelet.start(
-            &format!("telemetry-{i}"),
-            TELEMETRY_IMAGE,
-            "exec -a sleep /usr/bin/telemetry 100000",
-            None,
-        )?;
+    for _ in 0..repeat {
+        // Named after the feature, as its DaemonSet's container is.
+        let pod = kubelet.start("telemetry", TELEMETRY_IMAGE, "exec -a sleep /usr/bin/telemetry 100000", None)?;
         let handed = wait_until("telemetry is Kubernetes'", Duration::from_secs(30), || {
             Ok(service(&switch, "telemetry")?["state"] == "kube"
                 && !switch.sh("ctr --namespace sonic tasks list --quiet")?.lines().any(|l| l == "telemetry"))
@@ -235,8 +242,7 @@ pub fn k8s(repeat: usize) -> Result<Vec<Metric>> {
         })?;
         fallbacks.push(back.as_secs_f64() * 1000.0);
     }
-    let _ = api.kill();
-    let _ = api.wait();
+    drop(api);
     switch.down()?;
 
     let idle = {
