@@ -214,7 +214,7 @@ mod tests {
     }
 
     /// The one request the server gets: method, path and query, content type, body.
-    async fn serve(handle: Handle, status: u16, answer: Value) -> (String, String, String, Value) {
+    async fn serve(handle: Handle, status: u16, answer: Value) -> (String, String, Value) {
         let mut handle = pin!(handle);
         let (request, send) = handle.next_request().await.expect("a request");
         let method = request.method().to_string();
@@ -225,7 +225,7 @@ mod tests {
         let body = if bytes.is_empty() { Value::Null } else { serde_json::from_slice(&bytes).unwrap() };
         let response = Response::builder().status(status).body(Body::from(serde_json::to_vec(&answer).unwrap()));
         send.send_response(response.unwrap());
-        (format!("{method} {uri}"), content_type, String::new(), body)
+        (format!("{method} {uri}"), content_type, body)
     }
 
     fn at(secs: u64) -> SystemTime {
@@ -245,7 +245,7 @@ mod tests {
             annotations: BTreeMap::from([("sonic.net/soniclet-version".into(), "0.1.0".into())]),
         };
         cluster.apply_node_metadata("leaf1", &metadata).await.unwrap();
-        let (request, content_type, _, body) = server.await.unwrap();
+        let (request, content_type, body) = server.await.unwrap();
         assert_eq!(request, "PATCH /api/v1/nodes/leaf1?&force=true&fieldManager=soniclet");
         assert_eq!(content_type, "application/apply-patch+yaml");
         assert_eq!(
@@ -270,7 +270,7 @@ mod tests {
             transition: at(1_700_000_000),
         };
         cluster.set_condition("leaf1", &condition).await.unwrap();
-        let (request, content_type, _, body) = server.await.unwrap();
+        let (request, content_type, body) = server.await.unwrap();
         assert_eq!(request, "PATCH /api/v1/nodes/leaf1/status?");
         assert_eq!(content_type, "application/strategic-merge-patch+json");
         assert_eq!(

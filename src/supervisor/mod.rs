@@ -49,7 +49,6 @@ pub use event::{
     Response, StagedImage, StartError, StartFrom, Started, StopHow,
 };
 pub use os::OsBoot;
-pub use ownership::GRACE as KUBE_GRACE;
 pub use ports::DbPort;
 pub use types::{
     BootType, CommandError, ErrorKind, FeatureSource, FeatureView, Now, RestartCause, ServiceState, ServiceView,
