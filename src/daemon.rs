@@ -356,6 +356,10 @@ pub async fn run_with<R: ContainerRuntime, H: Health, U: Units, D: Databases, P:
         Some((port, requests_rx, ready_rx)) => (Some(port), Some((requests_rx, ready_rx))),
         None => (None, None),
     };
+    // CONFIG_DB's KUBERNETES_MASTER|SERVER, from the link to the Kubernetes task, and the
+    // task's STATE_DB report back through the link.
+    let (kube_master, kube_master_rx) = tokio::sync::watch::channel(None);
+    let kube_state = db_port.as_ref().map(|port| port.requests.clone());
     let ports =
         Ports { runtime: Arc::clone(&adapters.runtime), health: adapters.health, units: adapters.units, db: db_port };
     let driver_config = DriverConfig {
@@ -373,16 +377,12 @@ pub async fn run_with<R: ContainerRuntime, H: Health, U: Units, D: Databases, P:
     }
     let handle = driver.handle();
     if let Some((requests_rx, ready_rx)) = db_task {
-        let (databases, sonic_root) = (Arc::clone(&adapters.databases), config.paths.sonic_root.clone());
-        tracker.spawn(dblink::run(
-            databases,
-            sonic_root,
-            handle.clone(),
-            requests_rx,
-            ready_rx,
-            boot,
-            shutdown.clone(),
-        ));
+        let link = dblink::Link {
+            dbs: Arc::clone(&adapters.databases),
+            sonic_root: config.paths.sonic_root.clone(),
+            kube_master,
+        };
+        tracker.spawn(dblink::run(link, handle.clone(), requests_rx, ready_rx, boot, shutdown.clone()));
     }
     let agent = crate::k8s::join::AgentFiles::new(&config.paths.sonic_root);
     let is_node = move || agent.kubelet_kubeconfig().exists();
@@ -393,12 +393,14 @@ pub async fn run_with<R: ContainerRuntime, H: Health, U: Units, D: Databases, P:
         handle.clone(),
         shutdown.clone(),
     ));
+    let settings = crate::k8s::task::Settings {
+        sonic_root: config.paths.sonic_root.clone(),
+        os_host: config.os.host.clone(),
+        config: config.clone(),
+    };
+    let master = crate::k8s::task::MasterFeed { entry: kube_master_rx, state: kube_state };
+    tracker.spawn(crate::k8s::task::follow_membership(settings.clone(), master, shutdown.clone()));
     if config.kubernetes.report {
-        let settings = crate::k8s::task::Settings {
-            sonic_root: config.paths.sonic_root.clone(),
-            os_host: config.os.host.clone(),
-            config: config.clone(),
-        };
         tracker.spawn(crate::k8s::task::supervise(settings, handle.clone(), shutdown.clone()));
     }
     // Intents speak swss-common's protocols: only databases that carry them get an engine.

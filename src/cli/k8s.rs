@@ -11,7 +11,7 @@ use super::output::{print_table, CliResult, Failure};
 use crate::config::Config;
 use crate::exit::Exit;
 use crate::k8s::cluster::{Cluster, ClusterError};
-use crate::k8s::enroll::{enroll, EnrollError, Request};
+use crate::k8s::enroll::{enroll, withdraw, EnrollError, NodeRemoval, Request};
 use crate::k8s::join::{AgentFiles, JoinError, UNIT};
 use crate::k8s::kube_api::KubeCluster;
 use crate::systemd::dbus;
@@ -88,10 +88,6 @@ fn join_failure(e: &JoinError) -> Failure {
     Failure { exit, message: crate::exit::chain(e) }
 }
 
-fn systemd_failure(what: &str, e: &dbus::DbusError) -> Failure {
-    Failure { exit: Exit::Unavailable, message: format!("{what}: {}", crate::exit::chain(e)) }
-}
-
 fn load_config(path: &Path) -> Result<Config, Failure> {
     Config::load(path).map_err(|e| Failure { exit: Exit::Config, message: crate::exit::chain(&e) })
 }
@@ -100,7 +96,7 @@ fn enroll_failure(e: &EnrollError) -> Failure {
     let exit = match e {
         EnrollError::Files(e) => return join_failure(e),
         EnrollError::NoK3s => Exit::NotFound,
-        EnrollError::Systemd(_) => Exit::Unavailable,
+        EnrollError::Systemd { .. } => Exit::Unavailable,
         EnrollError::Manifests(_) => Exit::Config,
         _ => Exit::Invalid,
     };
@@ -117,7 +113,7 @@ pub async fn join(config_path: &Path, args: JoinArgs) -> CliResult {
     };
     let join = match enroll(&request, &config).await {
         Ok(join) => join,
-        Err(e @ (EnrollError::NoK3s | EnrollError::Systemd(_))) => {
+        Err(e @ (EnrollError::NoK3s | EnrollError::Systemd { .. })) => {
             eprintln!("k8s: wrote the agent's config for {}", args.server);
             return Err(enroll_failure(&e));
         }
@@ -209,28 +205,10 @@ pub async fn status(config_path: &Path, json: bool) -> CliResult {
 
 pub async fn leave(config_path: &Path) -> CliResult {
     let config = load_config(config_path)?;
-    let files = AgentFiles::new(&config.paths.sonic_root);
-    if files.has_k3s() || dbus::active_state(UNIT).await.is_ok_and(|s| s != "inactive") {
-        dbus::stop_and_disable(UNIT).await.map_err(|e| systemd_failure("cannot stop k3s-agent.service", &e))?;
+    match withdraw(&config.paths.sonic_root).await.map_err(|e| enroll_failure(&e))? {
+        NodeRemoval::Absent => {}
+        removal => eprintln!("k8s: {removal}"),
     }
-    // The agent is stopped first: a running kubelet would register the Node again.
-    let joined = files.joined().ok().flatten();
-    if let Some(joined) = joined.filter(|_| files.kubelet_kubeconfig().exists()) {
-        let deleted = async {
-            let cluster = KubeCluster::from_kubeconfig(&files.kubelet_kubeconfig()).await?;
-            cluster.delete_node(&joined.node_name).await
-        };
-        match deleted.await {
-            Ok(()) => eprintln!("k8s: deleted the Node {}", joined.node_name),
-            Err(ClusterError::NotFound { .. }) => {}
-            Err(e) => eprintln!(
-                "k8s: the Node {node} stays in the cluster ({}): an administrator can remove it with `kubectl delete node {node}`",
-                crate::exit::chain(&e),
-                node = joined.node_name
-            ),
-        }
-    }
-    files.remove().map_err(|e| join_failure(&e))?;
     eprintln!("k8s: left the cluster: the agent is stopped and disabled, its config, token and state removed");
     Ok(())
 }

@@ -1,14 +1,17 @@
 //! A join as the switch makes it, for `soniclet k8s join` and for the daemon when the agent
-//! config names a cluster (`[kubernetes] server`): the Join for this switch (its facts, its
+//! config or CONFIG_DB names a cluster (`k8s::master`): the Join for this switch (its facts, its
 //! labels, the reservations from the manifests' memory floors), its files, and the agent's
-//! unit enabled and started. Nothing waits here: the CLI waits for the registration, the
-//! daemon reports once the kubelet holds its credentials.
+//! unit enabled and started; and leaving, for `soniclet k8s leave` and for the daemon when
+//! CONFIG_DB disables its cluster. Nothing waits here: the CLI waits for the registration,
+//! the daemon reports once the kubelet holds its credentials.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use super::agent::Join;
+use super::cluster::{Cluster, ClusterError};
 use super::join::{AgentFiles, JoinError, Token, UNIT};
+use super::kube_api::KubeCluster;
 use super::labels::node_labels;
 use super::reserve::{Reservations, ReserveError};
 use crate::config::Config;
@@ -40,8 +43,8 @@ pub enum EnrollError {
     Reserve(#[from] ReserveError),
     #[error("this OS image carries no k3s (/usr/local/bin/k3s): the configuration is kept; build the image with K3S_BIN=/path/to/k3s, install it, and join again")]
     NoK3s,
-    #[error("cannot start {UNIT}")]
-    Systemd(#[source] Box<dbus::DbusError>),
+    #[error("cannot {action} {UNIT}")]
+    Systemd { action: &'static str, source: Box<dbus::DbusError> },
 }
 
 fn memory_capacity() -> Result<u64, EnrollError> {
@@ -93,19 +96,60 @@ pub async fn enroll(request: &Request, config: &Config) -> Result<Join, EnrollEr
     if !files.has_k3s() {
         return Err(EnrollError::NoK3s);
     }
-    dbus::enable_and_restart(UNIT).await.map_err(|e| EnrollError::Systemd(Box::new(e)))?;
+    dbus::enable_and_restart(UNIT).await.map_err(|e| EnrollError::Systemd { action: "start", source: Box::new(e) })?;
     Ok(join)
 }
 
-/// The join the agent config asks for, unless the switch has joined that server already.
-pub fn wanted(config: &Config, root: &Path) -> Option<Request> {
-    let k8s = &config.kubernetes;
-    let request = Request {
-        server: k8s.server.clone()?,
-        token_file: k8s.token_file.clone()?,
-        node_name: k8s.node_name.clone(),
-        labels: k8s.labels.clone(),
+/// What leaving did to the Node in the cluster.
+#[derive(Debug)]
+pub enum NodeRemoval {
+    Deleted(String),
+    /// The kubelet never registered, or the Node was gone already.
+    Absent,
+    /// The node credentials could not delete it (RBAC, or the server is away).
+    Kept {
+        node: String,
+        error: ClusterError,
+    },
+}
+
+impl std::fmt::Display for NodeRemoval {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Deleted(node) => write!(f, "deleted the Node {node}"),
+            Self::Absent => write!(f, "no Node to delete"),
+            Self::Kept { node, error } => write!(
+                f,
+                "the Node {node} stays in the cluster ({}): an administrator can remove it with `kubectl delete node {node}`",
+                crate::error::chain(error)
+            ),
+        }
+    }
+}
+
+/// Leaves the cluster: the agent stopped and disabled first (a running kubelet would register
+/// the Node again), then the Node deleted where the node's credentials allow, then the agent's
+/// config, token and state removed. No NOS service is touched.
+pub async fn withdraw(root: &Path) -> Result<NodeRemoval, EnrollError> {
+    let files = AgentFiles::new(root);
+    if files.has_k3s() || dbus::active_state(UNIT).await.is_ok_and(|s| s != "inactive") {
+        dbus::stop_and_disable(UNIT).await.map_err(|e| EnrollError::Systemd { action: "stop", source: Box::new(e) })?;
+    }
+    let joined = files.joined().ok().flatten();
+    let removal = match joined.filter(|_| files.kubelet_kubeconfig().exists()) {
+        None => NodeRemoval::Absent,
+        Some(joined) => {
+            let deleted = async {
+                let cluster = KubeCluster::from_kubeconfig(&files.kubelet_kubeconfig()).await?;
+                cluster.delete_node(&joined.node_name).await
+            };
+            match deleted.await {
+                Ok(()) => NodeRemoval::Deleted(joined.node_name),
+                Err(ClusterError::NotFound { .. }) => NodeRemoval::Absent,
+                Err(error) => NodeRemoval::Kept { node: joined.node_name, error },
+            }
+        }
     };
-    let joined = AgentFiles::new(root).joined().ok().flatten();
-    (joined.map(|j| j.server) != Some(request.server.clone())).then_some(request)
+    files.remove()?;
+    Ok(removal)
 }

@@ -2,7 +2,8 @@
 //! `labels` is the Node's labels from DEVICE_METADATA and the image, `agent` the k3s agent's
 //! config.yaml for a join, `reserve` what the kubelet leaves to the NOS (all pure); `join`
 //! the agent's files on the switch (the token 0600, the config naming it); `facts` reads
-//! the switch's facts for the labels. In the daemon, `task` reports to the API server through
+//! the switch's facts for the labels; `master` is CONFIG_DB's `KUBERNETES_MASTER|SERVER` and
+//! which join the switch's sources ask for (pure), `enroll` joins and leaves. In the daemon, `task` reports to the API server through
 //! the `cluster` port (`kube_api` its adapter, `memory` its twin): `report` decides what the
 //! Node says (labels, the `NetworkOSReady` condition, Events), `recorder` holds the kubelet's
 //! event recorder rules. `pods` watches the kubelet's pods that claim features (FEATURE
@@ -16,6 +17,7 @@ pub mod facts;
 pub mod join;
 pub mod kube_api;
 pub mod labels;
+pub mod master;
 pub mod memory;
 pub mod pods;
 pub mod recorder;

@@ -7,19 +7,23 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use tokio::sync::{broadcast, watch};
+use tokio::sync::{broadcast, mpsc, watch};
 use tokio_util::sync::CancellationToken;
 
 use super::cluster::{Cluster, ClusterError, NodeMetadata};
 use super::join::AgentFiles;
 use super::kube_api::KubeCluster;
 use super::labels::node_labels;
+use super::master::{membership, MasterServer, Membership};
 use super::report::{Answer, Call, Reporter};
-use crate::supervisor::{Command, Handle, Notice, Now, Response, ServiceView, SystemReady};
+use crate::db::Fields;
+use crate::supervisor::{Command, DbRequest, Handle, Notice, Now, Response, ServiceView, SystemReady};
 
 /// How often the task looks for a join, and re-reads the switch's facts for its labels.
 const LOOK: Duration = Duration::from_secs(10);
 const FACTS: Duration = Duration::from_secs(5 * 60);
+/// How soon a join that failed is tried again (KubeSonic's ctrmgrd retries every 30 s).
+const RETRY: Duration = Duration::from_secs(30);
 
 /// Where the switch's files are, and the join the agent config asks for.
 #[derive(Debug, Clone)]
@@ -60,17 +64,6 @@ pub fn metadata(settings: &Settings) -> NodeMetadata {
 /// leaves; until shutdown.
 pub async fn supervise(settings: Settings, handle: Handle, shutdown: CancellationToken) {
     let files = AgentFiles::new(&settings.sonic_root);
-    if let Some(request) = super::enroll::wanted(&settings.config, &settings.sonic_root) {
-        // `[kubernetes] server` in the agent config: joined as `soniclet k8s join --no-wait`.
-        match super::enroll::enroll(&request, &settings.config).await {
-            Ok(join) => {
-                tracing::info!(server = %join.server, node = %join.node_name, "joining the cluster the agent config names")
-            }
-            Err(e) => {
-                tracing::error!(error = %crate::error::chain(&e), "cannot join the cluster the agent config names ([kubernetes] server)")
-            }
-        }
-    }
     let mut said_waiting = false;
     while !shutdown.is_cancelled() {
         let joined = files.joined().ok().flatten();
@@ -110,6 +103,87 @@ pub async fn supervise(settings: Settings, handle: Handle, shutdown: Cancellatio
         tokio::join!(report(&cluster, reporter, feeds, views, &refresh, &left), watch_join);
         if !shutdown.is_cancelled() {
             tracing::info!("the switch left the cluster");
+        }
+    }
+}
+
+/// CONFIG_DB's `KUBERNETES_MASTER|SERVER` as the database link follows it, and where the
+/// task's STATE_DB report goes (no database service: neither).
+#[derive(Debug)]
+pub struct MasterFeed {
+    pub entry: watch::Receiver<Option<Fields>>,
+    pub state: Option<mpsc::UnboundedSender<DbRequest>>,
+}
+
+/// Keeps the switch's membership what its sources say (`k8s::master`): joins as `soniclet
+/// k8s join --no-wait` does, moves to a new server, leaves the cluster CONFIG_DB disables.
+/// A join that fails is tried again every 30 s, and said again only when its error changes;
+/// a bad CONFIG_DB entry is said once and changes nothing. STATE_DB `KUBERNETES_MASTER|SERVER`
+/// says whether the switch is a registered node of the server CONFIG_DB names.
+pub async fn follow_membership(settings: Settings, mut master: MasterFeed, shutdown: CancellationToken) {
+    let files = AgentFiles::new(&settings.sonic_root);
+    let mut said: Option<String> = None;
+    let mut reported: Option<(MasterServer, bool)> = None;
+    // Without a database service nothing ever sends an entry.
+    let mut entries_open = true;
+    while !shutdown.is_cancelled() {
+        let entry = master.entry.borrow_and_update().clone();
+        let mut failed = false;
+        let mut say = |message: String, failure: bool| {
+            failed |= failure;
+            if said.as_ref() != Some(&message) {
+                if failure {
+                    tracing::error!("{message}");
+                } else {
+                    tracing::info!("{message}");
+                }
+                said = Some(message);
+            }
+        };
+        let parsed = entry.as_ref().map(MasterServer::parse).transpose();
+        let joined = files.joined().ok().flatten().map(|j| j.server);
+        match &parsed {
+            Err(e) => say(format!("{e}; the switch's cluster membership stays as it is"), false),
+            Ok(server) => {
+                match membership(&settings.config.kubernetes, server.as_ref(), joined.as_deref(), &settings.sonic_root)
+                {
+                    Membership::Keep => {}
+                    Membership::Join { request, from } => match super::enroll::enroll(&request, &settings.config).await
+                    {
+                        Ok(join) => say(
+                            format!("joining {} as node {} ({})", join.server, join.node_name, from.as_str()),
+                            false,
+                        ),
+                        Err(e) => say(
+                            format!("cannot join {} ({}): {}", request.server, from.as_str(), crate::error::chain(&e)),
+                            true,
+                        ),
+                    },
+                    Membership::Leave { server } => match super::enroll::withdraw(&settings.sonic_root).await {
+                        Ok(removal) => say(
+                            format!("left {server}: CONFIG_DB KUBERNETES_MASTER|SERVER disables it ({removal})"),
+                            false,
+                        ),
+                        Err(e) => say(format!("cannot leave {server}: {}", crate::error::chain(&e)), true),
+                    },
+                }
+            }
+        }
+        if let (Ok(Some(server)), Some(state)) = (parsed, &master.state) {
+            let joined = files.joined().ok().flatten().map(|j| j.server);
+            let connected = joined.as_deref() == Some(server.url().as_str()) && files.kubelet_kubeconfig().exists();
+            let now = (server, connected);
+            if reported.as_ref() != Some(&now) {
+                let fields = super::master::state_fields(&now.0, now.1, std::time::SystemTime::now());
+                let _ = state.send(DbRequest::KubeMaster { fields });
+                reported = Some(now);
+            }
+        }
+        let wait = if failed { RETRY } else { LOOK };
+        tokio::select! {
+            () = shutdown.cancelled() => return,
+            changed = master.entry.changed(), if entries_open => entries_open = changed.is_ok(),
+            () = tokio::time::sleep(wait) => {}
         }
     }
 }

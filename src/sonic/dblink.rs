@@ -90,6 +90,7 @@ async fn initialise_config<T: Tables>(sonic_root: &Path, conns: &Opened<T>, boot
 /// The tables the link follows for the supervisor.
 struct Follows<F> {
     features: F,
+    kube_master: F,
     ports: F,
     warm_enable: F,
     fast_enable: F,
@@ -138,14 +139,15 @@ impl Mirror {
 
 async fn subscribe<T: Tables>(conns: &Opened<T>) -> Result<Follows<T::Feed>, DbError> {
     // Concurrently: every service but the database waits for these at boot.
-    let (features, ports, warm_enable, fast_enable, warm_states) = tokio::try_join!(
+    let (features, kube_master, ports, warm_enable, fast_enable, warm_states) = tokio::try_join!(
         conns.config_db.follow("FEATURE"),
+        conns.config_db.follow(crate::k8s::master::TABLE),
         conns.appl_db.follow("PORT_TABLE"),
         conns.state_db.follow("WARM_RESTART_ENABLE_TABLE"),
         conns.state_db.follow("FAST_RESTART_ENABLE_TABLE"),
         conns.state_db.follow("WARM_RESTART_TABLE"),
     )?;
-    Ok(Follows { features, ports, warm_enable, fast_enable, warm_states })
+    Ok(Follows { features, kube_master, ports, warm_enable, fast_enable, warm_states })
 }
 
 /// The FEATURE table as it is now.
@@ -197,9 +199,13 @@ async fn write_feature<T: Tables>(
 }
 
 /// The link's fixed inputs.
-struct Link<D> {
-    dbs: Arc<D>,
-    sonic_root: PathBuf,
+/// What the link works on: the databases, `/etc/sonic`, and where it tells the Kubernetes
+/// task of CONFIG_DB's `KUBERNETES_MASTER|SERVER` (the fields, `None` without an entry).
+#[derive(Debug)]
+pub struct Link<D> {
+    pub dbs: Arc<D>,
+    pub sonic_root: PathBuf,
+    pub kube_master: watch::Sender<Option<Fields>>,
 }
 
 async fn handle_message<D: Databases>(link: &Link<D>, conns: &Opened<D::Tables>, handle: &Handle, message: &DbRequest) {
@@ -237,7 +243,7 @@ async fn handle_message<D: Databases>(link: &Link<D>, conns: &Opened<D::Tables>,
                 tracing::warn!(service = %service, error = %e, "cannot write STATE_DB WARM_RESTART_ENABLE_TABLE");
             }
         }
-        DbRequest::Upgrade { .. } | DbRequest::OsImage { .. } => {
+        DbRequest::Upgrade { .. } | DbRequest::OsImage { .. } | DbRequest::KubeMaster { .. } => {
             if let Some((table, key, fields)) = state_entry(message) {
                 if let Err(e) = set_entry(&conns.state_db, table, key, fields).await {
                     tracing::warn!(key = %key, error = %e, "cannot write STATE_DB {table}");
@@ -274,6 +280,7 @@ async fn reload<D: Databases>(
 fn state_entry(message: &DbRequest) -> Option<(&'static str, &str, &Fields)> {
     match message {
         DbRequest::Upgrade { service, fields } => Some(("SERVICE_UPGRADE_TABLE", service, fields)),
+        DbRequest::KubeMaster { fields } => Some((crate::k8s::master::TABLE, crate::k8s::master::KEY, fields)),
         DbRequest::OsImage { image, fields } => Some(("OS_IMAGE_TABLE", image, fields)),
         _ => None,
     }
@@ -304,17 +311,34 @@ impl Latest {
     }
 }
 
-/// Runs the link over `dbs` until shutdown; `sonic_root` holds `/etc/sonic`.
+/// The `SERVER` entry a change of `KUBERNETES_MASTER` leaves (`Some(None)`: deleted);
+/// `None` for another key.
+fn kube_master_entry(op: Op) -> Option<Option<Fields>> {
+    match op {
+        Op::Set { key, fields } if key == crate::k8s::master::KEY => Some(Some(fields)),
+        Op::Del { key } if key == crate::k8s::master::KEY => Some(None),
+        _ => None,
+    }
+}
+
+/// Tells the Kubernetes task of `entry` if it is news.
+fn publish_kube_master(master: &watch::Sender<Option<Fields>>, entry: Option<Fields>) {
+    master.send_if_modified(|current| {
+        let changed = *current != entry;
+        *current = entry;
+        changed
+    });
+}
+
+/// Runs the link until shutdown.
 pub async fn run<D: Databases>(
-    dbs: Arc<D>,
-    sonic_root: PathBuf,
+    link: Link<D>,
     handle: Handle,
     mut messages: mpsc::UnboundedReceiver<DbRequest>,
     mut database_ready: watch::Receiver<DatabaseReadiness>,
     boot: BootType,
     shutdown: CancellationToken,
 ) {
-    let link = Link { dbs, sonic_root };
     let mut latest = Latest::default();
     // Requests that need the database, kept until it is back.
     let mut waiting: Vec<DbRequest> = Vec::new();
@@ -394,6 +418,12 @@ pub async fn run<D: Databases>(
             }
         }
         handle.send(Event::FeaturesLoaded(features));
+        // From what this connection loaded alone: an entry gone with a database restart is gone.
+        let mut master = None;
+        while let Some(op) = follows.kube_master.try_next() {
+            master = kube_master_entry(op).unwrap_or(master);
+        }
+        publish_kube_master(&link.kube_master, master);
         for report in latest.features.values() {
             handle_message(&link, &conns, &handle, &DbRequest::Feature(report.clone())).await;
         }
@@ -414,6 +444,10 @@ pub async fn run<D: Databases>(
                 op = follows.features.next() => match op {
                     Some(Op::Set { key, fields }) => { handle.send(Event::FeatureChanged { name: key, fields: Some(fields) }); }
                     Some(Op::Del { key }) => { handle.send(Event::FeatureChanged { name: key, fields: None }); }
+                    None => break,
+                },
+                op = follows.kube_master.next() => match op {
+                    Some(op) => if let Some(entry) = kube_master_entry(op) { publish_kube_master(&link.kube_master, entry) },
                     None => break,
                 },
                 op = follows.ports.next() => match op {
@@ -480,15 +514,9 @@ mod tests {
         let (_requests, messages) = mpsc::unbounded_channel();
         let (ready, ready_rx) = watch::channel(DatabaseReadiness::Down);
         let shutdown = CancellationToken::new();
-        let link = tokio::spawn(run(
-            dbs.clone(),
-            sonic.path().to_owned(),
-            handle,
-            messages,
-            ready_rx,
-            BootType::Cold,
-            shutdown.clone(),
-        ));
+        let (kube_master, _) = watch::channel(None);
+        let link = Link { dbs: dbs.clone(), sonic_root: sonic.path().to_owned(), kube_master };
+        let link = tokio::spawn(run(link, handle, messages, ready_rx, BootType::Cold, shutdown.clone()));
         ready.send_replace(DatabaseReadiness::Ready(1));
         features_loaded(&mut probe).await;
         let initialised = || dbs.tables("CONFIG_DB");

@@ -394,6 +394,9 @@ pub enum DbRequest {
     WriteFeature { service: ServiceName, fields: Fields, state_if_missing: String },
     /// STATE_DB `OS_IMAGE_TABLE|<image>`: an OS image's trial and its outcome.
     OsImage { image: String, fields: Fields },
+    /// STATE_DB `KUBERNETES_MASTER|SERVER`: the cluster CONFIG_DB names and whether the
+    /// switch is its node (from the Kubernetes task, not the core).
+    KubeMaster { fields: Fields },
 }
 
 /// How a container is taken down.

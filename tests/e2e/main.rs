@@ -527,5 +527,31 @@ fn systemctl_tells_the_truth_on_a_booted_switch() {
     );
     assert_eq!(switch.pids(), pids, "leaving touched no NOS task");
     assert_eq!(switch.invocations(&units), invocations, "no NOS unit restarted");
-    switch.sh("rm -f /usr/local/bin/k3s /root/k3s-token /run/k3s-args /run/k3s-config-seen");
+
+    step("16. CONFIG_DB KUBERNETES_MASTER|SERVER joins, as KubeSonic's `config kubernetes server` does, and disable leaves");
+    switch.sh(&format!(
+        "mkdir -p /etc/sonic/credentials && umask 077 && echo {SECRET} > /etc/sonic/credentials/k3s-token"
+    ));
+    switch.sh("soniclet db CONFIG_DB hset 'KUBERNETES_MASTER|SERVER' ip 10.9.8.7 port 6443");
+    switch.wait_until("the daemon joins the server CONFIG_DB names", Duration::from_secs(30), |s| {
+        s.sh("soniclet db STATE_DB hgetall 'KUBERNETES_MASTER|SERVER'").contains(r#""connected":"true""#)
+    });
+    assert!(switch.sh("cat /run/k3s-config-seen").contains("server: https://10.9.8.7:6443"));
+    assert_eq!(switch.prop("k3s-agent", "ActiveState"), "active");
+    switch.sh("soniclet db CONFIG_DB hset 'KUBERNETES_MASTER|SERVER' disable true");
+    switch.wait_until("disable leaves the cluster", Duration::from_secs(30), |s| {
+        s.run("test -e /etc/rancher/k3s/config.yaml").status.code() == Some(1)
+    });
+    assert_eq!(switch.prop("k3s-agent", "ActiveState"), "inactive");
+    assert_eq!(switch.pids(), pids, "joining and leaving from CONFIG_DB touched no NOS task");
+    assert_eq!(switch.invocations(&units), invocations, "no NOS unit restarted");
+    assert_eq!(
+        switch.sh("journalctl -b --no-pager | grep -c never-in-a-log || true").trim(),
+        "0",
+        "no token in the journal"
+    );
+    switch.sh("soniclet db CONFIG_DB del 'KUBERNETES_MASTER|SERVER'");
+    switch.sh(
+        "rm -f /usr/local/bin/k3s /root/k3s-token /etc/sonic/credentials/k3s-token /run/k3s-args /run/k3s-config-seen",
+    );
 }

@@ -310,6 +310,59 @@ fn the_agent_config_joins_the_cluster_it_names() {
     sim.cli_ok(&["wait", "--timeout", "10"]);
 }
 
+/// CONFIG_DB `KUBERNETES_MASTER|SERVER`, as KubeSonic's `config kubernetes server` writes
+/// it: the daemon joins the server it names with the token in `/etc/sonic/credentials`,
+/// reports STATE_DB's entry, keeps its membership when the entry is bad, moves when the port
+/// changes, and leaves when `disable` is set.
+#[test]
+fn config_db_kubernetes_master_joins_moves_and_leaves() {
+    use std::os::unix::fs::PermissionsExt;
+    // The sim's switch has no hostname to name its node.
+    let sim = Sim::start_with(SONIC_SET, "[kubernetes]\nnode-name = \"leaf3\"\n");
+    sim.databases.hset("APPL_DB", "PORT_TABLE:PortInitDone", &[("lanes", "0")]);
+    sim.cli_ok(&["wait", "--timeout", "10"]);
+    let credentials = sim.sonic_root().join("etc/sonic/credentials");
+    std::fs::create_dir_all(&credentials).unwrap();
+    let token = credentials.join("k3s-token");
+    std::fs::write(&token, "K10sim::server:config-db-secret\n").unwrap();
+    std::fs::set_permissions(&token, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let config = sim.sonic_root().join("etc/rancher/k3s/config.yaml");
+    let server = || -> Option<String> {
+        let text = std::fs::read_to_string(&config).ok()?;
+        let agent: Value = serde_norway::from_str(&text).unwrap();
+        agent["server"].as_str().map(str::to_owned)
+    };
+    sim.databases.hset("CONFIG_DB", "KUBERNETES_MASTER|SERVER", &[("ip", "10.1.2.3")]);
+    assert!(
+        support::wait_until(Duration::from_secs(10), || server().as_deref() == Some("https://10.1.2.3:6443")),
+        "the daemon joins the server CONFIG_DB names: {:?}",
+        server()
+    );
+    let state = || sim.databases.hgetall("STATE_DB", "KUBERNETES_MASTER|SERVER");
+    assert!(support::wait_until(Duration::from_secs(5), || !state().is_empty()));
+    let state = state();
+    for field in [("connected", "false"), ("ip", "10.1.2.3"), ("port", "6443")] {
+        assert!(state.contains(&(field.0.to_owned(), field.1.to_owned())), "{state:?}");
+    }
+    // A bad port changes nothing.
+    sim.databases.hset("CONFIG_DB", "KUBERNETES_MASTER|SERVER", &[("port", "sixty")]);
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(server().as_deref(), Some("https://10.1.2.3:6443"));
+    sim.databases.hset("CONFIG_DB", "KUBERNETES_MASTER|SERVER", &[("port", "7443")]);
+    assert!(
+        support::wait_until(Duration::from_secs(10), || server().as_deref() == Some("https://10.1.2.3:7443")),
+        "a new port moves the switch: {:?}",
+        server()
+    );
+    sim.databases.hset("CONFIG_DB", "KUBERNETES_MASTER|SERVER", &[("disable", "true")]);
+    assert!(
+        support::wait_until(Duration::from_secs(10), || !config.exists()),
+        "disable leaves the cluster: the agent's files go"
+    );
+    assert!(!sim.sonic_root().join("etc/rancher/k3s/soniclet-token").exists());
+    assert!(token.exists(), "the operator's token stays where they put it");
+}
+
 /// `soniclet k8s` on a switch whose image carries no k3s: the join's files are written (the
 /// token 0600, the config naming it), the missing k3s is said plainly, `status` reports the
 /// join without the token, `leave` removes every file; bad input changes nothing.

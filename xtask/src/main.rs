@@ -7,7 +7,7 @@
 //! | `vs [--exec CMD] [--down] [--fresh] [--name NAME] [--link PORT=SWITCH:PORT]` | boots (or drives, or stops) the virtual switch under systemd-nspawn |
 //! | `onie [--version V]` | builds the ONIE NOS installer into `target/onie/` |
 //! | `ci` | installs test prerequisites and runs every test tier (`.ci/run` calls it) |
-//! | `bench <boot, appl-db, lifecycle, systemd, vasic, upgrade, onie> [--json FILE]` | runs a benchmark and prints its table |
+//! | `bench <boot, appl-db, lifecycle, systemd, vasic, upgrade, onie, k8s> [--json FILE]` | runs a benchmark and prints its table |
 //! | `deps` | installs the Debian packages soniclet needs |
 
 mod bench;
@@ -34,7 +34,7 @@ mod vs;
 use anyhow::{bail, Result};
 
 const USAGE: &str = "usage: cargo xtask <images | rootfs | vs [--exec CMD] [--down] [--fresh] [--name NAME] [--link PORT=SWITCH:PORT] | onie [--version V] | ci | \
-bench <boot | appl-db | lifecycle | systemd | vasic | upgrade | onie> [--json FILE] | deps>";
+bench <boot | appl-db | lifecycle | systemd | vasic | upgrade | onie | k8s> [--json FILE] | deps>";
 
 fn main() -> std::process::ExitCode {
     match run() {

@@ -638,6 +638,7 @@ impl World {
             DbRequest::OsImage { image, fields } => {
                 self.line("db", format!("db OS_IMAGE_TABLE|{image} {}", render_fields(&fields)));
             }
+            DbRequest::KubeMaster { .. } => unreachable!("the Kubernetes task's report, never the core's"),
             DbRequest::WriteFeature { service, fields, state_if_missing } => {
                 self.line("db", format!("db write FEATURE|{service} {}", render_fields(&fields)));
                 let entry = self.feature_table.entry(service.to_string()).or_default();
