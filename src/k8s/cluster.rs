@@ -12,7 +12,7 @@ pub const CONDITION_TYPE: &str = "NetworkOSReady";
 /// The field manager of soniclet's labels and annotations, and its Events' controller.
 pub const FIELD_MANAGER: &str = "soniclet";
 pub const REPORTING_CONTROLLER: &str = "sonic.net/soniclet";
-/// Where the kubelet puts a Node's Events.
+/// Where the kubelet puts a Node's Events (a pod's go in the pod's namespace).
 pub const EVENT_NAMESPACE: &str = "default";
 
 /// soniclet's labels and annotations on its Node (server-side applied: the ones it stops
@@ -60,6 +60,17 @@ pub enum Regarding {
     Node(String),
     /// A pod running a kube-owned feature.
     Pod { namespace: String, name: String, uid: String },
+}
+
+impl Regarding {
+    /// Where its Events live: the API server refuses an Event about a pod outside the
+    /// pod's namespace.
+    pub fn event_namespace(&self) -> &str {
+        match self {
+            Regarding::Node(_) => EVENT_NAMESPACE,
+            Regarding::Pod { namespace, .. } => namespace,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -153,8 +164,13 @@ pub trait Cluster: Send + Sync + 'static {
     fn set_condition(&self, node: &str, condition: &Condition)
         -> impl Future<Output = Result<(), ClusterError>> + Send;
     fn create_event(&self, event: &EventSpec) -> impl Future<Output = Result<(), ClusterError>> + Send;
-    /// Updates the series of an Event created earlier.
-    fn update_series(&self, name: &str, series: &Series) -> impl Future<Output = Result<(), ClusterError>> + Send;
+    /// Updates the series of an Event created earlier in `namespace`.
+    fn update_series(
+        &self,
+        namespace: &str,
+        name: &str,
+        series: &Series,
+    ) -> impl Future<Output = Result<(), ClusterError>> + Send;
     fn node_health(&self, node: &str) -> impl Future<Output = Result<NodeHealth, ClusterError>> + Send;
     fn delete_node(&self, node: &str) -> impl Future<Output = Result<(), ClusterError>> + Send;
 }

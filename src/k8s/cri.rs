@@ -104,6 +104,7 @@ impl Pods for Cri {
                 name: container.metadata.map(|m| m.name).unwrap_or_default(),
                 pod_namespace: metadata.namespace,
                 pod_name: metadata.name,
+                pod_uid: metadata.uid,
                 pod_labels: sandbox.labels.clone().into_iter().collect(),
                 running,
                 pid,

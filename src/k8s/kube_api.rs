@@ -14,7 +14,7 @@ use serde_json::json;
 
 use super::cluster::{
     Cluster, ClusterError, Condition, EventSpec, NodeHealth, NodeMetadata, Regarding, Series, CONDITION_TYPE,
-    EVENT_NAMESPACE, FIELD_MANAGER, REPORTING_CONTROLLER,
+    FIELD_MANAGER, REPORTING_CONTROLLER,
 };
 
 /// Deadline of one API call; the task around it backs off and tries again.
@@ -82,8 +82,8 @@ impl KubeCluster {
         Api::all(self.client.clone())
     }
 
-    fn events(&self) -> Api<Event> {
-        Api::namespaced(self.client.clone(), EVENT_NAMESPACE)
+    fn events(&self, namespace: &str) -> Api<Event> {
+        Api::namespaced(self.client.clone(), namespace)
     }
 }
 
@@ -113,7 +113,7 @@ fn event_object(event: &EventSpec) -> Event {
     Event {
         metadata: ObjectMeta {
             name: Some(event.name.clone()),
-            namespace: Some(EVENT_NAMESPACE.into()),
+            namespace: Some(event.regarding.event_namespace().into()),
             ..Default::default()
         },
         event_time: Some(MicroTime(timestamp(event.time))),
@@ -160,18 +160,19 @@ impl Cluster for KubeCluster {
 
     async fn create_event(&self, event: &EventSpec) -> Result<(), ClusterError> {
         let object = event_object(event);
-        bounded("create an Event", self.events().create(&PostParams::default(), &object)).await?;
+        let events = self.events(event.regarding.event_namespace());
+        bounded("create an Event", events.create(&PostParams::default(), &object)).await?;
         Ok(())
     }
 
-    async fn update_series(&self, name: &str, series: &Series) -> Result<(), ClusterError> {
+    async fn update_series(&self, namespace: &str, name: &str, series: &Series) -> Result<(), ClusterError> {
         let series = EventSeries {
             count: i32::try_from(series.count).unwrap_or(i32::MAX),
             last_observed_time: MicroTime(timestamp(series.last_observed)),
         };
         let patch = json!({ "series": series });
         let params = PatchParams::default();
-        bounded("update an Event's series", self.events().patch(name, &params, &Patch::Merge(&patch))).await?;
+        bounded("update an Event's series", self.events(namespace).patch(name, &params, &Patch::Merge(&patch))).await?;
         Ok(())
     }
 
@@ -314,7 +315,7 @@ mod tests {
         });
         cluster.create_event(&event).await.unwrap();
         let series = Series { count: 3, last_observed: at(1_800_000_060) };
-        cluster.update_series("leaf1.17f0c0ffee", &series).await.unwrap();
+        cluster.update_series("default", "leaf1.17f0c0ffee", &series).await.unwrap();
         let seen = server.await.unwrap();
         assert_eq!(seen[0].0, "POST /apis/events.k8s.io/v1/namespaces/default/events?");
         assert_eq!(
@@ -335,6 +336,31 @@ mod tests {
         );
         assert_eq!(seen[1].0, "PATCH /apis/events.k8s.io/v1/namespaces/default/events/leaf1.17f0c0ffee?");
         assert_eq!(seen[1].1, json!({"series": {"count": 3, "lastObservedTime": "2027-01-15T08:01:00.000000Z"}}));
+    }
+
+    /// The API server refuses an Event about a pod outside the pod's namespace.
+    #[tokio::test]
+    async fn an_event_about_a_features_pod_lives_in_the_pods_namespace() {
+        let (cluster, handle) = cluster();
+        let event = EventSpec {
+            name: "telemetry-x8k2p.17f0c0ffee".into(),
+            regarding: Regarding::Pod { namespace: "sonic".into(), name: "telemetry-x8k2p".into(), uid: "6f1c".into() },
+            event_type: EventType::Normal,
+            reason: "FeatureHandedOver".into(),
+            action: "StopLocal".into(),
+            note: "telemetry runs as pod sonic/telemetry-x8k2p".into(),
+            time: at(1_800_000_000),
+            reporting_instance: "leaf1".into(),
+        };
+        let server = tokio::spawn(serve(handle, 201, serde_json::to_value(event_object(&event)).unwrap()));
+        cluster.create_event(&event).await.unwrap();
+        let (request, _, body) = server.await.unwrap();
+        assert_eq!(request, "POST /apis/events.k8s.io/v1/namespaces/sonic/events?");
+        assert_eq!(body["metadata"]["namespace"], "sonic");
+        assert_eq!(
+            body["regarding"],
+            json!({"apiVersion": "v1", "kind": "Pod", "namespace": "sonic", "name": "telemetry-x8k2p", "uid": "6f1c"})
+        );
     }
 
     #[tokio::test]

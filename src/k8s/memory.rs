@@ -95,13 +95,15 @@ impl Cluster for MemoryCluster {
         })
     }
 
-    async fn update_series(&self, name: &str, series: &Series) -> Result<(), ClusterError> {
-        self.call(|s| match s.events.iter_mut().find(|(e, _)| e.name == name) {
-            Some((_, kept)) => {
-                *kept = Some(*series);
-                Ok(())
+    async fn update_series(&self, namespace: &str, name: &str, series: &Series) -> Result<(), ClusterError> {
+        self.call(|s| {
+            match s.events.iter_mut().find(|(e, _)| e.name == name && e.regarding.event_namespace() == namespace) {
+                Some((_, kept)) => {
+                    *kept = Some(*series);
+                    Ok(())
+                }
+                None => Err(ClusterError::NotFound { what: format!("event {name}") }),
             }
-            None => Err(ClusterError::NotFound { what: format!("event {name}") }),
         })
     }
 

@@ -34,6 +34,8 @@ pub struct PodContainer {
     pub name: String,
     pub pod_namespace: String,
     pub pod_name: String,
+    /// The pod's UID, as the kubelet gave it to the sandbox: what its Events regard.
+    pub pod_uid: String,
     pub pod_labels: BTreeMap<String, String>,
     pub running: bool,
     /// Its main process, when it runs.
@@ -121,7 +123,7 @@ pub async fn look<P: Pods>(pods: &P, manifests: &ManifestSet) -> Result<BTreeMap
             None => false,
         };
         let pod = format!("{}/{}", container.pod_namespace, container.pod_name);
-        seen.insert(service, PodSeen { pod, container_id: container.id, ready });
+        seen.insert(service, PodSeen { pod, uid: container.pod_uid, container_id: container.id, ready });
     }
     Ok(seen)
 }
@@ -190,6 +192,7 @@ mod tests {
             name: name.into(),
             pod_namespace: "sonic".into(),
             pod_name: format!("{name}-{id}"),
+            pod_uid: format!("uid-{id}"),
             pod_labels: BTreeMap::new(),
             running,
             pid: None,

@@ -32,7 +32,7 @@ pub struct Occurrence {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Emit {
     Create(EventSpec),
-    Series { name: String, series: Series },
+    Series { namespace: String, name: String, series: Series },
 }
 
 #[derive(Debug, Clone)]
@@ -122,7 +122,8 @@ impl Recorder {
                     tracked.sent = 2;
                     tracked.last_sent = now.mono;
                     let series = Series { count: 2, last_observed: now.wall };
-                    return Some(Emit::Series { name: tracked.name.clone(), series });
+                    let namespace = occurrence.regarding.event_namespace().to_owned();
+                    return Some(Emit::Series { namespace, name: tracked.name.clone(), series });
                 }
                 return None;
             }
@@ -157,14 +158,15 @@ impl Recorder {
     /// Series counts due (every thirty minutes, and once when a run ends), and runs over.
     pub fn tick(&mut self, now: Now) -> Vec<Emit> {
         let mut due = Vec::new();
-        self.series.retain(|_, tracked| {
+        self.series.retain(|occurrence, tracked| {
             let finished = now.mono.saturating_duration_since(tracked.last_observed) > SERIES_WINDOW;
             let refresh = now.mono.saturating_duration_since(tracked.last_sent) >= SERIES_REFRESH;
             if tracked.count > tracked.sent && (finished || refresh) {
                 tracked.sent = tracked.count;
                 tracked.last_sent = now.mono;
                 let series = Series { count: tracked.count, last_observed: tracked.last_observed_wall };
-                due.push(Emit::Series { name: tracked.name.clone(), series });
+                let namespace = occurrence.regarding.event_namespace().to_owned();
+                due.push(Emit::Series { namespace, name: tracked.name.clone(), series });
             }
             !finished
         });
@@ -212,7 +214,7 @@ mod tests {
     fn kind(emit: &Option<Emit>) -> String {
         match emit {
             Some(Emit::Create(e)) => format!("create {}", e.name),
-            Some(Emit::Series { name, series }) => format!("series {name} {}", series.count),
+            Some(Emit::Series { namespace, name, series }) => format!("series {namespace}/{name} {}", series.count),
             None => "-".into(),
         }
     }
@@ -226,7 +228,7 @@ mod tests {
         assert_eq!(event.name, format!("leaf1.{:x}", 1_800_000_000u128 * 1_000_000_000));
         assert_eq!(event.reporting_instance, "leaf1");
         let name = event.name.clone();
-        assert_eq!(kind(&recorder.record(crash("syncd crashed"), at(base, 10))), format!("series {name} 2"));
+        assert_eq!(kind(&recorder.record(crash("syncd crashed"), at(base, 10))), format!("series default/{name} 2"));
         assert_eq!(kind(&recorder.record(crash("syncd crashed"), at(base, 20))), "-");
         assert_eq!(kind(&recorder.record(crash("syncd crashed"), at(base, 30))), "-");
         // A different note is another event.
@@ -234,7 +236,8 @@ mod tests {
         assert!(recorder.tick(at(base, 60)).is_empty(), "nothing due within the window");
         // Six minutes after its last, the run is over: its count is sent once, then forgotten.
         let due = recorder.tick(at(base, 30 + 361));
-        let Emit::Series { name: due_name, series } = &due[0] else { panic!("{due:?}") };
+        let Emit::Series { name: due_name, series, namespace } = &due[0] else { panic!("{due:?}") };
+        assert_eq!(namespace, "default", "a Node's Events live in default");
         assert_eq!((due_name, series.count), (&name, 4));
         assert_eq!(series.last_observed, at(base, 30).wall);
         assert_eq!(due.len(), 1, "bgp's single event needs no series: {due:?}");

@@ -12,7 +12,7 @@ use super::cluster::{Condition, ConditionStatus, EventSpec, EventType, NodeMetad
 use super::recorder::{Emit, Occurrence, Recorder};
 use crate::manifest::ServiceName;
 use crate::state::history::ChangeResult;
-use crate::supervisor::{FailureOutcome, Notice, Now, ServiceView, SystemReady};
+use crate::supervisor::{FailureOutcome, Notice, Now, PodSeen, ServiceView, SystemReady};
 
 /// The condition is sent again this often with a new heartbeat, changed or not.
 pub const HEARTBEAT: Duration = Duration::from_secs(5 * 60);
@@ -33,7 +33,7 @@ pub enum Call {
     ApplyMetadata(NodeMetadata),
     SetCondition(Condition),
     CreateEvent(EventSpec),
-    UpdateSeries { name: String, series: Series },
+    UpdateSeries { namespace: String, name: String, series: Series },
 }
 
 impl Call {
@@ -99,7 +99,19 @@ pub fn condition(
     (status, reason, message)
 }
 
-/// The Event a notice is worth, about the Node; `None` for what is no news to a cluster.
+/// The feature's pod, as `kubectl describe pod` finds its Events; the Node when CRI gave no
+/// UID.
+fn regarding_pod(pod: &PodSeen, node: &str) -> Regarding {
+    match pod.pod.split_once('/') {
+        Some((namespace, name)) if !pod.uid.is_empty() => {
+            Regarding::Pod { namespace: namespace.to_owned(), name: name.to_owned(), uid: pod.uid.clone() }
+        }
+        _ => Regarding::Node(node.to_owned()),
+    }
+}
+
+/// The Event a notice is worth, about the Node or a feature's pod; `None` for what is no news
+/// to a cluster.
 pub fn occurrence(notice: &Notice, node: &str) -> Option<Occurrence> {
     let on_node = |event_type, reason: &str, action: &str, note: String| Occurrence {
         regarding: Regarding::Node(node.to_owned()),
@@ -176,18 +188,23 @@ pub fn occurrence(notice: &Notice, node: &str) -> Option<Occurrence> {
             "Rollback",
             format!("OS image {image} failed its trial; the switch fell back: {}", reason.as_deref().unwrap_or("")),
         ),
-        Notice::Handover { service, pod } => on_node(
-            EventType::Normal,
-            "FeatureHandedOver",
-            "StopLocal",
-            format!("{service} runs as pod {pod}: the local container stops (FEATURE set_owner=kube)"),
-        ),
-        Notice::Fallback { service, pod, reason } => on_node(
-            EventType::Warning,
-            "FeatureFellBack",
-            "StartLocal",
-            format!("{service} runs as the local container again, not pod {pod}: {reason}"),
-        ),
+        Notice::Handover { service, pod } => Occurrence {
+            regarding: regarding_pod(pod, node),
+            event_type: EventType::Normal,
+            reason: "FeatureHandedOver".into(),
+            action: "StopLocal".into(),
+            note: format!("{service} runs as pod {}: the local container stops (FEATURE set_owner=kube)", pod.pod),
+        },
+        Notice::Fallback { service, pod, reason } => Occurrence {
+            regarding: pod.as_ref().map_or_else(|| Regarding::Node(node.to_owned()), |pod| regarding_pod(pod, node)),
+            event_type: EventType::Warning,
+            reason: "FeatureFellBack".into(),
+            action: "StartLocal".into(),
+            note: match pod {
+                Some(pod) => format!("{service} runs as the local container again, not pod {}: {reason}", pod.pod),
+                None => format!("{service} runs as the local container again: {reason}"),
+            },
+        },
         // The condition tells SYSTEM_READY; its changes of status become Events there.
         Notice::SystemReady { .. } => return None,
     })
@@ -360,7 +377,9 @@ impl Reporter {
         }
         self.outbox.front().map(|emit| match emit {
             Emit::Create(event) => Call::CreateEvent(event.clone()),
-            Emit::Series { name, series } => Call::UpdateSeries { name: name.clone(), series: *series },
+            Emit::Series { namespace, name, series } => {
+                Call::UpdateSeries { namespace: namespace.clone(), name: name.clone(), series: *series }
+            }
         })
     }
 
@@ -636,5 +655,26 @@ mod tests {
             assert_eq!(o.regarding, Regarding::Node("leaf1".into()));
         }
         assert!(occurrence(&Notice::SystemReady { status: "UP".into(), reason: String::new() }, "leaf1").is_none());
+    }
+
+    #[test]
+    fn handover_and_fallback_are_about_the_features_pod_as_kubectl_describe_pod_shows() {
+        let telemetry = ServiceName::new("telemetry").unwrap();
+        let pod =
+            PodSeen { pod: "sonic/telemetry-x8k2p".into(), uid: "6f1c".into(), container_id: "c1".into(), ready: true };
+        let on_pod = Regarding::Pod { namespace: "sonic".into(), name: "telemetry-x8k2p".into(), uid: "6f1c".into() };
+        let handover = occurrence(&Notice::Handover { service: telemetry.clone(), pod: pod.clone() }, "leaf1").unwrap();
+        assert_eq!(handover.regarding, on_pod);
+        assert_eq!(handover.reason, "FeatureHandedOver");
+        let reason = "its pod sonic/telemetry-x8k2p is gone".to_owned();
+        let fallback = occurrence(
+            &Notice::Fallback { service: telemetry.clone(), pod: Some(pod), reason: reason.clone() },
+            "leaf1",
+        )
+        .unwrap();
+        assert_eq!((fallback.regarding, fallback.event_type), (on_pod, EventType::Warning));
+        // Never seen as a pod: the Node's.
+        let fallback = occurrence(&Notice::Fallback { service: telemetry, pod: None, reason }, "leaf1").unwrap();
+        assert_eq!(fallback.regarding, Regarding::Node("leaf1".into()));
     }
 }

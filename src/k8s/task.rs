@@ -282,7 +282,7 @@ async fn execute<C: Cluster>(cluster: &C, node: &str, call: &Call) -> Result<(),
         Call::ApplyMetadata(metadata) => cluster.apply_node_metadata(node, metadata).await,
         Call::SetCondition(condition) => cluster.set_condition(node, condition).await,
         Call::CreateEvent(event) => cluster.create_event(event).await,
-        Call::UpdateSeries { name, series } => cluster.update_series(name, series).await,
+        Call::UpdateSeries { namespace, name, series } => cluster.update_series(namespace, name, series).await,
     }
 }
 

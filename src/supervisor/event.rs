@@ -365,6 +365,8 @@ pub enum Event {
 pub struct PodSeen {
     /// `namespace/name` of its pod.
     pub pod: String,
+    /// Its pod's UID.
+    pub uid: String,
     /// The container's CRI ID.
     pub container_id: String,
     /// It runs, and the feature's own readiness probe passes in it.
@@ -521,9 +523,10 @@ pub enum Notice {
     /// into the previous image).
     Trial { image: String, committed: bool, reason: Option<String> },
     /// A kube-owned feature's pod is ready: the local container stops.
-    Handover { service: ServiceName, pod: String },
+    Handover { service: ServiceName, pod: PodSeen },
     /// A kube-owned feature comes back to the local container, for `reason`.
-    Fallback { service: ServiceName, pod: String, reason: String },
+    /// `pod` is the one it ran as, when it was seen.
+    Fallback { service: ServiceName, pod: Option<PodSeen>, reason: String },
 }
 
 /// What the supervisor does about a failure.

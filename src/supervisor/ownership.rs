@@ -105,7 +105,7 @@ pub(super) fn advance(core: &mut Core) {
             (Owner::Local, true) => match seen {
                 Some(pod) if pod.ready => {
                     tracing::info!(service = %name, pod = %pod.pod, "handing over to the Kubernetes pod");
-                    core.emit(Effect::Notice(Notice::Handover { service: name.clone(), pod: pod.pod.clone() }));
+                    core.emit(Effect::Notice(Notice::Handover { service: name.clone(), pod: pod.clone() }));
                     Owner::Kube { pod: Some(pod), unready_since: None }
                 }
                 _ => continue,
@@ -120,7 +120,6 @@ pub(super) fn advance(core: &mut Core) {
             }
             (Owner::Kube { pod, .. }, false) => {
                 tracing::info!(service = %name, "FEATURE set_owner is local: the local container runs it");
-                let pod = pod.map(|p| p.pod).unwrap_or_default();
                 let reason = "FEATURE set_owner is local".to_owned();
                 core.emit(Effect::Notice(Notice::Fallback { service: name.clone(), pod, reason }));
                 Owner::Local
@@ -130,20 +129,16 @@ pub(super) fn advance(core: &mut Core) {
                 Some(pod) => {
                     let since = unready_since.unwrap_or(now);
                     if fall_back && now.saturating_duration_since(since) >= GRACE {
-                        fall_back_from(
-                            core,
-                            &name,
-                            &pod.pod,
-                            format!("its pod was not ready for {}s", GRACE.as_secs()),
-                        );
+                        let reason = format!("its pod was not ready for {}s", GRACE.as_secs());
+                        fall_back_from(core, &name, Some(pod), reason);
                         Owner::Local
                     } else {
                         Owner::Kube { pod: Some(pod), unready_since: Some(since) }
                     }
                 }
                 None if fall_back => {
-                    let pod = was.map(|p| p.pod).unwrap_or_default();
-                    fall_back_from(core, &name, &pod, format!("its pod {pod} is gone"));
+                    let reason = format!("its pod {} is gone", was.as_ref().map_or("", |p| p.pod.as_str()));
+                    fall_back_from(core, &name, was, reason);
                     Owner::Local
                 }
                 None => Owner::Kube { pod: None, unready_since },
@@ -153,9 +148,9 @@ pub(super) fn advance(core: &mut Core) {
     }
 }
 
-fn fall_back_from(core: &mut Core, name: &ServiceName, pod: &str, reason: String) {
-    tracing::warn!(service = %name, pod = %pod, reason = %reason, "falling back to the local container");
-    core.emit(Effect::Notice(Notice::Fallback { service: name.clone(), pod: pod.to_owned(), reason }));
+fn fall_back_from(core: &mut Core, name: &ServiceName, pod: Option<PodSeen>, reason: String) {
+    tracing::warn!(service = %name, reason = %reason, "falling back to the local container");
+    core.emit(Effect::Notice(Notice::Fallback { service: name.clone(), pod, reason }));
 }
 
 /// When an unready pod's grace ends.

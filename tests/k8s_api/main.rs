@@ -84,7 +84,7 @@ async fn the_node_carries_soniclets_labels_condition_and_events_and_leave_delete
     };
     cluster.create_event(&event).await.unwrap();
     cluster
-        .update_series(&event_name, &Series { count: 2, last_observed: now + Duration::from_secs(1) })
+        .update_series("default", &event_name, &Series { count: 2, last_observed: now + Duration::from_secs(1) })
         .await
         .unwrap();
     let events: Api<Event> = Api::namespaced(client, "default");

@@ -162,6 +162,7 @@ fn pod(id: &str, name: &str, running: bool) -> soniclet::k8s::pods::PodContainer
         name: name.into(),
         pod_namespace: "sonic".into(),
         pod_name: format!("{name}-x"),
+        pod_uid: format!("uid-{name}"),
         pod_labels: Default::default(),
         running,
         pid: None,

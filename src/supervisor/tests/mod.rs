@@ -726,8 +726,12 @@ impl World {
                 let seen = pods
                     .iter()
                     .map(|(service, pod, ready)| {
-                        let seen =
-                            PodSeen { pod: (*pod).to_owned(), container_id: format!("cri-{pod}"), ready: *ready };
+                        let seen = PodSeen {
+                            pod: (*pod).to_owned(),
+                            uid: format!("uid-{pod}"),
+                            container_id: format!("cri-{pod}"),
+                            ready: *ready,
+                        };
                         (name(service), seen)
                     })
                     .collect();
@@ -883,8 +887,10 @@ fn describe_notice(notice: &Notice) -> String {
         Notice::Feature { service, state } => format!("notice FEATURE {service} {state}"),
         Notice::SystemReady { status, reason } => format!("notice SYSTEM_READY {status} {reason}"),
         Notice::Trial { image, committed, reason } => format!("notice trial {image} committed {committed} {reason:?}"),
-        Notice::Handover { service, pod } => format!("notice {service} handed over to {pod}"),
-        Notice::Fallback { service, pod, reason } => format!("notice {service} falls back from {pod}: {reason}"),
+        Notice::Handover { service, pod } => format!("notice {service} handed over to {}", pod.pod),
+        Notice::Fallback { service, pod, reason } => {
+            format!("notice {service} falls back from {}: {reason}", pod.as_ref().map_or("", |p| p.pod.as_str()))
+        }
     }
 }
 
