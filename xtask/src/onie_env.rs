@@ -468,6 +468,8 @@ echo "PROBE: hostname $(hostname)"
 echo "PROBE: factory $(tr -d ' \n' < /etc/sonic/config_db.json | grep -o '"hwsku":"[^"]*"')"
 echo "PROBE: watchdog $(cat /sys/class/watchdog/watchdog0/state 2>&1) $(systemctl show -p RuntimeWatchdogUSec --value)"
 echo "PROBE: cmdline $(cat /proc/cmdline)"
+cg=/sys/fs/cgroup
+echo "PROBE: memory-min $(stat -fc %T $cg) $(cat $cg/sonic.slice/memory.min 2>&1) $(cat $cg/sonic.slice/sonic-swss.scope/memory.min 2>&1)"
 echo PROBE: done
 "#;
 

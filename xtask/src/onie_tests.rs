@@ -106,6 +106,13 @@ fn install_and_boot(firmware: Firmware, name: &str) {
     // The first boot's factory config, for the platform's HWSKU and ONIE's DHCP hostname.
     assert_eq!(line("hostname"), "leaf1", "the hostname is not the one ONIE's DHCP answer gave");
     assert_eq!(line("factory"), r#""hwsku":"Force10-S6000""#, "no factory config_db.json for the platform's HWSKU");
+    // On cgroup v2 (a switch's systemd), the NOS's memory floors are the kernel's: the slice
+    // holds every service's floor, swss's scope its own (64 MiB, the default).
+    let floors: Vec<String> = line("memory-min").split_whitespace().map(str::to_owned).collect();
+    assert_eq!(floors.first().map(String::as_str), Some("cgroup2fs"), "not cgroup v2: {floors:?}");
+    let bytes = |i: usize| floors.get(i).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
+    assert_eq!(bytes(2), 64 << 20, "sonic-swss.scope's memory.min: {floors:?}");
+    assert!(bytes(1) >= 12 * (64 << 20), "sonic.slice's memory.min holds every floor: {floors:?}");
     // The initramfs armed the watchdog and systemd feeds it: a hang reboots the switch.
     assert_eq!(line("watchdog"), "active 2min", "the watchdog is not armed and fed");
     let status: String = console
