@@ -3,9 +3,9 @@
 //!
 //! # Layout
 //!
-//! One binary, four roles: the daemon (`daemon`, `supervisor`), the CLI (`cli`, a client of
+//! One binary, five roles: the daemon (`daemon`, `supervisor`), the CLI (`cli`, a client of
 //! the daemon's `api`), the log shim the containerd shim runs (`logs`), and the virtual ASIC
-//! the VS images run (`vasic`). ARCHITECTURE.md has the codemap; in short:
+//! and fpmsyncd the VS images run (`vasic`, `fpmsyncd`). ARCHITECTURE.md has the codemap; in short:
 //!
 //! - `supervisor`: the core (every lifecycle decision, sans-I/O, table-tested) and the async
 //!   driver that carries out its effects; its domain types and ports.
@@ -27,6 +27,7 @@
 //! - `daemon`: wiring of the real adapters, signals, shutdown.
 //! - `logs`: the log shim, rotation, tail and follow.
 //! - `vasic`: the virtual ASIC (orchagent, syncd and portsyncd's roles over the kernel).
+//! - `fpmsyncd`: SONiC's fpmsyncd (zebra's FPM routes into APPL_DB `ROUTE_TABLE`).
 //! - `config`, `exit`, `error`: the agent's config file, the CLI's exit codes, and the one
 //!   rendering of error chains.
 //!
@@ -49,6 +50,7 @@ pub mod daemon;
 pub mod db;
 pub mod error;
 pub mod exit;
+pub mod fpmsyncd;
 pub mod health;
 pub mod images;
 pub mod intent;

@@ -85,8 +85,12 @@ fn restore_sigpipe() {
     }
 }
 
-/// A virtual ASIC process: logs like the daemon, stops on SIGTERM.
-fn vasic(role: cli::VasicRole, db_config: Option<std::path::PathBuf>, sonic_root: &std::path::Path) -> ExitCode {
+/// A role's process (the virtual ASIC's, fpmsyncd): logs like the daemon, stops on SIGTERM.
+fn role<F, E>(run: impl FnOnce(tokio_util::sync::CancellationToken) -> F) -> ExitCode
+where
+    F: std::future::Future<Output = Result<(), E>>,
+    E: std::error::Error,
+{
     init_tracing();
     let runtime = match tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build() {
         Ok(rt) => rt,
@@ -99,7 +103,7 @@ fn vasic(role: cli::VasicRole, db_config: Option<std::path::PathBuf>, sonic_root
     let result = runtime.block_on(async move {
         use futures_util::StreamExt;
         let mut signals = termination();
-        let run = cli::vasic::run(role, db_config, sonic_root, shutdown.clone());
+        let run = run(shutdown.clone());
         tokio::pin!(run);
         tokio::select! {
             result = &mut run => result,
@@ -132,7 +136,12 @@ fn main() -> ExitCode {
             }
         }
         Command::Daemon { config } => return daemon(&config),
-        Command::Vasic { role, db_config, sonic_root } => return vasic(role, db_config, &sonic_root),
+        Command::Vasic { role: vasic, db_config, sonic_root } => {
+            return role(|shutdown| async move { cli::vasic::run(vasic, db_config, &sonic_root, shutdown).await })
+        }
+        Command::Fpmsyncd { listen, db_config, sonic_root } => {
+            return role(|shutdown| async move { cli::fpmsyncd::run(listen, db_config, &sonic_root, shutdown).await })
+        }
         Command::Cli(command) => command,
     };
     restore_sigpipe();

@@ -1,5 +1,5 @@
 //! The command line. [`Command`] names the binary's roles: the daemon, the log shim the
-//! containerd shim runs, the virtual ASIC's processes (`main.rs` runs those), and the
+//! containerd shim runs, the virtual ASIC's processes and fpmsyncd (`main.rs` runs those), and the
 //! commands [`run`] carries out: clients of the daemon's API through its typed client, and
 //! the offline tools (`manifests check`, `db`, `generate-units`, `k8s`).
 //!
@@ -8,6 +8,7 @@
 mod config;
 mod db;
 mod feature;
+pub mod fpmsyncd;
 mod image;
 mod intent;
 mod k8s;
@@ -63,6 +64,19 @@ pub enum Command {
     Vasic {
         #[arg(value_enum)]
         role: VasicRole,
+        /// database_config.json to use (default: the switch's, under --sonic-root).
+        #[arg(long)]
+        db_config: Option<PathBuf>,
+        /// Where SONiC's host paths live.
+        #[arg(long, env = "SONICLET_SONIC_ROOT", default_value = "/")]
+        sonic_root: PathBuf,
+    },
+    /// SONiC's fpmsyncd, as the VS bgp image runs it: zebra's FPM connection in, APPL_DB
+    /// `ROUTE_TABLE` out. Works without the daemon.
+    Fpmsyncd {
+        /// Where zebra's `fpm address` connects.
+        #[arg(long, default_value = crate::fpmsyncd::run::DEFAULT_LISTEN)]
+        listen: std::net::SocketAddr,
         /// database_config.json to use (default: the switch's, under --sonic-root).
         #[arg(long)]
         db_config: Option<PathBuf>,

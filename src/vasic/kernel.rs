@@ -17,10 +17,13 @@ pub enum KernelError {
     Refused { what: String, detail: String },
 }
 
-/// A netdev's state, as portsyncd mirrors it.
+/// A netdev's state, as portsyncd mirrors it and fpmsyncd names next hops and VRFs.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LinkState {
+    pub index: u32,
     pub name: String,
+    /// The kernel table a VRF device owns.
+    pub vrf_table: Option<u32>,
     pub admin_up: bool,
     pub oper_up: bool,
     pub mtu: u32,

@@ -7,7 +7,7 @@ use std::sync::Mutex;
 
 use futures_util::TryStreamExt;
 use rtnetlink::packet_route::address::{AddressAttribute, AddressFlags};
-use rtnetlink::packet_route::link::{LinkAttribute, State};
+use rtnetlink::packet_route::link::{InfoData, InfoVrf, LinkAttribute, LinkInfo, State};
 use rtnetlink::packet_route::neighbour::NeighbourState;
 use rtnetlink::packet_route::route::{RouteProtocol, RouteType};
 use rtnetlink::{Handle, LinkBridge, LinkUnspec, LinkVeth, LinkVlan, RouteMessageBuilder, RouteNextHopBuilder};
@@ -430,5 +430,15 @@ fn link_state(link: &rtnetlink::packet_route::link::LinkMessage) -> Option<LinkS
         _ => None,
     });
     let admin_up = link.header.flags.contains(rtnetlink::packet_route::link::LinkFlags::Up);
-    Some(LinkState { name, oper_up, admin_up, mtu: mtu.unwrap_or(0) })
+    let vrf_table = link.attributes.iter().find_map(|a| match a {
+        LinkAttribute::LinkInfo(infos) => infos.iter().find_map(|info| match info {
+            LinkInfo::Data(InfoData::Vrf(vrf)) => vrf.iter().find_map(|v| match v {
+                InfoVrf::TableId(table) => Some(*table),
+                _ => None,
+            }),
+            _ => None,
+        }),
+        _ => None,
+    });
+    Some(LinkState { index: link.header.index, name, vrf_table, oper_up, admin_up, mtu: mtu.unwrap_or(0) })
 }

@@ -11,7 +11,7 @@ use soniclet::db::producer_state::ProducerStateTable;
 use soniclet::db::subscriber::SubscriberStateTable;
 use soniclet::db::{Db, Fields, Op};
 
-use crate::support::RedisServer;
+use crate::support::{db_config_for, RedisServer};
 
 fn f(pairs: &[(&str, &str)]) -> Fields {
     pairs.iter().map(|(a, b)| (a.to_string(), b.to_string())).collect()
@@ -284,14 +284,6 @@ fn redis_restart_mid_stream_is_survived() {
         assert!(seen.iter().any(|op| op.key() == "after"), "the consumer resubscribed: {seen:?}");
         assert_eq!(db.hgetall("ROUTE_TABLE:after").await.unwrap(), f(&[("nexthop", "3.3.3.3")]));
     });
-}
-
-fn db_config_for(server: &RedisServer) -> std::path::PathBuf {
-    let mut config = soniclet::db::config::DbConfig::standard();
-    config.instances.get_mut("redis").unwrap().unix_socket_path = Some(server.socket.display().to_string());
-    let path = server.dir.path().join("database_config.json");
-    std::fs::write(&path, serde_json::to_string(&config).unwrap()).unwrap();
-    path
 }
 
 #[test]

@@ -7,6 +7,7 @@ mod backstop;
 mod common;
 mod db;
 mod feature;
+mod fpmsyncd;
 mod inputs;
 mod intent;
 mod lifecycle;

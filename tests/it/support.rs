@@ -403,6 +403,15 @@ impl Drop for TestSwitch {
     }
 }
 
+/// A database_config.json whose databases are all on `server`.
+pub fn db_config_for(server: &RedisServer) -> PathBuf {
+    let mut config = soniclet::db::config::DbConfig::standard();
+    config.instances.get_mut("redis").unwrap().unix_socket_path = Some(server.socket.display().to_string());
+    let path = server.dir.path().join("database_config.json");
+    std::fs::write(&path, serde_json::to_string(&config).unwrap()).unwrap();
+    path
+}
+
 /// A private redis-server configured as SONiC's database container configures it: unix
 /// socket, `databases 100`, `notify-keyspace-events AKE`, `save ""`, no TCP port.
 pub struct RedisServer {
