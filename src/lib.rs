@@ -28,6 +28,7 @@
 //! - `logs`: the log shim, rotation, tail and follow.
 //! - `vasic`: the virtual ASIC (orchagent, syncd and portsyncd's roles over the kernel).
 //! - `fpmsyncd`: SONiC's fpmsyncd (zebra's FPM routes into APPL_DB `ROUTE_TABLE`).
+//! - `bgpcfgd`: SONiC's bgpcfgd (CONFIG_DB into FRR's configuration and vtysh scripts).
 //! - `config`, `exit`, `error`: the agent's config file, the CLI's exit codes, and the one
 //!   rendering of error chains.
 //!
@@ -44,6 +45,7 @@
 //!   touches `k8s.io`.
 
 pub mod api;
+pub mod bgpcfgd;
 pub mod cli;
 pub mod config;
 pub mod daemon;
