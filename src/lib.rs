@@ -29,6 +29,7 @@
 //! - `vasic`: the virtual ASIC (orchagent, syncd and portsyncd's roles over the kernel).
 //! - `fpmsyncd`: SONiC's fpmsyncd (zebra's FPM routes into APPL_DB `ROUTE_TABLE`).
 //! - `bgpcfgd`: SONiC's bgpcfgd (CONFIG_DB into FRR's configuration and vtysh scripts).
+//! - `lldp_syncd`: SONiC's lldp_syncd (lldpd's neighbours into APPL_DB `LLDP_ENTRY_TABLE`).
 //! - `config`, `exit`, `error`: the agent's config file, the CLI's exit codes, and the one
 //!   rendering of error chains.
 //!
@@ -57,6 +58,7 @@ pub mod health;
 pub mod images;
 pub mod intent;
 pub mod k8s;
+pub mod lldp_syncd;
 pub mod logs;
 pub mod manifest;
 pub mod os;

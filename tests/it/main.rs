@@ -12,6 +12,7 @@ mod inputs;
 mod intent;
 mod lifecycle;
 mod lifecycle_sonic;
+mod lldp;
 mod support;
 mod upgrade;
 mod vasic;

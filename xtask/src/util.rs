@@ -69,6 +69,8 @@ pub const PREREQUISITES: &[(&str, &str)] = &[
     ("openssl", "openssl"),
     // The pod sandbox image's process (xtask images, rootfs).
     ("catatonit", "catatonit"),
+    // lldp_syncd's tier reads a real lldpd's neighbours between two namespaces.
+    ("lldpd", "lldpd"),
 ];
 
 /// Installs whatever of `wanted` is missing with apt-get; fails clearly when it cannot.
