@@ -1,9 +1,11 @@
 //! bgpcfgd, SONiC's CONFIG_DB-to-FRR manager, as a role of the soniclet binary (to run in
 //! the VS bgp image): `render` turns CONFIG_DB's `DEVICE_METADATA|localhost`,
 //! `LOOPBACK_INTERFACE`, the interface tables and `BGP_NEIGHBOR` into FRR's startup
-//! configuration and into the vtysh scripts that change neighbours live (pure, every bad
-//! entry refused with its key and field).
+//! configuration and into the vtysh scripts that change neighbours live; `peers` keeps which
+//! neighbours FRR should have and answers each CONFIG_DB change with scripts (both pure,
+//! every bad entry refused with its key and field).
 
+pub mod peers;
 pub mod render;
 
 /// A CONFIG_DB entry bgpcfgd cannot use; the running FRR configuration stays as it was.
