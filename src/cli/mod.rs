@@ -12,6 +12,7 @@ pub mod fpmsyncd;
 mod image;
 mod intent;
 mod k8s;
+pub mod lldp_syncd;
 mod manifests;
 mod os;
 mod output;
@@ -77,6 +78,22 @@ pub enum Command {
         /// Where zebra's `fpm address` connects.
         #[arg(long, default_value = crate::fpmsyncd::run::DEFAULT_LISTEN)]
         listen: std::net::SocketAddr,
+        /// database_config.json to use (default: the switch's, under --sonic-root).
+        #[arg(long)]
+        db_config: Option<PathBuf>,
+        /// Where SONiC's host paths live.
+        #[arg(long, env = "SONICLET_SONIC_ROOT", default_value = "/")]
+        sonic_root: PathBuf,
+    },
+    /// SONiC's lldp_syncd, as the VS lldp image runs it: lldpd's neighbours into APPL_DB
+    /// `LLDP_ENTRY_TABLE` and `LLDP_LOC_CHASSIS`. Works without the daemon.
+    LldpSyncd {
+        /// lldpd's control socket (lldpd's default when absent).
+        #[arg(long)]
+        lldpd_socket: Option<PathBuf>,
+        /// Seconds between two polls of lldpd.
+        #[arg(long, default_value_t = 10)]
+        interval: u64,
         /// database_config.json to use (default: the switch's, under --sonic-root).
         #[arg(long)]
         db_config: Option<PathBuf>,

@@ -1,6 +1,7 @@
 //! lldp_syncd's reading of a real lldpd: Debian's lldpd in two network namespaces cabled by
 //! veth, the far one named `s2` with a port description, and `lldpctl -f json` on the near
-//! one read into `LLDP_ENTRY_TABLE` and `LLDP_LOC_CHASSIS` as SONiC's lldp_syncd writes them.
+//! one read into `LLDP_ENTRY_TABLE` and `LLDP_LOC_CHASSIS` as SONiC's lldp_syncd writes them;
+//! then `soniclet lldp-syncd` writing them to a real redis-server, and removing them.
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
@@ -8,7 +9,7 @@ use std::time::Duration;
 
 use soniclet::lldp_syncd::neighbors::{entries, local_chassis};
 
-use crate::support::wait_until;
+use crate::support::{db_config_for, wait_until, RedisServer, SONICLET};
 
 fn run(args: &[&str]) -> Output {
     Command::new(args[0]).args(&args[1..]).output().unwrap()
@@ -40,7 +41,21 @@ impl Pair {
         ok(&all)
     }
 
-    fn cable(&self) {
+    /// The far lldpd named `s2`, port ID by name, with a description, sending every second;
+    /// the near one named `vs`; then the cable.
+    fn configure_and_cable(&self) {
+        // The near lldpd listens on its port before the far one sends.
+        assert!(
+            wait_until(Duration::from_secs(10), || self.lldpcli(0, &["show", "interfaces"]).contains("Ethernet8")),
+            "lldpd never attached to Ethernet8"
+        );
+        // lldpd lists a port before its agent receives on it: no readiness to wait for but time.
+        std::thread::sleep(Duration::from_secs(2));
+        self.lldpcli(1, &["configure", "lldp", "tx-interval", "1"]);
+        self.lldpcli(1, &["configure", "system", "hostname", "s2"]);
+        self.lldpcli(1, &["configure", "lldp", "portidsubtype", "ifname"]);
+        self.lldpcli(1, &["configure", "ports", "Ethernet9", "lldp", "portdescription", "to vs"]);
+        self.lldpcli(0, &["configure", "system", "hostname", "vs"]);
         ok(&["ip", "-n", &self.namespaces[1], "link", "set", "Ethernet9", "up"]);
     }
 
@@ -51,7 +66,8 @@ impl Pair {
     }
 
     fn start() -> Self {
-        let id = std::process::id();
+        static PAIRS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let id = format!("{}-{}", std::process::id(), PAIRS.fetch_add(1, std::sync::atomic::Ordering::SeqCst));
         let namespaces = [format!("lldp-a-{id}"), format!("lldp-b-{id}")];
         let dir = tempfile::Builder::new().prefix("soniclet-lldp-").tempdir().unwrap();
         let mut pair = Self { namespaces, dir, daemons: Vec::new() };
@@ -107,19 +123,7 @@ impl Drop for Pair {
 #[ignore = "needs root and lldpd: `cargo xtask ci` runs it"]
 fn a_real_lldpd_neighbour_reads_as_sonics_lldp_entry_table() {
     let pair = Pair::start();
-    // The near lldpd listens on its port before the far one sends, every second.
-    assert!(
-        wait_until(Duration::from_secs(10), || pair.lldpcli(0, &["show", "interfaces"]).contains("Ethernet8")),
-        "lldpd never attached to Ethernet8"
-    );
-    // lldpd lists a port before its agent receives on it: no readiness to wait for but time.
-    std::thread::sleep(Duration::from_secs(2));
-    pair.lldpcli(1, &["configure", "lldp", "tx-interval", "1"]);
-    pair.lldpcli(1, &["configure", "system", "hostname", "s2"]);
-    pair.lldpcli(1, &["configure", "lldp", "portidsubtype", "ifname"]);
-    pair.lldpcli(1, &["configure", "ports", "Ethernet9", "lldp", "portdescription", "to vs"]);
-    pair.lldpcli(0, &["configure", "system", "hostname", "vs"]);
-    pair.cable();
+    pair.configure_and_cable();
     // lldpd sends as soon as its port comes up.
     let read = || entries(&pair.lldpcli(0, &["-f", "json", "show", "neighbors", "details"])).unwrap();
     assert!(
@@ -142,4 +146,44 @@ fn a_real_lldpd_neighbour_reads_as_sonics_lldp_entry_table() {
     assert!(!field("lldp_rem_sys_cap_supported").is_empty(), "{entry:?}");
     let local = local_chassis(&pair.lldpcli(0, &["-f", "json", "show", "chassis"])).unwrap();
     assert!(local.contains(&("lldp_loc_sys_name".into(), "vs".into())), "{local:?}");
+}
+
+#[test]
+#[ignore = "needs root, lldpd and redis-server: `cargo xtask ci` runs it"]
+fn lldp_syncd_writes_a_real_neighbour_to_appl_db_and_removes_it_when_it_goes() {
+    let pair = Pair::start();
+    let server = RedisServer::start();
+    let config = db_config_for(&server);
+    // A port a previous run wrote, with no neighbour now.
+    server.cli(0, &["HSET", "LLDP_ENTRY_TABLE:Ethernet4", "lldp_rem_sys_name", "old"]);
+    let socket = pair.socket(0);
+    let mut syncd = Command::new("ip")
+        .args(["netns", "exec", &pair.namespaces[0], SONICLET, "lldp-syncd", "--interval", "1", "--lldpd-socket"])
+        .arg(&socket)
+        .arg("--db-config")
+        .arg(&config)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    pair.configure_and_cable();
+    let hget = |key: &str, field: &str| server.cli(0, &["HGET", key, field]);
+    let written = wait_until(Duration::from_secs(20), || {
+        hget("LLDP_ENTRY_TABLE:Ethernet8", "lldp_rem_sys_name") == "s2"
+            && hget("LLDP_ENTRY_TABLE:Ethernet8", "lldp_rem_port_desc") == "to vs"
+    });
+    let table = server.cli(0, &["KEYS", "LLDP_*"]);
+    assert!(written, "APPL_DB: {table}");
+    assert_eq!(hget("LLDP_ENTRY_TABLE:Ethernet8", "lldp_rem_port_id"), "Ethernet9");
+    assert_eq!(hget("LLDP_LOC_CHASSIS", "lldp_loc_sys_name"), "vs");
+    assert_eq!(server.cli(0, &["EXISTS", "LLDP_ENTRY_TABLE:Ethernet4"]), "0", "the stale port is removed");
+    // The far side goes quiet: its TTL (4 s at one frame a second) ends, and so does the entry.
+    ok(&["ip", "-n", &pair.namespaces[1], "link", "set", "Ethernet9", "down"]);
+    assert!(
+        wait_until(Duration::from_secs(20), || server.cli(0, &["EXISTS", "LLDP_ENTRY_TABLE:Ethernet8"]) == "0"),
+        "the neighbour's entry stays: {}",
+        server.cli(0, &["KEYS", "LLDP_*"])
+    );
+    let _ = syncd.kill();
+    let _ = syncd.wait();
 }
