@@ -2,8 +2,10 @@
 //! lldp image: `neighbors` reads lldpd's `lldpctl -f json` and `lldpcli -f json show chassis`
 //! into APPL_DB `LLDP_ENTRY_TABLE:<port>` and `LLDP_LOC_CHASSIS` with SONiC's field names, and
 //! decides each poll's writes by lldp_syncd's diff rules (pure); `run` polls lldpd and writes
-//! (`soniclet lldp-syncd`).
+//! (`soniclet lldp-syncd`); `lldpmgrd` decides the lldpcli commands that configure lldpd from
+//! the databases, as SONiC's lldpmgrd (pure).
 
+pub mod lldpmgrd;
 pub mod neighbors;
 pub mod run;
 
