@@ -1,4 +1,4 @@
-//! `soniclet lldp-syncd`: opens APPL_DB and polls lldpd.
+//! `soniclet lldp-syncd` and `soniclet lldpmgrd`: open the databases and run the role.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -7,7 +7,12 @@ use tokio_util::sync::CancellationToken;
 
 use crate::db::config::DbConfig;
 use crate::db::{Db, DbError};
-use crate::lldp_syncd::run::{run as run_lldp_syncd, LldpSyncError, Lldpd};
+use crate::lldp_syncd::run::{manage, run as run_lldp_syncd, LldpSyncError, Lldpd, ManagerDbs};
+
+async fn open(config: &DbConfig, name: &str, sonic_root: &Path) -> Result<Db, DbError> {
+    let location = config.locate(name).ok_or_else(|| DbError::UnknownDb(name.to_owned()))?;
+    Db::open(location, sonic_root).await
+}
 
 pub async fn run(
     lldpd_socket: Option<PathBuf>,
@@ -17,8 +22,22 @@ pub async fn run(
     shutdown: CancellationToken,
 ) -> Result<(), LldpSyncError> {
     let config = DbConfig::load_under(db_config.as_deref(), sonic_root).map_err(DbError::from)?;
-    let location = config.locate("APPL_DB").ok_or_else(|| DbError::UnknownDb("APPL_DB".to_owned()))?;
-    let appl = Db::open(location, sonic_root).await?;
+    let appl = open(&config, "APPL_DB", sonic_root).await?;
     let lldpd = Lldpd { socket: lldpd_socket, period: Duration::from_secs(interval.max(1)) };
     run_lldp_syncd(appl, lldpd, shutdown).await
+}
+
+pub async fn lldpmgrd(
+    lldpd_socket: Option<PathBuf>,
+    db_config: Option<PathBuf>,
+    sonic_root: &Path,
+    shutdown: CancellationToken,
+) -> Result<(), LldpSyncError> {
+    let config = DbConfig::load_under(db_config.as_deref(), sonic_root).map_err(DbError::from)?;
+    let dbs = ManagerDbs {
+        appl: open(&config, "APPL_DB", sonic_root).await?,
+        state: open(&config, "STATE_DB", sonic_root).await?,
+        config: open(&config, "CONFIG_DB", sonic_root).await?,
+    };
+    manage(dbs, Lldpd { socket: lldpd_socket, period: Duration::from_secs(1) }, shutdown).await
 }

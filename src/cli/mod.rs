@@ -85,6 +85,20 @@ pub enum Command {
         #[arg(long, env = "SONICLET_SONIC_ROOT", default_value = "/")]
         sonic_root: PathBuf,
     },
+    /// SONiC's lldpmgrd, as the VS lldp image runs it: each up front-panel port's LLDP port
+    /// ID and description, the hostname, and lldpd's resume, from the databases through
+    /// lldpcli. Works without the daemon.
+    Lldpmgrd {
+        /// lldpd's control socket (lldpd's default when absent).
+        #[arg(long)]
+        lldpd_socket: Option<PathBuf>,
+        /// database_config.json to use (default: the switch's, under --sonic-root).
+        #[arg(long)]
+        db_config: Option<PathBuf>,
+        /// Where SONiC's host paths live.
+        #[arg(long, env = "SONICLET_SONIC_ROOT", default_value = "/")]
+        sonic_root: PathBuf,
+    },
     /// SONiC's lldp_syncd, as the VS lldp image runs it: lldpd's neighbours into APPL_DB
     /// `LLDP_ENTRY_TABLE` and `LLDP_LOC_CHASSIS`. Works without the daemon.
     LldpSyncd {

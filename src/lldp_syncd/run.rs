@@ -1,7 +1,8 @@
 //! lldp_syncd's thin shell: polls lldpd with `lldpctl -f json` and `lldpcli -f json show
 //! chassis` every period, and writes APPL_DB with plain HSET and DEL as SONiC's lldp_syncd
 //! does (no ProducerStateTable: nothing consumes these tables as a queue). The first poll
-//! also removes the ports a previous run wrote that no longer have a neighbour.
+//! also removes the ports a previous run wrote that no longer have a neighbour. `manage` is
+//! lldpmgrd's shell: it follows the databases and runs `lldpmgrd`'s lldpcli commands.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -107,5 +108,84 @@ pub async fn run(appl: Db, lldpd: Lldpd, shutdown: CancellationToken) -> Result<
             () = shutdown.cancelled() => return Ok(()),
             () = tokio::time::sleep(lldpd.period) => {}
         }
+    }
+}
+
+/// How long lldpmgrd waits for PortInitDone before it resumes lldpd anyway.
+const PORT_INIT_TIMEOUT: Duration = Duration::from_secs(300);
+/// A failed lldpcli command is tried again after this, at most [`RETRIES`] times.
+const RETRY_AFTER: Duration = Duration::from_secs(6);
+const RETRIES: u32 = 5;
+
+/// The databases lldpmgrd follows.
+#[derive(Debug)]
+pub struct ManagerDbs {
+    pub appl: Db,
+    pub state: Db,
+    pub config: Db,
+}
+
+/// lldpmgrd: configures lldpd from APPL_DB `PORT_TABLE`, STATE_DB `PORT_TABLE` and CONFIG_DB
+/// `DEVICE_METADATA` with lldpcli, until shutdown.
+pub async fn manage(dbs: ManagerDbs, lldpd: Lldpd, shutdown: CancellationToken) -> Result<(), LldpSyncError> {
+    use super::lldpmgrd::{Command, Lldpmgrd};
+    use crate::db::subscriber::SubscriberStateTable;
+
+    let mut app_ports = SubscriberStateTable::new(&dbs.appl, "PORT_TABLE").await?;
+    let mut state_ports = SubscriberStateTable::new(&dbs.state, "PORT_TABLE").await?;
+    let mut metadata = SubscriberStateTable::new(&dbs.config, "DEVICE_METADATA").await?;
+    let mut mgr = Lldpmgrd::new();
+    let started = tokio::time::Instant::now();
+    // Failed commands, with their attempts, due again at a time.
+    let mut retries: Vec<(tokio::time::Instant, Command, u32)> = Vec::new();
+    let mut due: Vec<(Command, u32)> = Vec::new();
+    loop {
+        for (command, attempt) in due.drain(..) {
+            let args: Vec<&str> = command.iter().map(String::as_str).collect();
+            match lldpd.ask("lldpcli", &args).await {
+                Ok(_) => tracing::info!(command = %command.join(" "), "lldpd configured"),
+                Err(e) if attempt < RETRIES => {
+                    tracing::warn!(error = %e, attempt, "lldpcli failed; trying again in 6 s");
+                    retries.push((tokio::time::Instant::now() + RETRY_AFTER, command, attempt + 1));
+                }
+                Err(e) => tracing::error!(error = %e, command = %command.join(" "), "lldpcli failed; giving up"),
+            }
+        }
+        if let Some(resume) = mgr.resume_due(started.elapsed() >= PORT_INIT_TIMEOUT) {
+            due.push((resume, 1));
+            continue;
+        }
+        let next_retry = retries.iter().map(|(at, ..)| *at).min();
+        let resume_at = started + PORT_INIT_TIMEOUT;
+        let wake = next_retry.map_or(resume_at, |at| at.min(resume_at));
+        let commands = tokio::select! {
+            () = shutdown.cancelled() => return Ok(()),
+            op = app_ports.next() => match op {
+                Some(Op::Set { key, fields }) => mgr.app_port(&key, Some(&fields)),
+                Some(Op::Del { key }) => mgr.app_port(&key, None),
+                None => return Ok(()),
+            },
+            op = state_ports.next() => match op {
+                Some(Op::Set { key, fields }) => {
+                    let up = fields.iter().any(|(f, v)| f == "netdev_oper_status" && v == "up");
+                    mgr.netdev(&key, up)
+                }
+                Some(Op::Del { key }) => mgr.netdev(&key, false),
+                None => return Ok(()),
+            },
+            op = metadata.next() => match op {
+                Some(Op::Set { key, fields }) if key == "localhost" => mgr.metadata(&fields),
+                Some(_) => Vec::new(),
+                None => return Ok(()),
+            },
+            () = tokio::time::sleep_until(wake) => {
+                let now = tokio::time::Instant::now();
+                let (ready, waiting): (Vec<_>, Vec<_>) = retries.drain(..).partition(|(at, ..)| *at <= now);
+                retries = waiting;
+                due.extend(ready.into_iter().map(|(_, command, attempt)| (command, attempt)));
+                Vec::new()
+            }
+        };
+        due.extend(commands.into_iter().map(|c| (c, 1)));
     }
 }

@@ -42,8 +42,8 @@ impl Pair {
     }
 
     /// The far lldpd named `s2`, port ID by name, with a description, sending every second;
-    /// the near one named `vs`; then the cable.
-    fn configure_and_cable(&self) {
+    /// the near one named `near_hostname`; then the cable.
+    fn configure_and_cable(&self, near_hostname: Option<&str>) {
         // The near lldpd listens on its port before the far one sends.
         assert!(
             wait_until(Duration::from_secs(10), || self.lldpcli(0, &["show", "interfaces"]).contains("Ethernet8")),
@@ -55,7 +55,9 @@ impl Pair {
         self.lldpcli(1, &["configure", "system", "hostname", "s2"]);
         self.lldpcli(1, &["configure", "lldp", "portidsubtype", "ifname"]);
         self.lldpcli(1, &["configure", "ports", "Ethernet9", "lldp", "portdescription", "to vs"]);
-        self.lldpcli(0, &["configure", "system", "hostname", "vs"]);
+        if let Some(hostname) = near_hostname {
+            self.lldpcli(0, &["configure", "system", "hostname", hostname]);
+        }
         ok(&["ip", "-n", &self.namespaces[1], "link", "set", "Ethernet9", "up"]);
     }
 
@@ -123,7 +125,7 @@ impl Drop for Pair {
 #[ignore = "needs root and lldpd: `cargo xtask ci` runs it"]
 fn a_real_lldpd_neighbour_reads_as_sonics_lldp_entry_table() {
     let pair = Pair::start();
-    pair.configure_and_cable();
+    pair.configure_and_cable(Some("vs"));
     // lldpd sends as soon as its port comes up.
     let read = || entries(&pair.lldpcli(0, &["-f", "json", "show", "neighbors", "details"])).unwrap();
     assert!(
@@ -166,7 +168,7 @@ fn lldp_syncd_writes_a_real_neighbour_to_appl_db_and_removes_it_when_it_goes() {
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    pair.configure_and_cable();
+    pair.configure_and_cable(Some("vs"));
     let hget = |key: &str, field: &str| server.cli(0, &["HGET", key, field]);
     let written = wait_until(Duration::from_secs(20), || {
         hget("LLDP_ENTRY_TABLE:Ethernet8", "lldp_rem_sys_name") == "s2"
@@ -186,4 +188,43 @@ fn lldp_syncd_writes_a_real_neighbour_to_appl_db_and_removes_it_when_it_goes() {
     );
     let _ = syncd.kill();
     let _ = syncd.wait();
+}
+
+#[test]
+#[ignore = "needs root, lldpd and redis-server: `cargo xtask ci` runs it"]
+fn lldpmgrd_gives_lldpd_the_ports_alias_description_and_the_hostname() {
+    let pair = Pair::start();
+    let server = RedisServer::start();
+    let config = db_config_for(&server);
+    // As orchagent and portsyncd leave them: APPL_DB's port (popped), STATE_DB's netdev.
+    server.cli(4, &["HSET", "DEVICE_METADATA|localhost", "hostname", "leaf-vs"]);
+    server.cli(0, &["HSET", "PORT_TABLE:Ethernet8", "alias", "etp3", "description", "to s2", "oper_status", "up"]);
+    server.cli(6, &["HSET", "PORT_TABLE|Ethernet8", "netdev_oper_status", "up"]);
+    pair.lldpcli(0, &["configure", "lldp", "tx-interval", "1"]);
+    let socket = pair.socket(0);
+    let mut mgrd = Command::new("ip")
+        .args(["netns", "exec", &pair.namespaces[0], SONICLET, "lldpmgrd", "--lldpd-socket"])
+        .arg(&socket)
+        .arg("--db-config")
+        .arg(&config)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    pair.configure_and_cable(None);
+    let far = || entries(&pair.lldpcli(1, &["-f", "json", "show", "neighbors", "details"])).unwrap();
+    let field = |name: &str| {
+        far()
+            .get("Ethernet9")
+            .and_then(|f| f.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone()))
+            .unwrap_or_default()
+    };
+    let configured = wait_until(Duration::from_secs(20), || {
+        field("lldp_rem_port_id") == "etp3" && field("lldp_rem_sys_name") == "leaf-vs"
+    });
+    assert!(configured, "the far side sees: {:?}", far());
+    assert_eq!(field("lldp_rem_port_id_subtype"), "7", "a locally assigned port ID");
+    assert_eq!(field("lldp_rem_port_desc"), "to s2");
+    let _ = mgrd.kill();
+    let _ = mgrd.wait();
 }
