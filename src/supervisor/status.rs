@@ -8,7 +8,11 @@ use crate::manifest::ServiceName;
 
 pub(super) fn state(core: &Core, name: &ServiceName) -> ServiceState {
     if matches!(core.units[name].owner, Owner::Kube { .. }) {
-        return ServiceState::Kube;
+        // Kubernetes' once the local container is gone, not while it stops.
+        return match core.units[name].phase {
+            Phase::Stopping => ServiceState::Stopping,
+            _ => ServiceState::Kube,
+        };
     }
     match &core.units[name].phase {
         Phase::Stopped if core.want(name) => ServiceState::Waiting,
@@ -71,6 +75,9 @@ fn ownership_note(core: &Core, name: &ServiceName) -> Option<String> {
     let unit = &core.units[name];
     let seen = core.pods.seen.get(name);
     match &unit.owner {
+        Owner::Kube { pod: Some(pod), unready_since: None } if matches!(unit.phase, Phase::Stopping) => {
+            Some(format!("handing over to Kubernetes pod {}: the local container stops", pod.pod))
+        }
         Owner::Kube { pod: Some(pod), unready_since: None } => Some(format!("runs as Kubernetes pod {}", pod.pod)),
         Owner::Kube { pod: Some(pod), unready_since: Some(_) } => Some(if ownership::may_fall_back(core, name) {
             format!(
