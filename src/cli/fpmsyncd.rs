@@ -17,7 +17,6 @@ pub async fn run(
     shutdown: CancellationToken,
 ) -> Result<(), FpmsyncdError> {
     let config = DbConfig::load_under(db_config.as_deref(), sonic_root).map_err(DbError::from)?;
-    let location = config.locate("APPL_DB").ok_or_else(|| DbError::UnknownDb("APPL_DB".to_owned()))?;
-    let appl = Db::open(location, sonic_root).await?;
+    let appl = Db::open_named(&config, "APPL_DB", sonic_root).await?;
     run_fpmsyncd(appl, Netlink::connect()?, listen, shutdown).await
 }

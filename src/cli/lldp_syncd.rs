@@ -9,11 +9,6 @@ use crate::db::config::DbConfig;
 use crate::db::{Db, DbError};
 use crate::lldp_syncd::run::{manage, run as run_lldp_syncd, LldpSyncError, Lldpd, ManagerDbs};
 
-async fn open(config: &DbConfig, name: &str, sonic_root: &Path) -> Result<Db, DbError> {
-    let location = config.locate(name).ok_or_else(|| DbError::UnknownDb(name.to_owned()))?;
-    Db::open(location, sonic_root).await
-}
-
 pub async fn run(
     lldpd_socket: Option<PathBuf>,
     interval: u64,
@@ -22,7 +17,7 @@ pub async fn run(
     shutdown: CancellationToken,
 ) -> Result<(), LldpSyncError> {
     let config = DbConfig::load_under(db_config.as_deref(), sonic_root).map_err(DbError::from)?;
-    let appl = open(&config, "APPL_DB", sonic_root).await?;
+    let appl = Db::open_named(&config, "APPL_DB", sonic_root).await?;
     let lldpd = Lldpd { socket: lldpd_socket, period: Duration::from_secs(interval.max(1)) };
     run_lldp_syncd(appl, lldpd, shutdown).await
 }
@@ -35,9 +30,9 @@ pub async fn lldpmgrd(
 ) -> Result<(), LldpSyncError> {
     let config = DbConfig::load_under(db_config.as_deref(), sonic_root).map_err(DbError::from)?;
     let dbs = ManagerDbs {
-        appl: open(&config, "APPL_DB", sonic_root).await?,
-        state: open(&config, "STATE_DB", sonic_root).await?,
-        config: open(&config, "CONFIG_DB", sonic_root).await?,
+        appl: Db::open_named(&config, "APPL_DB", sonic_root).await?,
+        state: Db::open_named(&config, "STATE_DB", sonic_root).await?,
+        config: Db::open_named(&config, "CONFIG_DB", sonic_root).await?,
     };
     manage(dbs, Lldpd { socket: lldpd_socket, period: Duration::from_secs(1) }, shutdown).await
 }

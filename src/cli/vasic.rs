@@ -10,11 +10,6 @@ use crate::vasic::netlink::Netlink;
 use crate::vasic::run::{self, Dbs};
 use crate::vasic::VasicError;
 
-async fn open(config: &DbConfig, name: &str, sonic_root: &Path) -> Result<Db, VasicError> {
-    let location = config.locate(name).ok_or_else(|| DbError::UnknownDb(name.to_owned()))?;
-    Ok(Db::open(location, sonic_root).await?)
-}
-
 /// Which process of the virtual ASIC to run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum VasicRole {
@@ -31,11 +26,11 @@ pub async fn run(
 ) -> Result<(), VasicError> {
     let config = DbConfig::load_under(db_config.as_deref(), sonic_root).map_err(DbError::from)?;
     let dbs = Dbs {
-        appl: open(&config, "APPL_DB", sonic_root).await?,
-        asic: open(&config, "ASIC_DB", sonic_root).await?,
-        counters: open(&config, "COUNTERS_DB", sonic_root).await?,
-        state: open(&config, "STATE_DB", sonic_root).await?,
-        config: open(&config, "CONFIG_DB", sonic_root).await?,
+        appl: Db::open_named(&config, "APPL_DB", sonic_root).await?,
+        asic: Db::open_named(&config, "ASIC_DB", sonic_root).await?,
+        counters: Db::open_named(&config, "COUNTERS_DB", sonic_root).await?,
+        state: Db::open_named(&config, "STATE_DB", sonic_root).await?,
+        config: Db::open_named(&config, "CONFIG_DB", sonic_root).await?,
     };
     match role {
         VasicRole::Orch => run::orch(dbs, shutdown).await,

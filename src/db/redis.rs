@@ -11,7 +11,7 @@ use std::time::Duration;
 use redis::aio::ConnectionManager;
 use redis::{AsyncCommands, Value};
 
-use super::config::DbLocation;
+use super::config::{DbConfig, DbLocation};
 use super::{DbError, Fields};
 
 /// Deadline of an ordinary call; bulk pipelines get their own.
@@ -59,6 +59,12 @@ impl Db {
     /// Connects to `location`; socket paths are taken under `root` (the SONiC root).
     pub async fn open(location: DbLocation, root: &Path) -> Result<Self, DbError> {
         Self::connect(location, root, 2).await
+    }
+
+    /// Connects to the database `config` names `name` (or numbers so).
+    pub async fn open_named(config: &DbConfig, name: &str, root: &Path) -> Result<Self, DbError> {
+        let location = config.locate(name).ok_or_else(|| DbError::UnknownDb(name.to_owned()))?;
+        Self::open(location, root).await
     }
 
     /// `retries` are reconnection attempts with the client's backoff (100 ms doubling): right for

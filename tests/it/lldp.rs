@@ -61,6 +61,21 @@ impl Pair {
         ok(&["ip", "-n", &self.namespaces[1], "link", "set", "Ethernet9", "up"]);
     }
 
+    /// `soniclet ROLE...` in the near namespace, on its lldpd and the databases of `config`.
+    fn run_role(&self, role: &[&str], config: &Path) -> Child {
+        Command::new("ip")
+            .args(["netns", "exec", &self.namespaces[0], SONICLET])
+            .args(role)
+            .arg("--lldpd-socket")
+            .arg(self.socket(0))
+            .arg("--db-config")
+            .arg(config)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap()
+    }
+
     fn logs(&self) -> String {
         (0..2)
             .map(|n| std::fs::read_to_string(self.dir.path().join(format!("lldpd-{n}.log"))).unwrap_or_default())
@@ -158,16 +173,7 @@ fn lldp_syncd_writes_a_real_neighbour_to_appl_db_and_removes_it_when_it_goes() {
     let config = db_config_for(&server);
     // A port a previous run wrote, with no neighbour now.
     server.cli(0, &["HSET", "LLDP_ENTRY_TABLE:Ethernet4", "lldp_rem_sys_name", "old"]);
-    let socket = pair.socket(0);
-    let mut syncd = Command::new("ip")
-        .args(["netns", "exec", &pair.namespaces[0], SONICLET, "lldp-syncd", "--interval", "1", "--lldpd-socket"])
-        .arg(&socket)
-        .arg("--db-config")
-        .arg(&config)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut syncd = pair.run_role(&["lldp-syncd", "--interval", "1"], &config);
     pair.configure_and_cable(Some("vs"));
     let hget = |key: &str, field: &str| server.cli(0, &["HGET", key, field]);
     let written = wait_until(Duration::from_secs(20), || {
@@ -201,16 +207,7 @@ fn lldpmgrd_gives_lldpd_the_ports_alias_description_and_the_hostname() {
     server.cli(0, &["HSET", "PORT_TABLE:Ethernet8", "alias", "etp3", "description", "to s2", "oper_status", "up"]);
     server.cli(6, &["HSET", "PORT_TABLE|Ethernet8", "netdev_oper_status", "up"]);
     pair.lldpcli(0, &["configure", "lldp", "tx-interval", "1"]);
-    let socket = pair.socket(0);
-    let mut mgrd = Command::new("ip")
-        .args(["netns", "exec", &pair.namespaces[0], SONICLET, "lldpmgrd", "--lldpd-socket"])
-        .arg(&socket)
-        .arg("--db-config")
-        .arg(&config)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut mgrd = pair.run_role(&["lldpmgrd"], &config);
     pair.configure_and_cable(None);
     let far = || entries(&pair.lldpcli(1, &["-f", "json", "show", "neighbors", "details"])).unwrap();
     let field = |name: &str| {
