@@ -139,6 +139,11 @@ fn main() -> ExitCode {
         Command::Vasic { role: vasic, db_config, sonic_root } => {
             return role(|shutdown| async move { cli::vasic::run(vasic, db_config, &sonic_root, shutdown).await })
         }
+        Command::Bgpcfgd { frr_config, vtysh, db_config, sonic_root } => {
+            return role(|shutdown| async move {
+                cli::bgpcfgd::run(frr_config, vtysh, db_config, &sonic_root, shutdown).await
+            })
+        }
         Command::Lldpmgrd { lldpd_socket, db_config, sonic_root } => {
             return role(|shutdown| async move {
                 cli::lldp_syncd::lldpmgrd(lldpd_socket, db_config, &sonic_root, shutdown).await

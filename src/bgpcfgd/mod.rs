@@ -7,6 +7,7 @@
 
 pub mod peers;
 pub mod render;
+pub mod run;
 
 /// A CONFIG_DB entry bgpcfgd cannot use; the running FRR configuration stays as it was.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

@@ -213,7 +213,8 @@ pub fn networks(loopbacks: &[String], vlan_interfaces: &[String]) -> Vec<String>
 pub fn startup_config(device: Option<&Device>, networks: &[String]) -> String {
     let mut c = String::new();
     let hostname = device.map_or("sonic", |d| d.hostname.as_str());
-    let _ = writeln!(c, "frr defaults traditional\nhostname {hostname}\nlog syslog informational\nlog facility local4");
+    // The container's stdout is the service's journal (SONiC logs to the host's syslog).
+    let _ = writeln!(c, "frr defaults traditional\nhostname {hostname}\nlog stdout informational");
     c.push_str("service integrated-vtysh-config\n!\n");
     // zebra's FPM client: fpmsyncd on its port, routes with their next hops inline.
     c.push_str("fpm address 127.0.0.1\nno fpm use-next-hop-groups\n!\n");
@@ -235,6 +236,25 @@ pub fn startup_config(device: Option<&Device>, networks: &[String]) -> String {
     }
     c.push_str("exit\n!\n");
     c
+}
+
+/// The script that advertises `added` and withdraws `removed` (networks as [`networks`]
+/// gives them), live.
+pub fn change_networks(device: &Device, added: &[String], removed: &[String]) -> String {
+    let mut s = router_line(device, None);
+    for (family, v4) in [("ipv4", true), ("ipv6", false)] {
+        let lines: Vec<String> = removed
+            .iter()
+            .filter(|n| n.contains('.') == v4)
+            .map(|n| format!("  no network {n}"))
+            .chain(added.iter().filter(|n| n.contains('.') == v4).map(|n| format!("  network {n}")))
+            .collect();
+        if !lines.is_empty() {
+            let _ = writeln!(s, " address-family {family} unicast\n{}\n exit-address-family", lines.join("\n"));
+        }
+    }
+    s.push_str("exit\n");
+    s
 }
 
 fn router_line(device: &Device, vrf: Option<&str>) -> String {
@@ -413,6 +433,11 @@ mod tests {
         );
         assert!(!script.contains("timers 60 180"), "default timers are not written: {script}");
         assert_eq!(remove_neighbor(&device, &in_vrf), "router bgp 65100 vrf Vrf-red\n no neighbor fc00::2\nexit\n");
+        assert_eq!(
+            change_networks(&device, &["10.0.20.0/24".to_owned()], &["10.0.10.0/24".to_owned(), "fc00:10::/64".to_owned()]),
+            "router bgp 65100\n address-family ipv4 unicast\n  no network 10.0.10.0/24\n  network 10.0.20.0/24\n \
+             exit-address-family\n address-family ipv6 unicast\n  no network fc00:10::/64\n exit-address-family\nexit\n"
+        );
     }
 
     #[test]

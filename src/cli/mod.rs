@@ -5,6 +5,7 @@
 //!
 //! Every read command takes `--json`; tables are for people. Exit codes are in `exit`.
 
+pub mod bgpcfgd;
 mod config;
 mod db;
 mod feature;
@@ -78,6 +79,23 @@ pub enum Command {
         /// Where zebra's `fpm address` connects.
         #[arg(long, default_value = crate::fpmsyncd::run::DEFAULT_LISTEN)]
         listen: std::net::SocketAddr,
+        /// database_config.json to use (default: the switch's, under --sonic-root).
+        #[arg(long)]
+        db_config: Option<PathBuf>,
+        /// Where SONiC's host paths live.
+        #[arg(long, env = "SONICLET_SONIC_ROOT", default_value = "/")]
+        sonic_root: PathBuf,
+    },
+    /// SONiC's bgpcfgd, as the VS bgp image runs it: FRR's configuration from CONFIG_DB (the
+    /// BGP instance, neighbours, advertised networks), written at start and changed live
+    /// through vtysh. Works without the daemon.
+    Bgpcfgd {
+        /// FRR's integrated configuration file, written at start.
+        #[arg(long, default_value = "/etc/frr/frr.conf")]
+        frr_config: PathBuf,
+        /// The vtysh that applies it.
+        #[arg(long, default_value = "/usr/bin/vtysh")]
+        vtysh: PathBuf,
         /// database_config.json to use (default: the switch's, under --sonic-root).
         #[arg(long)]
         db_config: Option<PathBuf>,

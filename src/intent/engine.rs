@@ -5,7 +5,8 @@
 //! - **Reconcile:** write the difference between desired entries and what soniclet owns.
 //!   After every (re)connect to the database it diffs against APPL_DB itself, so a restarted
 //!   daemon or a restarted Redis gets exactly what is missing. Keys another writer owns are
-//!   never written; keys soniclet owned and no longer wants are deleted.
+//!   never written; keys soniclet owned and no longer wants are deleted. A `ROUTE_TABLE` key
+//!   fpmsyncd holds (its entries carry `protocol`) is zebra's: soniclet only verifies it.
 //! - **Verify:** follow ASIC_STATE (and orchagent's STATE_DB markers) through keyspace
 //!   notifications, never polling, and judge each intent programmed, pending or failed.
 
@@ -413,6 +414,7 @@ impl Engine {
 
         let mut dels: Vec<EntryKey> = Vec::new();
         let mut sets: Vec<(EntryKey, Fields, bool)> = Vec::new();
+        let mut yielded: HashSet<EntryKey> = HashSet::new();
         for (key, fields) in &desired {
             if refused.contains_key(key) {
                 continue;
@@ -431,6 +433,11 @@ impl Engine {
             let held = actual.get(key).cloned().unwrap_or_default();
             if held.is_empty() {
                 sets.push((key.clone(), fields.clone(), false));
+            } else if key.table == "ROUTE_TABLE" && held.iter().any(|(f, _)| f == "protocol") {
+                // fpmsyncd's: every route it writes carries `protocol`, soniclet's never do.
+                // zebra announces this route too (an interface's connected subnet), so it is
+                // zebra's to keep and withdraw; soniclet only verifies it in ASIC_DB.
+                yielded.insert(key.clone());
             } else if same_fields(&held, fields) {
                 // Already there (staged or published).
             } else if !self.owned.contains_key(key) && owns_whole_key(key) {
@@ -474,7 +481,7 @@ impl Engine {
         // soniclet now owns what it wrote (and what already matched).
         let mut owned: BTreeMap<EntryKey, Fields> = BTreeMap::new();
         for (key, fields) in &desired {
-            if !refused.contains_key(key) {
+            if !refused.contains_key(key) && !yielded.contains(key) {
                 owned.insert(key.clone(), fields.clone());
             }
         }

@@ -238,9 +238,17 @@ fn other_writers_keys_are_left_alone_and_a_restart_sends_only_what_is_missing() 
     let orch = Orchagent::start(&sw);
     // fpmsyncd (say) owns this route already.
     sw.db("APPL_DB", &["hset", "ROUTE_TABLE:10.1.0.0/24", "nexthop", "10.9.9.9", "ifname", "Ethernet8"]);
+    // zebra's connected route of Vlan10's subnet, through fpmsyncd (it carries `protocol`):
+    // the same key as the address intent's subnet route, which soniclet then leaves to zebra.
+    let connected = ["nexthop", "0.0.0.0", "ifname", "Vlan10", "protocol", "kernel"];
+    sw.db("APPL_DB", &[&["hset", "ROUTE_TABLE:10.0.10.0/24"][..], &connected[..]].concat());
     apply(&sw, "a.yaml", DOC_A);
     let seen = orch.take(&sw);
     assert!(!keys(&seen).contains(&"SET ROUTE_TABLE:10.1.0.0/24".to_owned()));
+    assert!(!keys(&seen).contains(&"SET ROUTE_TABLE:10.0.10.0/24".to_owned()), "zebra's subnet route: {seen:?}");
+    assert_eq!(sw.hgetall("APPL_DB", "ROUTE_TABLE:10.0.10.0/24")["protocol"], "kernel");
+    let address = intent(&sw, "address:Vlan10:10.0.10.1/24");
+    assert_ne!(address["state"], "failed", "soniclet verifies zebra's route, it does not refuse it: {address}");
     assert_eq!(sw.hgetall("APPL_DB", "ROUTE_TABLE:10.1.0.0/24")["nexthop"], "10.9.9.9", "untouched");
     let route = intent(&sw, "route:10.1.0.0/24");
     assert_eq!(route["state"], "failed");
@@ -255,6 +263,7 @@ fn other_writers_keys_are_left_alone_and_a_restart_sends_only_what_is_missing() 
     assert_eq!(keys(&seen), ["SET NEIGH_TABLE:Vlan10:10.0.10.2"], "only the missing entry is sent again");
     // The other writer's route is still theirs.
     assert_eq!(sw.hgetall("APPL_DB", "ROUTE_TABLE:10.1.0.0/24")["nexthop"], "10.9.9.9");
+    assert_eq!(sw.hgetall("APPL_DB", "ROUTE_TABLE:10.0.10.0/24")["protocol"], "kernel", "and zebra's is zebra's");
 }
 
 #[test]

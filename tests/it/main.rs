@@ -13,6 +13,7 @@ mod intent;
 mod lifecycle;
 mod lifecycle_sonic;
 mod lldp;
+mod routing;
 mod support;
 mod upgrade;
 mod vasic;

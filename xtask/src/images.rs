@@ -31,6 +31,20 @@ pub struct Recipe {
     /// link to the agent under its SONiC name, so critical-process checks see that name.
     #[serde(default)]
     pub vasic: BTreeMap<String, String>,
+    /// soniclet's roles under their SONiC process names (`fpmsyncd`): each a link to the
+    /// agent, started by a line of `daemons`.
+    #[serde(default)]
+    pub roles: Vec<String>,
+    /// Debian packages whose programs the image runs (their library dependencies follow as
+    /// their ELF files need them; see `debs.rs`).
+    #[serde(default)]
+    pub debs: Vec<String>,
+    /// The paths taken from `debs` (prefixes); everything but documentation when empty.
+    #[serde(default)]
+    pub keep: Vec<String>,
+    /// Real daemons vs-supervisor.sh starts in this order, under their process names.
+    #[serde(default)]
+    pub daemons: Vec<DaemonSpec>,
     #[serde(default)]
     pub files: Vec<FileSpec>,
     #[serde(default)]
@@ -51,6 +65,17 @@ pub struct FileSpec {
     pub src: String,
     pub dst: String,
     pub mode: u32,
+}
+
+/// One real daemon: its process name (what critical-process checks see) and command line.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DaemonSpec {
+    pub name: String,
+    pub command: String,
+    /// A setup step: run to its end before the next line starts.
+    #[serde(default)]
+    pub once: bool,
 }
 
 fn default_tag() -> String {
@@ -178,11 +203,17 @@ fn base_layer(root: &Path) -> Result<Layer> {
     for applet in applets.lines().map(str::trim).filter(|a| !a.is_empty() && *a != "busybox") {
         layer.symlink(&format!("/bin/{applet}"), "/bin/busybox");
     }
-    for dir in ["/tmp", "/var/run", "/var/log", "/var/lib", "/etc", "/root", "/proc", "/sys", "/dev", "/usr/bin"] {
+    for dir in
+        ["/tmp", "/run", "/var/run", "/var/log", "/var/lib", "/etc", "/root", "/proc", "/sys", "/dev", "/usr/bin"]
+    {
         layer.dir(dir);
     }
-    layer.file("/etc/passwd", b"root:x:0:0:root:/root:/bin/sh\n".to_vec(), 0o644);
-    layer.file("/etc/group", b"root:x:0:\n".to_vec(), 0o644);
+    // FRR's daemons drop to frr (their vty sockets to group frrvty), lldpd to _lldpd.
+    let passwd = "root:x:0:0:root:/root:/bin/sh\nfrr:x:300:300:FRR:/var/run/frr:/bin/false\n\
+                  _lldpd:x:301:301:lldpd:/run/lldpd:/bin/false\n";
+    layer.file("/etc/passwd", passwd.as_bytes().to_vec(), 0o644);
+    let group = "root:x:0:\nfrr:x:300:\nfrrvty:x:302:frr\n_lldpd:x:301:\n";
+    layer.file("/etc/group", group.as_bytes().to_vec(), 0o644);
     let supervisor = std::fs::read(root.join("images/files/vs-supervisor.sh"))?;
     layer.file("/usr/bin/vs-supervisor.sh", supervisor, 0o755);
     Ok(layer)
@@ -193,10 +224,11 @@ fn image_layer(root: &Path, recipe: &Recipe, soniclet: Option<&Path>) -> Result<
     for program in &recipe.programs {
         layer.symlink(&format!("/usr/bin/{program}"), "/bin/busybox");
     }
-    if !recipe.vasic.is_empty() && !recipe.binaries.iter().any(|b| b == "@soniclet") {
-        bail!("{}: vasic processes need \"@soniclet\" in binaries", recipe.name);
+    let runs_soniclet = !(recipe.vasic.is_empty() && recipe.roles.is_empty());
+    if runs_soniclet && !recipe.binaries.iter().any(|b| b == "@soniclet") {
+        bail!("{}: vasic processes and roles need \"@soniclet\" in binaries", recipe.name);
     }
-    for process in recipe.vasic.keys() {
+    for process in recipe.vasic.keys().chain(&recipe.roles) {
         layer.symlink(&format!("/usr/bin/{process}"), "/usr/bin/soniclet");
     }
     for binary in &recipe.binaries {
@@ -206,6 +238,30 @@ fn image_layer(root: &Path, recipe: &Recipe, soniclet: Option<&Path>) -> Result<
         } else {
             layer.binary(Path::new(binary), binary)?;
         }
+    }
+    if !recipe.debs.is_empty() {
+        let present = layer.nodes.keys().map(|p| format!("/{p}")).collect();
+        let (entries, packages) = crate::debs::resolve(&recipe.name, &recipe.debs, &recipe.keep, &present)?;
+        for (path, entry) in entries {
+            match entry {
+                crate::debs::Entry::File { host, mode } => {
+                    let data = std::fs::read(&host).with_context(|| format!("cannot read {}", host.display()))?;
+                    layer.file(&path, data, mode);
+                }
+                crate::debs::Entry::Symlink(target) => layer.symlink(&path, &target),
+            }
+        }
+        // What went in, for `soniclet exec <svc> -- cat /etc/vs-supervisor/packages`.
+        let list: String = packages.iter().map(|(name, version)| format!("{name} {version}\n")).collect();
+        layer.file("/etc/vs-supervisor/packages", list.into_bytes(), 0o644);
+    }
+    if !recipe.daemons.is_empty() {
+        let lines: String = recipe
+            .daemons
+            .iter()
+            .map(|d| format!("{} {} {}\n", d.name, if d.once { "once" } else { "run" }, d.command))
+            .collect();
+        layer.file("/etc/vs-supervisor/daemons", lines.into_bytes(), 0o644);
     }
     for file in &recipe.files {
         let data = std::fs::read(root.join("images").join(&file.src))
@@ -367,6 +423,10 @@ pub fn build_pause() -> Result<PathBuf> {
         programs: Vec::new(),
         binaries: vec![catatonit.display().to_string()],
         vasic: BTreeMap::new(),
+        roles: Vec::new(),
+        debs: Vec::new(),
+        keep: Vec::new(),
+        daemons: Vec::new(),
         files: Vec::new(),
         entrypoint: vec![catatonit.display().to_string(), "-P".to_owned()],
         env: Vec::new(),
@@ -400,8 +460,6 @@ struct Variant {
     #[serde(default)]
     version: Option<String>,
     #[serde(default)]
-    programs: Option<Vec<String>>,
-    #[serde(default)]
     entrypoint: Option<Vec<String>>,
     #[serde(default)]
     architecture: Option<String>,
@@ -424,9 +482,6 @@ fn variant_recipes(root: &Path, recipes: &[Recipe]) -> Result<Vec<(String, Recip
         recipe.tag = variant.tag;
         if let Some(version) = variant.version {
             recipe.version = version;
-        }
-        if let Some(programs) = variant.programs {
-            recipe.programs = programs;
         }
         if let Some(entrypoint) = variant.entrypoint {
             recipe.entrypoint = entrypoint;

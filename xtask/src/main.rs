@@ -17,6 +17,7 @@ mod bench_upgrade;
 mod bench_vasic;
 mod bench_vs;
 mod ci;
+mod debs;
 mod images;
 mod kernel;
 mod lab;
