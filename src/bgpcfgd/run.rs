@@ -41,26 +41,41 @@ pub struct Frr {
     pub config_file: PathBuf,
 }
 
+/// The daemons the configuration is for. vtysh skips a daemon that is not up and still
+/// succeeds, so the startup configuration waits for all of them.
+const DAEMONS: &[&str] = &["zebra", "bgpd", "staticd"];
+
 impl Frr {
+    /// The daemons vtysh reaches, and the ones of [`DAEMONS`] it does not.
+    async fn missing_daemons(&self) -> Result<Vec<&'static str>, String> {
+        let running = self.vtysh(&["-c", "show daemons"], None).await?;
+        let running: Vec<&str> = running.split_whitespace().collect();
+        Ok(DAEMONS.iter().copied().filter(|d| !running.contains(d)).collect())
+    }
+
     /// Runs `script` through `vtysh -f /dev/stdin`; the error is what vtysh said.
     async fn apply(&self, script: &str) -> Result<(), String> {
+        self.vtysh(&["-f", "/dev/stdin"], Some(script)).await.map(drop)
+    }
+
+    async fn vtysh(&self, args: &[&str], stdin: Option<&str>) -> Result<String, String> {
         let mut child = tokio::process::Command::new(&self.vtysh)
-            .args(["-f", "/dev/stdin"])
+            .args(args)
             .stdin(std::process::Stdio::piped())
             .stdout(std::process::Stdio::piped())
             .stderr(std::process::Stdio::piped())
             .kill_on_drop(true)
             .spawn()
             .map_err(|e| format!("cannot run {}: {e}", self.vtysh.display()))?;
-        if let Some(mut stdin) = child.stdin.take() {
-            stdin.write_all(script.as_bytes()).await.map_err(|e| format!("vtysh's stdin: {e}"))?;
+        if let Some(mut pipe) = child.stdin.take() {
+            pipe.write_all(stdin.unwrap_or_default().as_bytes()).await.map_err(|e| format!("vtysh's stdin: {e}"))?;
         }
         let output = tokio::time::timeout(VTYSH_TIMEOUT, child.wait_with_output())
             .await
             .map_err(|_| format!("vtysh did not finish within {}s", VTYSH_TIMEOUT.as_secs()))?
             .map_err(|e| format!("vtysh: {e}"))?;
         if output.status.success() {
-            return Ok(());
+            return Ok(String::from_utf8_lossy(&output.stdout).into_owned());
         }
         let said = String::from_utf8_lossy(&output.stdout).to_string() + &String::from_utf8_lossy(&output.stderr);
         Err(format!("vtysh failed ({}): {}", output.status, said.trim()))
@@ -181,7 +196,12 @@ pub async fn run(dbs: BgpDbs, frr: Frr, shutdown: CancellationToken) -> Result<(
     // FRR's daemons start beside bgpcfgd: wait until they take the configuration.
     let mut said = None;
     loop {
-        match frr.apply(&startup).await {
+        let applied = match frr.missing_daemons().await {
+            Ok(missing) if missing.is_empty() => frr.apply(&startup).await,
+            Ok(missing) => Err(format!("{} not running", missing.join(", "))),
+            Err(e) => Err(e),
+        };
+        match applied {
             Ok(()) => break,
             Err(e) => {
                 if said.as_ref() != Some(&e) {

@@ -23,7 +23,10 @@ pub fn atomic_write_mode(path: &Path, bytes: &[u8], mode: u32) -> std::io::Resul
     let dir = path.parent().unwrap_or(Path::new("."));
     std::fs::create_dir_all(dir)?;
     let file_name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-    let tmp = dir.join(format!(".{file_name}.tmp.{}", std::process::id()));
+    // Unique across processes that share the directory but not a PID namespace (two
+    // containers' bgpcfgd, both PID 19, writing one mounted frr.conf).
+    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.subsec_nanos());
+    let tmp = dir.join(format!(".{file_name}.tmp.{}.{nanos}", std::process::id()));
     {
         let _ = std::fs::remove_file(&tmp);
         let mut file = std::fs::OpenOptions::new().write(true).create_new(true).mode(mode).open(&tmp)?;

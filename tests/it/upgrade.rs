@@ -171,7 +171,9 @@ fn broken_images_are_rolled_back_automatically_and_the_old_image_serves() {
     // A broken image under the running image's own tag: the import takes the tag, the gate
     // fails, and bgp runs v1 again, by digest, also after a plain restart.
     let out = sw.cli(&["upgrade", "bgp", "--image", &variant("docker-fpm-frr-latest-exits"), "--settle", "1"]);
-    assert_eq!(code(&out), 9, "{}", text(&out));
+    let log = sw.daemon_log();
+    let bgp_lines: Vec<&str> = log.lines().filter(|l| l.contains("bgp") && !l.contains("DEBUG")).collect();
+    assert_eq!(code(&out), 9, "{}\n{}", text(&out), bgp_lines[bgp_lines.len().saturating_sub(30)..].join("\n"));
     assert_ready_on(&sw, "bgp", &v1);
     sw.cli_ok(&["restart", "bgp"]);
     assert_ready_on(&sw, "bgp", &v1);
