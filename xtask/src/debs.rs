@@ -44,13 +44,26 @@ const NEVER: &[&str] = &[
     "/usr/lib/systemd/",
 ];
 
+/// apt-cache's answers, asked once per run: every image and variant walks the same
+/// dependency graph, and each apt-cache run takes a fraction of a second.
+fn apt_cache(args: &[&str]) -> Result<String> {
+    static ANSWERS: std::sync::Mutex<BTreeMap<String, String>> = std::sync::Mutex::new(BTreeMap::new());
+    let key = args.join(" ");
+    if let Some(answer) = ANSWERS.lock().expect("apt-cache answers").get(&key) {
+        return Ok(answer.clone());
+    }
+    let answer = output(Command::new("apt-cache").args(args))?;
+    ANSWERS.lock().expect("apt-cache answers").insert(key, answer.clone());
+    Ok(answer)
+}
+
 fn cache_dir() -> PathBuf {
     project_root().join("target/debs")
 }
 
 /// apt's record of the candidate version of `package`: (version, SHA256 of the .deb).
 fn candidate(package: &str) -> Result<(String, String)> {
-    let record = output(Command::new("apt-cache").args(["show", "--no-all-versions", package]))
+    let record = apt_cache(&["show", "--no-all-versions", package])
         .with_context(|| format!("apt has no package {package}: run `apt-get update` (cargo xtask deps does)"))?;
     let field = |name: &str| {
         record.lines().find_map(|l| l.strip_prefix(name).map(|v| v.trim().to_owned())).filter(|v| !v.is_empty())
@@ -96,13 +109,13 @@ fn fetch(package: &str) -> Result<(String, PathBuf)> {
 
 /// Whether Debian files `package` under the `libs` section (zlib1g is, adduser is not).
 fn is_library(package: &str) -> Result<bool> {
-    let record = output(Command::new("apt-cache").args(["show", "--no-all-versions", package]))?;
+    let record = apt_cache(&["show", "--no-all-versions", package])?;
     Ok(record.lines().any(|l| l.trim() == "Section: libs"))
 }
 
 /// `package`'s direct dependencies that are libraries (the first of each alternative).
 fn library_dependencies(package: &str) -> Result<Vec<String>> {
-    let text = output(Command::new("apt-cache").args([
+    let text = apt_cache(&[
         "depends",
         "--no-recommends",
         "--no-suggests",
@@ -111,7 +124,7 @@ fn library_dependencies(package: &str) -> Result<Vec<String>> {
         "--no-replaces",
         "--no-enhances",
         package,
-    ]))?;
+    ])?;
     let mut out = Vec::new();
     let mut alternative = false;
     for line in text.lines() {
@@ -179,8 +192,21 @@ fn is_shared_object(path: &str) -> bool {
         && ["/lib", "/lib64", "/usr/lib", "/lib/x86_64-linux-gnu", "/usr/lib/x86_64-linux-gnu"].contains(&dir)
 }
 
-/// The `NEEDED` entries and run paths of an ELF file; `None` for anything else.
-fn dynamic_section(host: &Path) -> Result<Option<(Vec<String>, Vec<String>)>> {
+type Dynamic = Option<(Vec<String>, Vec<String>)>;
+
+/// The `NEEDED` entries and run paths of an ELF file; `None` for anything else. Read once
+/// per run (the variants share their base's files).
+fn dynamic_section(host: &Path) -> Result<Dynamic> {
+    static READ: std::sync::Mutex<BTreeMap<PathBuf, Dynamic>> = std::sync::Mutex::new(BTreeMap::new());
+    if let Some(known) = READ.lock().expect("dynamic sections").get(host) {
+        return Ok(known.clone());
+    }
+    let read = read_dynamic_section(host)?;
+    READ.lock().expect("dynamic sections").insert(host.to_owned(), read.clone());
+    Ok(read)
+}
+
+fn read_dynamic_section(host: &Path) -> Result<Dynamic> {
     let mut magic = [0u8; 4];
     use std::io::Read;
     if std::fs::File::open(host)?.read_exact(&mut magic).is_err() || &magic != b"\x7fELF" {
